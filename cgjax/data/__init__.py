@@ -1,0 +1,70 @@
+"""Data sets held in host memory, label noise applied, and their batching.
+
+`load(config)` returns a `Dataset` whose train split carries both the clean
+and the (possibly) noisy labels; every other part of cgjax reads this one
+structure, so any metric can be split by `is_noisy`.
+"""
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+from cgjax.data import noise as noise_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  images: np.ndarray        # uint8 [n, H, W, C]
+  labels: np.ndarray        # int32 [n], the labels used for training/eval
+  clean_labels: np.ndarray  # int32 [n]
+  is_noisy: np.ndarray      # bool [n]
+  keys: np.ndarray          # [n] stable example identities (int or str)
+
+  def __len__(self):
+    return len(self.labels)
+
+  def subset(self, index: np.ndarray) -> 'Split':
+    return Split(*(getattr(self, f.name)[index]
+                   for f in dataclasses.fields(self)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  name: str
+  train: Split
+  test: Split
+  num_classes: int
+  noise: noise_lib.NoisyLabels
+
+
+def clean_split(images, labels, keys) -> Split:
+  labels = np.asarray(labels, np.int32)
+  return Split(images=np.asarray(images, np.uint8), labels=labels,
+               clean_labels=labels, is_noisy=np.zeros(len(labels), bool),
+               keys=np.asarray(keys))
+
+
+def _registry() -> dict[str, Callable]:
+  from cgjax.data import embedded, tfds_sets  # pylint: disable=g-import-not-at-top
+  return {**embedded.LOADERS, **tfds_sets.LOADERS}
+
+
+def names() -> list[str]:
+  return sorted(_registry())
+
+
+def load(data_config, noise_config) -> Dataset:
+  """Loads `data_config.name` and corrupts its train labels per noise_config."""
+  registry = _registry()
+  if data_config.name not in registry:
+    raise ValueError(f'unknown dataset {data_config.name!r}; '
+                     f'available: {", ".join(sorted(registry))}')
+  train, test, num_classes = registry[data_config.name](data_config)
+  noisy = noise_lib.corrupt_labels(
+      train.clean_labels, list(train.keys), num_classes=num_classes,
+      rate=noise_config.rate, seed=noise_config.seed, kind=noise_config.kind,
+      exclude_true_label=noise_config.exclude_true_label)
+  train = dataclasses.replace(train, labels=noisy.labels,
+                              is_noisy=noisy.is_noisy)
+  return Dataset(name=data_config.name, train=train, test=test,
+                 num_classes=num_classes, noise=noisy)

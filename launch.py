@@ -1,0 +1,122 @@
+"""Launches one cgjax training run.
+
+  python launch.py --config configs/mnist_mlp.py:noise=0.5 --workdir runs/x \
+      --config.optim.lr=0.05
+
+Flags:
+  --config        config file, optionally ':arg' for its get_config(arg);
+                  any field can be overridden with --config.a.b=value
+  --workdir       where results go; relaunching with the same workdir and
+                  config resumes. Default: a fresh dir under runs/
+  --coordinator_address, --num_processes, --process_id
+                  explicit jax.distributed settings for multi-process runs
+                  (TPU pods and SLURM are detected without them)
+"""
+import datetime
+import importlib.util
+import os
+import re
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file[:arg].',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', '', 'Run directory (default: new '
+                               'one under runs/).')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', '',
+                                   'jax.distributed coordinator host:port.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0,
+                                      'jax.distributed process count.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', -1,
+                                   'jax.distributed id of this process.')
+
+
+def _config_spec(argv):
+  for i, a in enumerate(argv):
+    if a == '--config' and i + 1 < len(argv):
+      return argv[i + 1]
+    if a.startswith('--config='):
+      return a.split('=', 1)[1]
+  return None
+
+
+def check_overrides(argv):
+  """Rejects unknown --config.a.b keys with a message naming them.
+
+  ml_collections would otherwise fail deep in flag parsing with a bare
+  AttributeError.
+  """
+  spec = _config_spec(argv)
+  if not spec:
+    return
+  path, _, arg = spec.partition(':')
+  if not os.path.exists(path):
+    sys.exit(f'error: config file {path!r} does not exist')
+  module_spec = importlib.util.spec_from_file_location('_cgjax_config', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  try:
+    config = module.get_config(arg or None)
+  except ValueError as err:
+    sys.exit(f'error: {err}')
+  for a in argv:
+    m = re.match(r'--config\.([\w.]+)(=|$)', a)
+    if not m:
+      continue
+    node, walked = config, []
+    for part in m.group(1).split('.'):
+      if not hasattr(node, 'keys') or part not in node.keys():
+        known = ', '.join(sorted(node.keys())) if hasattr(node, 'keys') else ''
+        sys.exit(f"error: unknown config key 'config.{m.group(1)}': "
+                 f"{'.'.join(['config'] + walked)} has no field {part!r}"
+                 + (f' (fields: {known})' if known else ''))
+      node = node[part]
+      walked.append(part)
+
+
+def default_workdir(spec: str) -> str:
+  path, _, arg = spec.partition(':')
+  name = os.path.splitext(os.path.basename(path))[0]
+  if arg:
+    name += '_' + re.sub(r'[^\w.=-]+', '_', arg)
+  stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+  return os.path.join('runs', f'{name}_{stamp}')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if _CONFIG.value is None:
+    raise app.UsageError('--config is required, e.g. '
+                         '--config configs/mnist_mlp.py:noise=0.5')
+  from cgjax import parallel  # pylint: disable=g-import-not-at-top
+  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                  _PROCESS_ID.value)
+  import jax  # pylint: disable=g-import-not-at-top
+  workdir = _WORKDIR.value
+  if not workdir:
+    if jax.process_count() > 1:
+      raise app.UsageError('multi-process runs need an explicit --workdir')
+    workdir = default_workdir(_config_spec(sys.argv))
+  if jax.process_index() == 0:
+    print(f'[cgjax] workdir: {workdir}', flush=True)
+  from cgjax import train  # pylint: disable=g-import-not-at-top
+  try:
+    final = train.train_and_evaluate(_CONFIG.value, workdir)
+  except (ValueError, FileNotFoundError, FloatingPointError) as err:
+    sys.exit(f'error: {err}')
+  if jax.process_index() == 0:
+    summary = {k: v for k, v in final.items()
+               if k.startswith('eval/') or k.endswith('/m_coherence')
+               and '/layer/' not in k}
+    print('[cgjax] final: ' + ', '.join(f'{k}={v:.4f}'
+                                        for k, v in sorted(summary.items())))
+    print(f'[cgjax] results in {workdir}: metrics.jsonl, tb/, checkpoints/')
+
+
+if __name__ == '__main__':
+  check_overrides(sys.argv)
+  app.run(main)
