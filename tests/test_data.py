@@ -1,0 +1,112 @@
+"""Embedded and TFDS data, batching as a function of step, probe selection."""
+import dataclasses
+
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from cgjax import data as data_lib
+from cgjax.data import pipeline
+
+
+def _cfg(name, **kw):
+  return ml_collections.ConfigDict({'name': name, 'data_dir': '', **kw})
+
+
+def _noise(rate=0.0):
+  return ml_collections.ConfigDict({'rate': rate, 'kind': 'uniform',
+                                    'exclude_true_label': False, 'seed': 0})
+
+
+def test_embedded_mnist_split_is_fixed_and_balanced():
+  ds = data_lib.load(_cfg('mnist_5k'), _noise())
+  assert ds.train.images.shape == (4000, 28, 28, 1)
+  assert ds.train.images.dtype == np.uint8 and ds.train.images.max() > 200
+  assert len(ds.test) == 1000
+  np.testing.assert_array_equal(np.bincount(ds.train.labels), [400] * 10)
+  np.testing.assert_array_equal(np.bincount(ds.test.labels), [100] * 10)
+  assert not set(ds.train.keys) & set(ds.test.keys)
+  again = data_lib.load(_cfg('mnist_5k'), _noise())
+  np.testing.assert_array_equal(ds.test.keys, again.test.keys)
+
+
+def test_noise_is_applied_by_key_and_counted():
+  ds = data_lib.load(_cfg('mnist_5k'), _noise(0.25))
+  assert ds.train.is_noisy.sum() == 1000 == ds.noise.num_selected
+  assert (ds.train.labels != ds.train.clean_labels).sum() == ds.noise.num_changed
+  assert not ds.test.is_noisy.any()
+
+
+def test_sklearn_digits():
+  ds = data_lib.load(_cfg('digits'), _noise())
+  assert ds.train.images.shape[1:] == (8, 8, 1)
+  assert len(ds.train) + len(ds.test) == 1797
+
+
+def test_unknown_dataset_lists_choices():
+  with pytest.raises(ValueError, match="unknown dataset 'mnist5k'.*mnist_5k"):
+    data_lib.load(_cfg('mnist5k'), _noise())
+
+
+@pytest.mark.parametrize('name', ['mnist', 'cifar10'])
+def test_tfds_sets_through_mock_data(name):
+  with tfds.testing.mock_data(num_examples=64):
+    ds = data_lib.load(_cfg(f'tfds:{name}'), _noise(0.5))
+  side = 28 if name == 'mnist' else 32
+  assert ds.train.images.shape[1:3] == (side, side)
+  assert len(ds.train) == 64 and ds.noise.num_selected == 32
+  assert len(set(ds.train.keys.tolist())) == 64
+
+
+def test_tfds_not_prepared_says_how_to_prepare(tmp_path):
+  with pytest.raises(FileNotFoundError, match='tfds build mnist'):
+    data_lib.load(_cfg('tfds:mnist', data_dir=str(tmp_path)), _noise())
+
+
+def _split(n):
+  return data_lib.clean_split(np.zeros((n, 2, 2, 1)), np.arange(n) % 3,
+                              np.arange(n))
+
+
+def test_loader_epochs_cover_every_example_once():
+  loader = pipeline.TrainLoader(_split(50), 10, seed=1)
+  for epoch in range(2):
+    ids = np.concatenate([loader.batch(epoch * 5 + s)['example_id']
+                          for s in range(5)])
+    np.testing.assert_array_equal(np.sort(ids), np.arange(50))
+  first = [loader.batch(s)['example_id'] for s in range(5)]
+  second = [loader.batch(s)['example_id'] for s in range(5, 10)]
+  assert any((a != b).any() for a, b in zip(first, second))  # reshuffled
+
+
+def test_loader_is_a_function_of_step_and_processes_split_the_batch():
+  split = _split(50)
+  fresh = pipeline.TrainLoader(split, 10, seed=1).batch(7)['example_id']
+  used = pipeline.TrainLoader(split, 10, seed=1)
+  for s in range(7):
+    used.batch(s)
+  np.testing.assert_array_equal(used.batch(7)['example_id'], fresh)
+  parts = [pipeline.TrainLoader(split, 10, 1, p, 2).batch(7)['example_id']
+           for p in range(2)]
+  np.testing.assert_array_equal(np.concatenate(parts), fresh)
+
+
+def test_padded_batches_cover_the_split_once():
+  batches = list(pipeline.padded_batches(_split(23), 10))
+  ids = np.concatenate([b['example_id'][b['weight'] > 0] for b in batches])
+  np.testing.assert_array_equal(ids, np.arange(23))
+  assert all(len(b['weight']) == 10 for b in batches)
+
+
+def test_probe_selection():
+  split = dataclasses.replace(_split(100), is_noisy=np.arange(100) < 30)
+  probes = pipeline.select_probes(split, _split(40), m=20, seed=0)
+  assert split.is_noisy[probes['noisy']].all()
+  assert not split.is_noisy[probes['clean']].any()
+  assert len(set(probes['test'])) == 20
+  with pytest.raises(ValueError, match='probe.m=31 is larger than the 30 '
+                     'available noisy examples'):
+    pipeline.select_probes(split, _split(40), m=31, seed=0)
+  no_noise = pipeline.select_probes(_split(100), _split(40), m=20, seed=0)
+  assert set(no_noise) == {'clean', 'test'}

@@ -1,0 +1,155 @@
+"""The real training loop, a few steps on the embedded MNIST.
+
+One in-process reference run; the same config on 8 fake devices and a run
+killed with SIGKILL and relaunched must reproduce it.
+"""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from cgjax import train
+from cgjax import workdir as workdir_lib
+from configs import mnist_mlp
+from tests.conftest import load_params, run_python
+
+# Divisible by 8 devices; eval every 2 steps so that a kill at step 15 leaves
+# metrics rows past the step-10 checkpoint, which a resume must drop.
+OVERRIDES = {'batch_size': 64, 'eval_every': 2}
+FLAGS = [f'--config.{k}={v}' for k, v in OVERRIDES.items()]
+CONFIG = 'configs/mnist_mlp.py:runlocal'
+
+
+def _config(**extra):
+  c = mnist_mlp.get_config('runlocal')
+  for k, v in {**OVERRIDES, **extra}.items():
+    node = c
+    *parents, leaf = k.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = v
+  return c
+
+
+@pytest.fixture(scope='module')
+def ref(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('ref'))
+  final = train.train_and_evaluate(_config(), workdir)
+  return workdir, final
+
+
+def _rows(workdir):
+  return [r for r in workdir_lib.read_metrics(workdir)
+          if r['name'] != 'train/steps_per_sec']
+
+
+def test_run_writes_metrics_probes_and_status(ref):
+  workdir, final = ref
+  rows = workdir_lib.read_metrics(workdir)
+  names = {r['name'] for r in rows}
+  for s in ('clean', 'noisy', 'test'):
+    steps = sorted(r['step'] for r in rows
+                   if r['name'] == f'probe/{s}/m_coherence')
+    assert steps[0] == 0 and steps[-1] == 20 and len(steps) >= 4
+    assert f'probe/{s}/layer/dense0/kernel' in names
+    assert f'probe/{s}/mean_sq_grad_norm' in names
+  for name in ('train/loss', 'eval/clean_acc', 'eval/noisy_acc_vs_noisy_label',
+               'eval/noisy_acc_vs_clean_label', 'eval/test_acc'):
+    assert name in names
+  assert final['eval/test_acc'] > 0.3  # learned something in 20 steps (chance 0.1)
+  assert json.load(open(os.path.join(workdir, 'status.json')))['state'] == 'done'
+  probe_ids = json.load(open(os.path.join(workdir, 'probe_ids.json')))
+  assert {k: len(v) for k, v in probe_ids.items()} == {
+      'clean': 50, 'noisy': 50, 'test': 50}
+  assert os.listdir(os.path.join(workdir, 'tb'))
+
+
+def test_eight_devices_match_one(ref, tmp_path):
+  workdir, _ = ref
+  run_python(['launch.py', '--config', CONFIG, '--workdir', str(tmp_path),
+              *FLAGS], devices=8)
+  a, b = load_params(workdir, 20), load_params(str(tmp_path), 20)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-4,
+                                                       atol=1e-6), a, b)
+  last = lambda w: {r['name']: r['value'] for r in _rows(w) if r['step'] == 20}
+  ra, rb = last(workdir), last(str(tmp_path))
+  for s in ('clean', 'noisy', 'test'):
+    np.testing.assert_allclose(ra[f'probe/{s}/m_coherence'],
+                               rb[f'probe/{s}/m_coherence'], rtol=1e-3)
+  np.testing.assert_allclose(ra['eval/test_acc'], rb['eval/test_acc'],
+                             atol=2e-3)
+
+
+KILLER = """
+import os, runpy, signal, sys
+from cgjax.data import pipeline
+batch = pipeline.TrainLoader.batch
+def killing_batch(self, step):
+  if step == 14:  # after the step-10 checkpoint, before update 15
+    os.kill(os.getpid(), signal.SIGKILL)
+  return batch(self, step)
+pipeline.TrainLoader.batch = killing_batch
+sys.argv = ['launch.py'] + sys.argv[1:]
+runpy.run_path('launch.py', run_name='__main__')
+"""
+
+
+def test_resume_after_kill_is_bitwise_identical(ref, tmp_path):
+  workdir, _ = ref
+  args = ['--config', CONFIG, '--workdir', str(tmp_path), *FLAGS]
+  killed = run_python(['-c', KILLER, *args], check=False)
+  assert killed.returncode == -9, killed.stderr[-2000:]
+  assert json.load(open(tmp_path / 'status.json'))['state'] == 'running'
+  assert max(r['step'] for r in workdir_lib.read_metrics(str(tmp_path))) > 10
+  resumed = run_python(['launch.py', *args])
+  assert 'resuming' in resumed.stdout and 'from step 10' in resumed.stdout
+  assert _rows(str(tmp_path)) == _rows(workdir)
+  jax.tree.map(np.testing.assert_array_equal, load_params(workdir, 20),
+               load_params(str(tmp_path), 20))
+
+
+def test_different_config_into_same_workdir_is_refused(ref):
+  workdir, _ = ref
+  before = {f: open(os.path.join(workdir, f)).read()
+            for f in ('config.json', 'metrics.jsonl', 'status.json')}
+  with pytest.raises(ValueError, match=r"optim.lr: 0.1 in the workdir, 0.05 now"):
+    train.train_and_evaluate(_config(**{'optim.lr': 0.05}), workdir)
+  for f, text in before.items():
+    assert open(os.path.join(workdir, f)).read() == text
+
+
+@pytest.mark.parametrize('override,message', [
+    ({'noise.rate': 1.5}, r'noise.rate must be in \[0, 1\], got 1.5'),
+    ({'noise.rate': -0.2}, r'got -0.2'),
+    ({'data.name': 'imagenet'}, r"unknown dataset 'imagenet'; available: .*mnist_5k"),
+    ({'model.name': 'vgg'}, r"unknown model 'vgg'; available: cnn, mlp"),
+    ({'optim.name': 'lion'}, r"unknown optimizer 'lion'; choose from"),
+    ({'optim.schedule': 'exp'}, r"unknown optim.schedule 'exp'"),
+    ({'probe.m': 3000}, r'probe.m=3000 is larger than the 2000 available clean'),
+])
+def test_bad_config_is_rejected_before_writing(tmp_path, override, message):
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(_config(**override), workdir)
+  assert not os.path.exists(workdir)
+
+
+def test_launch_rejects_unknown_key_and_indivisible_batch(tmp_path):
+  bad_key = run_python(['launch.py', '--config', CONFIG,
+                        '--config.optim.lrr=0.1'], check=False)
+  assert bad_key.returncode != 0
+  assert ("unknown config key 'config.optim.lrr': config.optim has no field "
+          "'lrr'") in bad_key.stderr
+  bad_arg = run_python(['launch.py', '--config', 'configs/mnist_mlp.py:nois=1'],
+                       check=False)
+  assert "unknown config arg 'nois'" in bad_arg.stderr
+  workdir = tmp_path / 'run'
+  indivisible = run_python(['launch.py', '--config', CONFIG, '--workdir',
+                            str(workdir), '--config.batch_size=100'],
+                           devices=8, check=False)
+  assert indivisible.returncode != 0
+  assert ('batch_size=100 is not divisible by the device count 8'
+          in indivisible.stderr)
+  assert not workdir.exists()
