@@ -20,6 +20,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file[:arg].',
@@ -89,6 +90,8 @@ def default_workdir(spec: str) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # orbax/jax INFO lines drown progress
   if _CONFIG.value is None:
     raise app.UsageError('--config is required, e.g. '
                          '--config configs/mnist_mlp.py:noise=0.5')

@@ -206,9 +206,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
   try:
     return _run(config, workdir, mesh, dataset, loader, probe_index, model,
                 tx, resuming)
+  except Diverged:
+    raise
   except BaseException as err:
     workdir_lib.set_status(workdir, 'failed', -1, f'{type(err).__name__}: {err}')
     raise
+
+
+class Diverged(FloatingPointError):
+  """The training loss became NaN or infinite."""
 
 
 def _run(config, workdir, mesh, dataset, loader, probe_index, model, tx,
@@ -223,8 +229,7 @@ def _run(config, workdir, mesh, dataset, loader, probe_index, model, tx,
                                          tx=tx)
 
   state = init_state(jax.random.key(config.seed))
-  checkpointer = workdir_lib.Checkpointer(workdir, config.checkpoint_every,
-                                          config.keep_checkpoints)
+  checkpointer = workdir_lib.Checkpointer(workdir, config.keep_checkpoints)
   start = checkpointer.latest_step() if resuming else None
   if start is not None:
     abstract = jax.tree.map(
@@ -233,8 +238,12 @@ def _run(config, workdir, mesh, dataset, loader, probe_index, model, tx,
     state, data_state = checkpointer.restore(start, abstract)
     assert data_state['next_step'] == int(state.step) == start, data_state
     _log(f'resuming {workdir} from step {start}')
+  # Losses of the log interval in progress; kept in checkpoints so that a
+  # resumed run logs the same interval means.
+  losses = [np.float32(x) for x in (data_state['interval_losses']
+                                    if start is not None else [])]
+  writer = workdir_lib.MetricWriter(workdir, -1 if start is None else start)
   start = start or 0
-  writer = workdir_lib.MetricWriter(workdir, start)
   workdir_lib.set_status(workdir, 'running', start)
 
   train_step = jax.jit(make_train_step(model), donate_argnums=0,
@@ -281,7 +290,7 @@ def _run(config, workdir, mesh, dataset, loader, probe_index, model, tx,
                      'noise/num_changed': noise.num_changed})
     measure(0, state.params)
 
-  losses, t0, t0_step = [], time.perf_counter(), start
+  t0, t0_step = time.perf_counter(), start
   for step in range(start + 1, config.num_steps + 1):
     batch = parallel.to_global(loader.batch(step - 1), mesh)
     state, metrics = train_step(state, batch)
@@ -294,8 +303,8 @@ def _run(config, workdir, mesh, dataset, loader, probe_index, model, tx,
         workdir_lib.set_status(workdir, 'diverged', step, f'loss {loss}')
         checkpointer.close()
         writer.close()
-        raise FloatingPointError(f'training diverged at step {step}: loss '
-                                 f'{loss}; lower optim.lr (now {config.optim.lr})')
+        raise Diverged(f'training diverged at step {step}: loss {loss}; '
+                       f'lower optim.lr (now {config.optim.lr})')
       writer.write(step, {'train/loss': loss, 'train/steps_per_sec': rate,
                           'train/lr': float(schedule(step - 1))})
       _log(f'step {step}/{config.num_steps} ({100 * step // config.num_steps}%)'
@@ -303,9 +312,14 @@ def _run(config, workdir, mesh, dataset, loader, probe_index, model, tx,
            f'ETA {_eta((config.num_steps - step) / rate)}')
       t0, t0_step = time.perf_counter(), step
     measure(step, state.params)
-    checkpointer.save(step, state, {'next_step': step},
-                      force=step == config.num_steps)
+    if step % config.checkpoint_every == 0 or step == config.num_steps:
+      checkpointer.save(step, state, {
+          'next_step': step,
+          'interval_losses': [float(x) for x in jax.device_get(losses)]})
   checkpointer.close()
   writer.close()
   workdir_lib.set_status(workdir, 'done', config.num_steps)
+  if start == config.num_steps and workdir_lib.is_writer():
+    _log(f'{workdir} was already complete')
+    return workdir_lib.latest_values(workdir)
   return last

@@ -81,28 +81,35 @@ def read_metrics(workdir) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+def latest_values(workdir) -> dict:
+  """{name: value at its last logged step}."""
+  return {r['name']: r['value'] for r in read_metrics(workdir)}
+
+
 class MetricWriter:
   """Appends scalars to metrics.jsonl and TensorBoard (process 0 only).
 
-  `start_step` is the step a run resumes from: rows after it, written by the
-  interrupted run past its last checkpoint, are dropped so the file ends up as
-  an uninterrupted run's would.
+  `keep_through` is the step of the checkpoint a run resumes from (-1: none).
+  Rows after it, written by an interrupted run past that checkpoint, are
+  dropped (and purged from TensorBoard), so the files end up as an
+  uninterrupted run's would.
   """
 
-  def __init__(self, workdir: str, start_step: int = 0):
+  def __init__(self, workdir: str, keep_through: int = -1):
     self._active = is_writer()
     if not self._active:
       return
     self._path = os.path.join(workdir, 'metrics.jsonl')
-    if os.path.exists(self._path):
-      kept = [r for r in read_metrics(workdir) if r['step'] <= start_step]
+    existed = os.path.exists(self._path)
+    if existed:
+      kept = [r for r in read_metrics(workdir) if r['step'] <= keep_through]
       with open(self._path + '.tmp', 'w') as f:
         f.writelines(json.dumps(r) + '\n' for r in kept)
       os.replace(self._path + '.tmp', self._path)
     self._file = open(self._path, 'a')
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
     self._tb = SummaryWriter(os.path.join(workdir, 'tb'),
-                             purge_step=start_step + 1 if start_step else None)
+                             purge_step=keep_through + 1 if existed else None)
 
   def write(self, step: int, scalars: dict):
     if not self._active:
@@ -122,20 +129,20 @@ class MetricWriter:
 class Checkpointer:
   """Orbax checkpoints of the train state and the data iterator state."""
 
-  def __init__(self, workdir: str, every: int, keep: int):
+  def __init__(self, workdir: str, keep: int):
+    # The caller decides when to save: orbax's own interval policy would also
+    # save the very first step it is offered.
     self._manager = ocp.CheckpointManager(
         os.path.join(os.path.abspath(workdir), 'checkpoints'),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep,
-                                             save_interval_steps=every,
-                                             create=True))
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
   def latest_step(self):
     return self._manager.latest_step()
 
-  def save(self, step: int, state, data_state: dict, force=False):
+  def save(self, step: int, state, data_state: dict):
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
-        data=ocp.args.JsonSave(data_state)), force=force)
+        data=ocp.args.JsonSave(data_state)), force=True)
 
   def restore(self, step: int, abstract_state):
     restored = self._manager.restore(step, args=ocp.args.Composite(

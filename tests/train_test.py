@@ -16,8 +16,9 @@ from configs import mnist_mlp
 from tests.conftest import load_params, run_python
 
 # Divisible by 8 devices; eval every 2 steps so that a kill at step 15 leaves
-# metrics rows past the step-10 checkpoint, which a resume must drop.
-OVERRIDES = {'batch_size': 64, 'eval_every': 2}
+# metrics rows past the step-10 checkpoint, which a resume must drop; log
+# every 4 so that the step-10 checkpoint falls inside a log interval.
+OVERRIDES = {'batch_size': 64, 'eval_every': 2, 'log_every': 4}
 FLAGS = [f'--config.{k}={v}' for k, v in OVERRIDES.items()]
 CONFIG = 'configs/mnist_mlp.py:runlocal'
 
@@ -64,6 +65,8 @@ def test_run_writes_metrics_probes_and_status(ref):
   assert {k: len(v) for k, v in probe_ids.items()} == {
       'clean': 50, 'noisy': 50, 'test': 50}
   assert os.listdir(os.path.join(workdir, 'tb'))
+  # checkpoint_every=10 of 20 steps: exactly these, none orbax chose itself.
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['10', '20']
 
 
 def test_eight_devices_match_one(ref, tmp_path):
@@ -86,8 +89,9 @@ KILLER = """
 import os, runpy, signal, sys
 from cgjax.data import pipeline
 batch = pipeline.TrainLoader.batch
+kill_at = int(sys.argv.pop(1))
 def killing_batch(self, step):
-  if step == 14:  # after the step-10 checkpoint, before update 15
+  if step == kill_at:
     os.kill(os.getpid(), signal.SIGKILL)
   return batch(self, step)
 pipeline.TrainLoader.batch = killing_batch
@@ -96,18 +100,51 @@ runpy.run_path('launch.py', run_name='__main__')
 """
 
 
-def test_resume_after_kill_is_bitwise_identical(ref, tmp_path):
+# Killed before update 15 (after the step-10 checkpoint), and before update 3
+# (no checkpoint yet: the relaunch starts over in the same workdir).
+@pytest.mark.parametrize('kill_at,resumed_from', [(14, 10), (2, None)])
+def test_resume_after_kill_is_bitwise_identical(ref, tmp_path, kill_at,
+                                                resumed_from):
   workdir, _ = ref
   args = ['--config', CONFIG, '--workdir', str(tmp_path), *FLAGS]
-  killed = run_python(['-c', KILLER, *args], check=False)
+  killed = run_python(['-c', KILLER, str(kill_at), *args], check=False)
   assert killed.returncode == -9, killed.stderr[-2000:]
   assert json.load(open(tmp_path / 'status.json'))['state'] == 'running'
-  assert max(r['step'] for r in workdir_lib.read_metrics(str(tmp_path))) > 10
+  written = [r['step'] for r in workdir_lib.read_metrics(str(tmp_path))]
+  assert max(written) == kill_at  # rows past the last checkpoint exist
   resumed = run_python(['launch.py', *args])
-  assert 'resuming' in resumed.stdout and 'from step 10' in resumed.stdout
+  if resumed_from is None:
+    assert 'resuming' not in resumed.stdout, resumed.stdout
+  else:
+    assert f'from step {resumed_from}\n' in resumed.stdout, resumed.stdout
   assert _rows(str(tmp_path)) == _rows(workdir)
   jax.tree.map(np.testing.assert_array_equal, load_params(workdir, 20),
                load_params(str(tmp_path), 20))
+
+
+def test_relaunching_a_finished_run_changes_nothing(ref):
+  workdir, final = ref
+  before = open(os.path.join(workdir, 'metrics.jsonl')).read()
+  again = train.train_and_evaluate(_config(), workdir)
+  assert open(os.path.join(workdir, 'metrics.jsonl')).read() == before
+  for name in ('eval/test_acc', 'probe/clean/m_coherence'):
+    assert again[name] == final[name]
+
+
+def test_divergence_is_reported(tmp_path):
+  workdir = str(tmp_path)
+  with pytest.raises(train.Diverged, match='diverged at step 4:'):
+    train.train_and_evaluate(_config(**{'optim.lr': 1e9}), workdir)
+  status = json.load(open(os.path.join(workdir, 'status.json')))
+  assert status['state'] == 'diverged' and status['step'] == 4
+
+
+def test_plot_runs_writes_figures(ref, tmp_path):
+  workdir, _ = ref
+  run_python(['-m', 'experiments.plot_runs', workdir, '--out', str(tmp_path)])
+  for name in ('coherence', 'accuracy'):
+    for ext in ('png', 'pdf'):
+      assert (tmp_path / f'{name}.{ext}').stat().st_size > 5000
 
 
 def test_different_config_into_same_workdir_is_refused(ref):
