@@ -36,21 +36,23 @@ def _sq_norm_per_leaf(grads):
 @functools.partial(jax.jit, static_argnames=('per_example_loss',
                                              'microbatch_size'))
 def coherence_stats(per_example_loss: PerExampleLoss, params, examples,
-                    weights=None, *, microbatch_size=None) -> dict:
+                    weights=None, *extra, microbatch_size=None) -> dict:
   """Jittable core of `m_coherence`; returns arrays, usable under a mesh.
 
   `weights` (default all ones) must be 0 or 1: weight-0 rows are padding and
   contribute nothing, which lets callers pad m to a multiple of the
   microbatch (and device) count. Inputs sharded along their leading axis keep
-  that sharding inside each microbatch.
+  that sharding inside each microbatch. `extra` arguments reach
+  `per_example_loss(params, example, *extra)` unchanged and undifferentiated
+  (e.g. fixed BatchNorm statistics).
   """
   m_padded = jax.tree.leaves(examples)[0].shape[0]
   if weights is None:
     weights = jnp.ones((m_padded,), jnp.float32)
 
-  def weighted_loss(p, example_and_weight):
+  def weighted_loss(p, example_and_weight):  # closes over traced `extra`
     example, weight = example_and_weight
-    return weight * per_example_loss(p, example)
+    return weight * per_example_loss(p, example, *extra)
 
   grad_fn = optax.microbatching.micro_grad(
       weighted_loss, argnums=0, batch_argnums=1, keep_batch_dim=False,

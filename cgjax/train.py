@@ -9,8 +9,8 @@ uninterrupted run (bitwise on CPU).
 """
 import dataclasses
 import functools
-import sys
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,25 +32,40 @@ def cross_entropy(logits, labels):
       logits.astype(jnp.float32), labels)
 
 
+class TrainState(train_state.TrainState):
+  """Adds BatchNorm running statistics ({} for models without BN)."""
+  batch_stats: Any = None
+
+
 def make_train_step(model):
-  """(state, batch) -> (state, metrics); mean loss over weight-1 rows."""
+  """(state, batch) -> (state, metrics); mean loss over weight-1 rows.
+
+  BatchNorm normalizes with the statistics of the global batch (the step is
+  jitted over the whole mesh) and updates the running averages.
+  """
 
   def train_step(state, batch):
     def loss_fn(params):
-      logits = model.apply({'params': params}, batch['image'], train=True)
+      logits, updates = model.apply(
+          {'params': params, 'batch_stats': state.batch_stats},
+          batch['image'], train=True, mutable=['batch_stats'])
       losses = cross_entropy(logits, batch['label'])
-      return jnp.sum(losses * batch['weight']) / jnp.sum(batch['weight'])
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    return state.apply_gradients(grads=grads), {'loss': loss}
+      loss = jnp.sum(losses * batch['weight']) / jnp.sum(batch['weight'])
+      return loss, updates['batch_stats']
+    (loss, batch_stats), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    return state, {'loss': loss}
 
   return train_step
 
 
 def make_eval_step(model):
-  """(params, batch) -> counts and loss sums, split by clean / noisy rows."""
+  """(params, batch_stats, batch) -> counts and loss sums, clean / noisy."""
 
-  def eval_step(params, batch):
-    logits = model.apply({'params': params}, batch['image'], train=False)
+  def eval_step(params, batch_stats, batch):
+    logits = model.apply({'params': params, 'batch_stats': batch_stats},
+                         batch['image'], train=False)
     pred = jnp.argmax(logits, -1)
     w = batch['weight']
     noisy = batch['is_noisy'].astype(jnp.float32) * w
@@ -70,11 +85,15 @@ def make_eval_step(model):
 
 
 def make_per_example_loss(model):
-  """Training loss of one example (no weight decay), for coherence."""
+  """Training loss of one example (no weight decay), for coherence.
 
-  def per_example_loss(params, example):
-    logits = model.apply({'params': params}, example['image'][None],
-                         train=False)[0]
+  BatchNorm uses the running statistics (eval mode), so one example's
+  gradient does not depend on which other examples share its batch.
+  """
+
+  def per_example_loss(params, example, batch_stats):
+    logits = model.apply({'params': params, 'batch_stats': batch_stats},
+                         example['image'][None], train=False)[0]
     return cross_entropy(logits, example['label'])
 
   return per_example_loss
@@ -131,23 +150,24 @@ def _make_probe(split, index, config, mesh) -> Probe:
   return Probe({k: arrays[k] for k in ('image', 'label')}, weights, micro)
 
 
-def _evaluate(eval_step, params, split, config, mesh) -> dict:
+def _evaluate(eval_step, state, split, config, mesh) -> dict:
   totals = {}
   for batch in pipeline.padded_batches(split, config.eval.batch_size,
                                        jax.process_index(),
                                        jax.process_count()):
-    out = jax.device_get(eval_step(params, parallel.to_global(batch, mesh)))
+    out = jax.device_get(eval_step(state.params, state.batch_stats,
+                                   parallel.to_global(batch, mesh)))
     for k, v in out.items():
       totals[k] = totals.get(k, 0.0) + float(v)
   return totals
 
 
-def evaluate(eval_step, params, dataset, config, mesh) -> dict:
+def evaluate(eval_step, state, dataset, config, mesh) -> dict:
   train = dataset.train
   if config.eval.train_examples and config.eval.train_examples < len(train):
     train = train.subset(np.arange(config.eval.train_examples))
-  tr = _evaluate(eval_step, params, train, config, mesh)
-  te = _evaluate(eval_step, params, dataset.test, config, mesh)
+  tr = _evaluate(eval_step, state, train, config, mesh)
+  te = _evaluate(eval_step, state, dataset.test, config, mesh)
   div = lambda a, b: a / b if b else float('nan')
   train_acc, test_acc = div(tr['correct'], tr['n']), div(te['correct'], te['n'])
   rate = config.noise.rate
@@ -166,10 +186,11 @@ def evaluate(eval_step, params, dataset, config, mesh) -> dict:
   }
 
 
-def run_probes(probe_fn, params, probes: dict[str, Probe]) -> dict:
+def run_probes(probe_fn, state, probes: dict[str, Probe]) -> dict:
   out = {}
   for name, probe in probes.items():
-    stats = jax.device_get(probe_fn(params, probe.examples, probe.weights,
+    stats = jax.device_get(probe_fn(state.params, probe.examples,
+                                    probe.weights, state.batch_stats,
                                     microbatch_size=probe.microbatch_size))
     for layer, value in stats.pop('per_layer').items():
       out[f'probe/{name}/layer/{layer}'] = value
@@ -224,9 +245,10 @@ def _run(config, workdir, mesh, dataset, loader, probe_index, model, tx,
 
   @functools.partial(jax.jit, out_shardings=repl)
   def init_state(rng):
-    params = model.init(rng, sample, train=False)['params']
-    return train_state.TrainState.create(apply_fn=model.apply, params=params,
-                                         tx=tx)
+    variables = model.init(rng, sample, train=False)
+    return TrainState.create(apply_fn=model.apply, params=variables['params'],
+                             batch_stats=variables.get('batch_stats', {}),
+                             tx=tx)
 
   state = init_state(jax.random.key(config.seed))
   checkpointer = workdir_lib.Checkpointer(workdir, config.keep_checkpoints)
@@ -264,15 +286,15 @@ def _run(config, workdir, mesh, dataset, loader, probe_index, model, tx,
                          config.probe.num_log_spaced)
   last = {}
 
-  def measure(step, params):
+  def measure(step, state):
     scalars = {}
     if step % config.eval_every == 0 or step == config.num_steps:
-      scalars.update(evaluate(eval_step, params, dataset, config, mesh))
+      scalars.update(evaluate(eval_step, state, dataset, config, mesh))
       _log(f'step {step}: ' + ', '.join(
           f'{k[5:]}={v:.4f}' for k, v in scalars.items()
           if k.endswith('acc') or 'acc_vs' in k))
     if step in probe_at and probes:
-      p = run_probes(probe_fn, params, probes)
+      p = run_probes(probe_fn, state, probes)
       scalars.update(p)
       _log(f'step {step}: m-coherence ' + ', '.join(
           f'{n}={p[f"probe/{n}/m_coherence"]:.2f}' for n in probes))
@@ -288,7 +310,7 @@ def _run(config, workdir, mesh, dataset, loader, probe_index, model, tx,
          f'{mesh.size} device(s), {jax.process_count()} process(es)')
     writer.write(0, {'noise/num_selected': noise.num_selected,
                      'noise/num_changed': noise.num_changed})
-    measure(0, state.params)
+    measure(0, state)
 
   t0, t0_step = time.perf_counter(), start
   for step in range(start + 1, config.num_steps + 1):
@@ -311,7 +333,7 @@ def _run(config, workdir, mesh, dataset, loader, probe_index, model, tx,
            f' | loss {loss:.4f} | {rate:.1f} steps/s | '
            f'ETA {_eta((config.num_steps - step) / rate)}')
       t0, t0_step = time.perf_counter(), step
-    measure(step, state.params)
+    measure(step, state)
     if step % config.checkpoint_every == 0 or step == config.num_steps:
       checkpointer.save(step, state, {
           'next_step': step,

@@ -1,5 +1,6 @@
 """Helpers for tests that run launch.py in fresh processes."""
 import os
+import socket
 import subprocess
 import sys
 
@@ -20,6 +21,25 @@ def run_python(args, devices=1, check=True, timeout=300):
     pytest.fail(f'{args} exited {proc.returncode}:\n{proc.stdout}\n'
                 f'{proc.stderr[-3000:]}')
   return proc
+
+
+def run_processes(args, num_processes=2, devices=2, timeout=300):
+  """Runs `python ARGS` as a jax.distributed job on a localhost coordinator."""
+  with socket.socket() as sock:
+    sock.bind(('localhost', 0))
+    port = sock.getsockname()[1]
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT,
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  procs = [subprocess.Popen(
+      [sys.executable, *args, f'--coordinator_address=localhost:{port}',
+       f'--num_processes={num_processes}', f'--process_id={i}'],
+      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      text=True) for i in range(num_processes)]
+  outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+  for i, (p, out) in enumerate(zip(procs, outputs)):
+    if p.returncode:
+      pytest.fail(f'process {i} exited {p.returncode}:\n{out[-3000:]}')
+  return outputs
 
 
 def load_params(workdir, step):

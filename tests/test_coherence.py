@@ -118,3 +118,35 @@ def test_weight_zero_padding_changes_nothing():
   assert out['m'] == 10
   np.testing.assert_allclose(out['m_coherence'], ref['m_coherence'], rtol=1e-5)
   np.testing.assert_allclose(out['mean_loss'], ref['mean_loss'], rtol=1e-5)
+
+
+def test_batchnorm_model_uses_running_statistics_per_example():
+  """With BN, each g_i is the gradient of example i alone in eval mode."""
+  from cgjax import train  # pylint: disable=g-import-not-at-top
+  from cgjax.models import resnet  # pylint: disable=g-import-not-at-top
+  model = resnet.Model(num_classes=3, depth=18, small_inputs=True)
+  rng = np.random.default_rng(4)
+  images = rng.integers(0, 256, size=(6, 8, 8, 3)).astype(np.uint8)
+  labels = rng.integers(0, 3, size=6).astype(np.int32)
+  variables = model.init(jax.random.key(1), images[:1])
+  # Non-trivial running statistics, as after some training.
+  batch_stats = jax.tree.map(
+      lambda x: x + jnp.asarray(rng.uniform(0.1, 0.5, x.shape), x.dtype),
+      variables['batch_stats'])
+  params = variables['params']
+
+  def loss_one(p, image, label):  # independent: a 1-example eval-mode batch
+    logits = model.apply({'params': p, 'batch_stats': batch_stats},
+                         image[None], train=False)[0]
+    return -jax.nn.log_softmax(logits)[label]
+
+  flat = lambda g: np.concatenate([np.asarray(x, np.float64).ravel()
+                                   for x in jax.tree.leaves(g)])
+  grads = np.stack([flat(jax.grad(loss_one)(params, images[i], labels[i]))
+                    for i in range(6)])
+  expect = (grads.sum(0) ** 2).sum() / (grads ** 2).sum()
+  stats = jax.device_get(coherence.coherence_stats(
+      train.make_per_example_loss(model), params,
+      {'image': images, 'label': labels}, None, batch_stats,
+      microbatch_size=3))
+  np.testing.assert_allclose(stats['m_coherence'], expect, rtol=1e-4)

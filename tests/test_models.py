@@ -30,5 +30,60 @@ def test_cnn_output_shape():
 
 
 def test_unknown_model_lists_choices():
-  with pytest.raises(ValueError, match="unknown model 'resnet'.*cnn, mlp"):
-    models.get_model('resnet', 10)
+  with pytest.raises(ValueError, match="unknown model 'vgg'.*cnn, inception_v3, mlp, resnet"):
+    models.get_model('vgg', 10)
+
+
+def _num_params(name, resolution, **kwargs):
+  model = models.get_model(name, 1000, **kwargs)
+  shapes = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), np.zeros((1, resolution, resolution, 3), np.uint8)))
+  return sum(x.size for x in jax.tree.leaves(shapes['params']))
+
+
+# Published counts (torchvision; Inception-V3 is 27,161,264 with the aux head,
+# whose 3,326,696 parameters are not built here).
+@pytest.mark.parametrize('name,kwargs,resolution,published', [
+    ('resnet', {'depth': 18}, 224, 11_689_512),
+    ('resnet', {'depth': 50}, 224, 25_557_032),
+    ('resnet', {'depth': 101}, 224, 44_549_160),
+    ('inception_v3', {}, 299, 27_161_264 - 3_326_696),
+])
+def test_published_parameter_counts(name, kwargs, resolution, published):
+  assert _num_params(name, resolution, **kwargs) == published
+
+
+@pytest.mark.parametrize('name,kwargs,resolution', [
+    ('resnet', {'depth': 50, 'zero_init_residual': True}, 64),
+    ('inception_v3', {}, 75),
+])
+def test_one_train_step_runs_and_updates_batch_stats(name, kwargs, resolution):
+  import optax  # pylint: disable=g-import-not-at-top
+  from cgjax import train  # pylint: disable=g-import-not-at-top
+  model = models.get_model(name, 10, **kwargs)
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (4, resolution, resolution, 3), np.uint8)
+  variables = model.init(jax.random.key(0), images[:1])
+  state = train.TrainState.create(apply_fn=model.apply,
+                                  params=variables['params'],
+                                  batch_stats=variables['batch_stats'],
+                                  tx=optax.sgd(0.1))
+  batch = {'image': images, 'label': np.arange(4) % 10,
+           'weight': np.ones(4, np.float32)}
+  new, metrics = jax.jit(train.make_train_step(model))(state, batch)
+  assert np.isfinite(metrics['loss'])
+  changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), state.batch_stats,
+                         new.batch_stats)
+  assert all(jax.tree.leaves(changed))  # every BN layer saw the batch
+  if kwargs.get('zero_init_residual'):
+    assert not np.any(variables['params']['stage1_block0']['bn3']['scale'])
+
+
+def test_resnet_bf16_compute_keeps_float32_params():
+  model = models.get_model('resnet', 10, depth=18, small_inputs=True,
+                           dtype='bfloat16')
+  x = np.zeros((2, 8, 8, 3), np.uint8)
+  variables = model.init(jax.random.key(0), x)
+  assert {p.dtype for p in jax.tree.leaves(variables['params'])} == {
+      np.dtype('float32')}
+  assert model.apply(variables, x).dtype == np.float32
