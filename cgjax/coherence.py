@@ -33,22 +33,9 @@ def _sq_norm_per_leaf(grads):
           for g in jax.tree.leaves(grads)]
 
 
-@functools.partial(jax.jit, static_argnames=('per_example_loss',
-                                             'microbatch_size'))
-def coherence_stats(per_example_loss: PerExampleLoss, params, examples,
-                    weights=None, *extra, microbatch_size=None) -> dict:
-  """Jittable core of `m_coherence`; returns arrays, usable under a mesh.
-
-  `weights` (default all ones) must be 0 or 1: weight-0 rows are padding and
-  contribute nothing, which lets callers pad m to a multiple of the
-  microbatch (and device) count. Inputs sharded along their leading axis keep
-  that sharding inside each microbatch. `extra` arguments reach
-  `per_example_loss(params, example, *extra)` unchanged and undifferentiated
-  (e.g. fixed BatchNorm statistics).
-  """
-  m_padded = jax.tree.leaves(examples)[0].shape[0]
-  if weights is None:
-    weights = jnp.ones((m_padded,), jnp.float32)
+def _sums(per_example_loss, params, examples, weights, extra,
+          microbatch_size):
+  """Summed gradient, per-leaf summed squared norms, summed loss, count."""
 
   def weighted_loss(p, example_and_weight):  # closes over traced `extra`
     example, weight = example_and_weight
@@ -60,9 +47,12 @@ def coherence_stats(per_example_loss: PerExampleLoss, params, examples,
       accumulator=optax.microbatching.AccumulationType.SUM,
       metrics_fn=_sq_norm_per_leaf)
   grad_sum, aux = grad_fn(params, (examples, weights))
+  return (grad_sum, jnp.stack([jnp.sum(x) for x in aux.metrics]),
+          jnp.sum(aux.values), jnp.sum(weights))
+
+
+def _summary(params, grad_sum, denominators, loss_sum, m) -> dict:
   numerators = jnp.stack(_sq_norm_per_leaf(grad_sum))
-  denominators = jnp.stack([jnp.sum(x) for x in aux.metrics])
-  m = jnp.sum(weights)
   total_num, total_den = jnp.sum(numerators), jnp.sum(denominators)
   mc = total_num / total_den
   return {
@@ -71,10 +61,64 @@ def coherence_stats(per_example_loss: PerExampleLoss, params, examples,
       'sq_norm_of_sum': total_num,
       'sum_of_sq_norms': total_den,
       'm': m,
-      'mean_loss': jnp.sum(aux.values) / m,
+      'mean_loss': loss_sum / m,
       'mean_sq_grad_norm': total_den / m,
       'per_layer': dict(zip(leaf_paths(params), numerators / denominators)),
   }
+
+
+def _default_weights(examples, weights):
+  if weights is None:
+    return jnp.ones((jax.tree.leaves(examples)[0].shape[0],), jnp.float32)
+  return weights
+
+
+@functools.partial(jax.jit, static_argnames=('per_example_loss',
+                                             'microbatch_size'))
+def coherence_stats(per_example_loss: PerExampleLoss, params, examples,
+                    weights=None, *extra, microbatch_size=None) -> dict:
+  """Jittable core of `m_coherence` on one device; returns arrays.
+
+  `weights` (default all ones) must be 0 or 1: weight-0 rows are padding and
+  contribute nothing, which lets callers pad m to a multiple of the
+  microbatch (and device) count. `extra` arguments reach
+  `per_example_loss(params, example, *extra)` unchanged and undifferentiated
+  (e.g. fixed BatchNorm statistics). For examples sharded over a mesh use
+  `sharded_coherence_stats`.
+  """
+  weights = _default_weights(examples, weights)
+  return _summary(params, *_sums(per_example_loss, params, examples, weights,
+                                 extra, microbatch_size))
+
+
+@functools.partial(jax.jit, static_argnames=('per_example_loss', 'mesh',
+                                             'microbatch_size'))
+def sharded_coherence_stats(per_example_loss: PerExampleLoss, mesh, params,
+                            examples, weights=None, *extra,
+                            microbatch_size=None) -> dict:
+  """`coherence_stats` with examples sharded along the mesh's 'data' axis.
+
+  Each device computes the per-example gradients of its own examples
+  (`microbatch_size` is per device) and only the sums are reduced across
+  devices. Leaving the per-example (batch-grouped) conv gradients to the
+  automatic partitioner instead gives wrong norms on XLA:CPU (jax 0.10).
+  """
+  weights = _default_weights(examples, weights)
+  replicated = jax.sharding.PartitionSpec()
+  data = jax.sharding.PartitionSpec('data')
+
+  def local(p, ex, w, *e):
+    return jax.lax.psum(_sums(per_example_loss, p, ex, w, e, microbatch_size),
+                        'data')
+
+  # check_vma=False: with it, the gradient w.r.t. the replicated params would
+  # be summed over devices implicitly, and each "per-example" norm would be
+  # that of the whole batch's gradient.
+  sums = jax.shard_map(
+      local, mesh=mesh, out_specs=replicated, check_vma=False,
+      in_specs=(replicated, data, data, *[replicated] * len(extra)))(
+          params, examples, weights, *extra)
+  return _summary(params, *sums)
 
 
 def m_coherence(per_example_loss: PerExampleLoss, params, examples, *,

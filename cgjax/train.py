@@ -134,7 +134,7 @@ class Probe:
   """One fixed probe set as sharded global arrays, padded to the microbatch."""
   examples: dict
   weights: jax.Array
-  microbatch_size: int
+  microbatch_size: int  # per device
 
 
 def _make_probe(split, index, config, mesh) -> Probe:
@@ -147,7 +147,8 @@ def _make_probe(split, index, config, mesh) -> Probe:
   rows = {k: v[lo:lo + local] for k, v in rows.items()}
   arrays = parallel.to_global(rows, mesh)
   weights = arrays.pop('weight')
-  return Probe({k: arrays[k] for k in ('image', 'label')}, weights, micro)
+  return Probe({k: arrays[k] for k in ('image', 'label')}, weights,
+               micro // mesh.size)
 
 
 def _evaluate(eval_step, state, split, config, mesh) -> dict:
@@ -272,8 +273,8 @@ def _run(config, workdir, mesh, dataset, loader, probe_index, model, tx,
                        in_shardings=(repl, parallel.data_sharded(mesh)),
                        out_shardings=(repl, repl))
   eval_step = jax.jit(make_eval_step(model), out_shardings=repl)
-  probe_fn = functools.partial(coherence.coherence_stats,
-                               make_per_example_loss(model))
+  probe_fn = functools.partial(coherence.sharded_coherence_stats,
+                               make_per_example_loss(model), mesh)
   probes = {name: _make_probe(dataset.train if name != 'test' else dataset.test,
                               index, config, mesh)
             for name, index in probe_index.items()}

@@ -12,6 +12,10 @@ Every field of a cgjax config, documented once here:
   data.name         dataset: 'mnist_5k' | 'digits' (embedded, no download) |
                     'tfds:mnist' | 'tfds:cifar10' (prepared TFDS data)
   data.data_dir     TFDS data dir ('' = TFDS default)
+  data.image_size   crop size for 'tfds:imagenet2012' (224 ResNet, 299 Inception)
+  data.augment      'tfds:imagenet2012' training crops: Inception-style random
+                    resized crop + flip (True) or resize + center crop (False,
+                    the papers' choice, so that memorization is visible)
   noise.rate        fraction of train examples whose label is corrupted, [0, 1]
   noise.kind        'uniform': a uniformly random class; 'permute': the
                     selected labels are permuted among themselves
@@ -72,7 +76,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 500
   c.keep_checkpoints = 2
 
-  c.data = ml_collections.ConfigDict({'name': 'mnist_5k', 'data_dir': ''})
+  c.data = ml_collections.ConfigDict({'name': 'mnist_5k', 'data_dir': '',
+                                      'image_size': 224, 'augment': False})
   c.noise = ml_collections.ConfigDict({
       'rate': 0.0, 'kind': 'uniform', 'exclude_true_label': False, 'seed': 0})
   c.model = ml_collections.ConfigDict({'name': 'mlp', 'kwargs': {}})
@@ -86,4 +91,52 @@ def base_config() -> ml_collections.ConfigDict:
   c.probe = ml_collections.ConfigDict({
       'm': 500, 'sets': ('clean', 'noisy', 'test'), 'every': 200,
       'num_log_spaced': 30, 'microbatch_size': 100})
+  return c
+
+
+IMAGENET_TRAIN_EXAMPLES = 1_281_167
+
+
+def imagenet_config(arg, model_name: str, model_kwargs: dict, image_size: int,
+                    runlocal_size: int) -> ml_collections.ConfigDict:
+  """ImageNet label-noise study as in the m-coherence paper (PAPERS.md).
+
+  Choices the papers leave open are stated here: batch 4096, SGD momentum 0.9,
+  Goyal et al. schedule (lr 0.1 x batch / 256, 5 warm-up epochs, /10 at epochs
+  30, 60, 80 of 90), no weight decay and no augmentation (resize + center
+  crop) so that memorization is visible; probes of m = 4096 examples per set
+  (the paper used ~40K, the follow-up 50K: raise probe.m on a pod) once per
+  epoch, with BatchNorm in eval mode; evaluation on the first 50,000 training
+  examples and the whole validation split.
+
+  arg: noise (default 0), seed, batch, epochs, runlocal (a few steps at
+  `runlocal_size` px, batch 16, for a laptop smoke run on prepared data).
+  """
+  a = parse_arg(arg, noise=0.0, seed=0, batch=4096, epochs=90, runlocal=False)
+  c = base_config()
+  c.seed = a.seed
+  c.data.name = 'tfds:imagenet2012'
+  c.data.image_size = image_size
+  c.noise.rate = a.noise
+  c.model.name = model_name
+  c.model.kwargs = model_kwargs
+  c.batch_size = a.batch
+  steps_per_epoch = IMAGENET_TRAIN_EXAMPLES // a.batch
+  c.num_steps = a.epochs * steps_per_epoch
+  c.optim.update(name='sgd', lr=0.1 * a.batch / 256, momentum=0.9,
+                 schedule='step', warmup_steps=5 * steps_per_epoch,
+                 step_boundaries=(30 / 90, 60 / 90, 80 / 90), step_factor=0.1)
+  c.log_every = 50
+  c.eval_every = steps_per_epoch
+  c.checkpoint_every = steps_per_epoch
+  c.eval.batch_size = 1024
+  c.eval.train_examples = 50_000
+  c.probe.update(m=4096, every=steps_per_epoch, num_log_spaced=20,
+                 microbatch_size=256)
+  if a.runlocal:
+    c.data.image_size = runlocal_size
+    c.batch_size, c.num_steps, c.optim.warmup_steps = 16, 4, 0
+    c.log_every = c.eval_every = c.checkpoint_every = 2
+    c.eval.batch_size, c.eval.train_examples = 16, 64
+    c.probe.update(m=8, every=2, num_log_spaced=0, microbatch_size=8)
   return c

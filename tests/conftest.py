@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
@@ -53,3 +54,39 @@ def load_params(workdir, step):
   target = jax.tree.map(
       lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
   return checkpointer.restore(path, target)['params']
+
+
+def metric_rows(workdir):
+  """metrics.jsonl rows, less the wall-clock ones."""
+  from cgjax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  return [r for r in workdir_lib.read_metrics(workdir)
+          if r['name'] != 'train/steps_per_sec']
+
+
+def assert_same_run(workdir, other, step, leaf_rtol=None):
+  """Same params (to float tolerance) and final probe/eval values.
+
+  Elementwise by default; with `leaf_rtol`, per leaf ||a - b|| <= leaf_rtol *
+  ||a||, for runs where single near-zero weights carry reduction-order noise.
+  """
+  from cgjax import coherence  # pylint: disable=g-import-not-at-top
+  a, b = load_params(workdir, step), load_params(other, step)
+  if leaf_rtol is None:
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-4,
+                                                         atol=1e-6), a, b)
+  else:
+    for path, x, y in zip(coherence.leaf_paths(a), jax.tree.leaves(a),
+                          jax.tree.leaves(b)):
+      x, y = np.asarray(x), np.asarray(y)
+      err = np.linalg.norm(x - y) / max(np.linalg.norm(x), 1e-12)
+      assert err <= leaf_rtol, f'{path}: relative error {err:.2e}'
+  last = lambda w: {r['name']: r['value'] for r in metric_rows(w)
+                    if r['step'] == step}
+  ra, rb = last(workdir), last(other)
+  probes = [k for k in ra if k.startswith('probe/') and k.endswith('/m_coherence')
+            and '/layer/' not in k]
+  assert probes
+  for k in probes:
+    np.testing.assert_allclose(ra[k], rb[k], rtol=1e-3)
+  np.testing.assert_allclose(ra['eval/test_acc'], rb['eval/test_acc'],
+                             atol=2e-3)

@@ -124,7 +124,7 @@ def test_batchnorm_model_uses_running_statistics_per_example():
   """With BN, each g_i is the gradient of example i alone in eval mode."""
   from cgjax import train  # pylint: disable=g-import-not-at-top
   from cgjax.models import resnet  # pylint: disable=g-import-not-at-top
-  model = resnet.Model(num_classes=3, depth=18, small_inputs=True)
+  model = resnet.Model(num_classes=3, depth=18, width=8, small_inputs=True)
   rng = np.random.default_rng(4)
   images = rng.integers(0, 256, size=(6, 8, 8, 3)).astype(np.uint8)
   labels = rng.integers(0, 3, size=6).astype(np.int32)
@@ -150,3 +150,36 @@ def test_batchnorm_model_uses_running_statistics_per_example():
       {'image': images, 'label': labels}, None, batch_stats,
       microbatch_size=3))
   np.testing.assert_allclose(stats['m_coherence'], expect, rtol=1e-4)
+
+
+SHARDED_CHECK = """
+import jax, numpy as np
+from cgjax import coherence, parallel, train
+from cgjax.models import cnn, resnet
+assert jax.device_count() == 8
+mesh = parallel.make_mesh()
+rng = np.random.default_rng(0)
+for model in (cnn.Model(num_classes=3, channels=(4, 8), hidden=8),
+              resnet.Model(num_classes=3, depth=18, width=8, small_inputs=True)):
+  x = rng.integers(0, 256, (16, 8, 8, 3)).astype(np.uint8)
+  y = rng.integers(0, 3, 16).astype(np.int32)
+  v = model.init(jax.random.key(0), x[:1])
+  loss = train.make_per_example_loss(model)
+  stats = v.get('batch_stats', {})
+  one = coherence.coherence_stats(loss, v['params'], {'image': x, 'label': y},
+                                  None, stats, microbatch_size=4)
+  rows = parallel.to_global({'image': x, 'label': y,
+                             'w': np.ones(16, np.float32)}, mesh)
+  w = rows.pop('w')
+  eight = coherence.sharded_coherence_stats(loss, mesh, v['params'], rows, w,
+                                            stats, microbatch_size=1)
+  for k in ('m_coherence', 'sum_of_sq_norms', 'sq_norm_of_sum', 'mean_loss'):
+    np.testing.assert_allclose(eight[k], one[k], rtol=1e-4, err_msg=k)
+print('OK')
+"""
+
+
+def test_sharded_probes_equal_one_device_for_conv_and_batchnorm():
+  """Per-device per-example gradients, sums reduced across 8 devices."""
+  from tests.conftest import run_python  # pylint: disable=g-import-not-at-top
+  assert 'OK' in run_python(['-c', SHARDED_CHECK], devices=8).stdout

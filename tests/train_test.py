@@ -13,7 +13,8 @@ import pytest
 from cgjax import train
 from cgjax import workdir as workdir_lib
 from configs import mnist_mlp
-from tests.conftest import load_params, run_processes, run_python
+from tests.conftest import (assert_same_run, load_params, metric_rows,
+                            run_python)
 
 # Divisible by 8 devices; eval every 2 steps so that a kill at step 15 leaves
 # metrics rows past the step-10 checkpoint, which a resume must drop; log
@@ -41,11 +42,6 @@ def ref(tmp_path_factory):
   return workdir, final
 
 
-def _rows(workdir):
-  return [r for r in workdir_lib.read_metrics(workdir)
-          if r['name'] != 'train/steps_per_sec']
-
-
 def test_run_writes_metrics_probes_and_status(ref):
   workdir, final = ref
   rows = workdir_lib.read_metrics(workdir)
@@ -69,34 +65,11 @@ def test_run_writes_metrics_probes_and_status(ref):
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['10', '20']
 
 
-def _assert_same_run(workdir, other):
-  a, b = load_params(workdir, 20), load_params(other, 20)
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-4,
-                                                       atol=1e-6), a, b)
-  last = lambda w: {r['name']: r['value'] for r in _rows(w) if r['step'] == 20}
-  ra, rb = last(workdir), last(other)
-  for s in ('clean', 'noisy', 'test'):
-    np.testing.assert_allclose(ra[f'probe/{s}/m_coherence'],
-                               rb[f'probe/{s}/m_coherence'], rtol=1e-3)
-  np.testing.assert_allclose(ra['eval/test_acc'], rb['eval/test_acc'],
-                             atol=2e-3)
-
-
 def test_eight_devices_match_one(ref, tmp_path):
   workdir, _ = ref
   run_python(['launch.py', '--config', CONFIG, '--workdir', str(tmp_path),
               *FLAGS], devices=8)
-  _assert_same_run(workdir, str(tmp_path))
-
-
-def test_two_processes_match_one_device(ref, tmp_path):
-  """jax.distributed on localhost: 2 processes x 2 CPU devices."""
-  workdir, _ = ref
-  outputs = run_processes(['launch.py', '--config', CONFIG, '--workdir',
-                           str(tmp_path), *FLAGS])
-  assert '4 device(s), 2 process(es)' in outputs[0]
-  assert '[cgjax]' not in outputs[1]  # only process 0 reports and writes
-  _assert_same_run(workdir, str(tmp_path))
+  assert_same_run(workdir, str(tmp_path), 20)
 
 
 KILLER = """
@@ -131,7 +104,7 @@ def test_resume_after_kill_is_bitwise_identical(ref, tmp_path, kill_at,
     assert 'resuming' not in resumed.stdout, resumed.stdout
   else:
     assert f'from step {resumed_from}\n' in resumed.stdout, resumed.stdout
-  assert _rows(str(tmp_path)) == _rows(workdir)
+  assert metric_rows(str(tmp_path)) == metric_rows(workdir)
   jax.tree.map(np.testing.assert_array_equal, load_params(workdir, 20),
                load_params(str(tmp_path), 20))
 

@@ -14,7 +14,7 @@ from cgjax.data import noise as noise_lib
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-  images: np.ndarray        # uint8 [n, H, W, C]
+  images: np.ndarray        # uint8 [n, H, W, C], or imagenet.LazyImages
   labels: np.ndarray        # int32 [n], the labels used for training/eval
   clean_labels: np.ndarray  # int32 [n]
   is_noisy: np.ndarray      # bool [n]
@@ -24,8 +24,17 @@ class Split:
     return len(self.labels)
 
   def subset(self, index: np.ndarray) -> 'Split':
-    return Split(*(getattr(self, f.name)[index]
-                   for f in dataclasses.fields(self)))
+    fields = {f.name: getattr(self, f.name)[index]
+              for f in dataclasses.fields(self) if f.name != 'images'}
+    images = (self.images[index] if isinstance(self.images, np.ndarray)
+              else self.images.view(index))  # lazy images stay lazy
+    return Split(images=images, **fields)
+
+  def read_images(self, index, seeds=None) -> np.ndarray:
+    """uint8 images of `index`; `seeds` (one per row) ask for training crops."""
+    if isinstance(self.images, np.ndarray):
+      return self.images[index]
+    return self.images.read(index, seeds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,8 +54,8 @@ def clean_split(images, labels, keys) -> Split:
 
 
 def _registry() -> dict[str, Callable]:
-  from cgjax.data import embedded, tfds_sets  # pylint: disable=g-import-not-at-top
-  return {**embedded.LOADERS, **tfds_sets.LOADERS}
+  from cgjax.data import embedded, imagenet, tfds_sets  # pylint: disable=g-import-not-at-top
+  return {**embedded.LOADERS, **tfds_sets.LOADERS, **imagenet.LOADERS}
 
 
 def names() -> list[str]:

@@ -10,10 +10,10 @@ import numpy as np
 from cgjax.data import Split
 
 
-def batch_dict(split: Split, index: np.ndarray) -> dict:
+def batch_dict(split: Split, index: np.ndarray, seeds=None) -> dict:
   """The one batch layout used by training, evaluation and probes."""
   return {
-      'image': split.images[index],
+      'image': split.read_images(index, seeds),
       'label': split.labels[index],
       'clean_label': split.clean_labels[index],
       'is_noisy': split.is_noisy[index],
@@ -36,7 +36,7 @@ class TrainLoader:
     self.split, self.global_batch, self.seed = split, global_batch, seed
     self.steps_per_epoch = len(split) // global_batch
     local = global_batch // process_count
-    self._local = slice(process_index * local, (process_index + 1) * local)
+    self._local = range(process_index * local, (process_index + 1) * local)
     self._epoch, self._order = None, None
 
   def global_indices(self, step: int) -> np.ndarray:
@@ -48,8 +48,14 @@ class TrainLoader:
     return self._order[pos * self.global_batch:(pos + 1) * self.global_batch]
 
   def batch(self, step: int) -> dict:
-    """Process-local part of the global batch for update number step + 1."""
-    return batch_dict(self.split, self.global_indices(step)[self._local])
+    """Process-local part of the global batch for update number step + 1.
+
+    Random training crops (where the split makes them) are seeded by (seed,
+    step, position in the global batch): the same for any process count.
+    """
+    index = self.global_indices(step)[self._local.start:self._local.stop]
+    seeds = [(self.seed, step, pos) for pos in self._local]
+    return batch_dict(self.split, index, seeds)
 
 
 def padded_batches(split: Split, batch_size: int, process_index: int = 0,

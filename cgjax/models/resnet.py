@@ -6,7 +6,7 @@ per-example gradients are defined for probes (DESIGN.md). Convs use He-normal
 (fan_out) init; `zero_init_residual` zero-initializes the last BN scale of
 each block (Goyal et al. 2017). `dtype` is the compute dtype; params stay
 float32. `small_inputs` swaps the ImageNet stem for a 3x3 stride-1 conv without
-max-pool, for 32x32 images. Modules are named `stage{i}_block{j}` so layer
+max-pool, for 32x32 images; `width` scales every stage (64 is standard). Modules are named `stage{i}_block{j}` so layer
 groups can be read off parameter paths.
 """
 import functools
@@ -63,6 +63,7 @@ class Model(nn.Module):
   depth: int = 50
   zero_init_residual: bool = False
   small_inputs: bool = False
+  width: int = 64  # channels of the stem and first stage (64 = standard)
   dtype: str = 'float32'
 
   @nn.compact
@@ -74,10 +75,10 @@ class Model(nn.Module):
     kind, blocks = STAGES[self.depth]
     x = to_float(images).astype(dtype)
     if self.small_inputs:
-      x = nn.Conv(64, (3, 3), use_bias=False, dtype=dtype, kernel_init=conv_init,
-                  name='stem_conv')(x)
+      x = nn.Conv(self.width, (3, 3), use_bias=False, dtype=dtype,
+                  kernel_init=conv_init, name='stem_conv')(x)
     else:
-      x = nn.Conv(64, (7, 7), 2, padding=3, use_bias=False, dtype=dtype,
+      x = nn.Conv(self.width, (7, 7), 2, padding=3, use_bias=False, dtype=dtype,
                   kernel_init=conv_init, name='stem_conv')(x)
     x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=dtype, name='stem_bn')(x))
@@ -85,7 +86,7 @@ class Model(nn.Module):
       x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     for i, n in enumerate(blocks):
       for j in range(n):
-        x = Block(64 * 2 ** i, 2 if i and not j else 1, kind == 'bottleneck',
+        x = Block(self.width * 2 ** i, 2 if i and not j else 1, kind == 'bottleneck',
                   self.zero_init_residual, dtype,
                   name=f'stage{i + 1}_block{j}')(x, train)
     x = jnp.mean(x, axis=(1, 2))

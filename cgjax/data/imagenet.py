@@ -1,0 +1,137 @@
+"""ImageNet (TFDS `imagenet2012`) read with random access, decoded on demand.
+
+The data set must be prepared once from the two manual-download tars with the
+real TFDS builder, in ArrayRecord format (random access is what makes a batch
+a pure function of (seed, step), so a resumed run repeats and skips nothing):
+
+    tfds build imagenet2012 --manual_dir=DIR_WITH_TARS --data_dir=DATA_DIR \
+        --file_format=array_record
+
+The stable example key is the image's file name (e.g. 'n01440764_10026.JPEG',
+'ILSVRC2012_val_00000001.JPEG'), so label noise is the same for any host count,
+order or re-preparation. Images are decoded with PIL in a thread pool:
+evaluation resizes the shorter side to size / 0.875 and center-crops `size`
+(the standard 256 -> 224); training does the same unless `data.augment`, which
+takes an Inception-style random resized crop (scale 0.08-1, aspect 3/4-4/3)
+and a random horizontal flip, seeded by (seed, step, position in batch).
+"""
+import concurrent.futures
+import io
+import math
+
+import numpy as np
+from PIL import Image
+
+from cgjax.data import Split
+
+NAME = 'imagenet2012'
+NUM_CLASSES = 1000
+EVAL_CROP_FRACTION = 0.875
+_POOL = concurrent.futures.ThreadPoolExecutor(16)
+
+
+def _resize_short_side(img: Image.Image, short: int) -> Image.Image:
+  w, h = img.size
+  scale = short / min(w, h)
+  return img.resize((max(short, round(w * scale)), max(short, round(h * scale))),
+                    Image.BILINEAR)
+
+
+def center_crop(img: Image.Image, size: int) -> np.ndarray:
+  img = _resize_short_side(img, math.ceil(size / EVAL_CROP_FRACTION))
+  w, h = img.size
+  left, top = (w - size) // 2, (h - size) // 2
+  return np.asarray(img.crop((left, top, left + size, top + size)))
+
+
+def random_resized_crop(img: Image.Image, size: int,
+                        rng: np.random.Generator) -> np.ndarray:
+  """Inception-style crop: 10 tries at a random area and aspect, then center."""
+  w, h = img.size
+  for _ in range(10):
+    area = w * h * rng.uniform(0.08, 1.0)
+    aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+    cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+    if 0 < cw <= w and 0 < ch <= h:
+      left, top = rng.integers(0, w - cw + 1), rng.integers(0, h - ch + 1)
+      img = img.crop((left, top, left + cw, top + ch))
+      break
+  else:
+    side = min(w, h)
+    img = img.crop(((w - side) // 2, (h - side) // 2,
+                    (w - side) // 2 + side, (h - side) // 2 + side))
+  out = np.asarray(img.resize((size, size), Image.BILINEAR))
+  return out[:, ::-1] if rng.random() < 0.5 else out
+
+
+class LazyImages:
+  """Images of one split, decoded and cropped when indexed.
+
+  `images[index]` gives uint8 [n, size, size, 3] (eval preprocessing);
+  `read(index, seeds)` gives training crops, one seed per row.
+  """
+
+  def __init__(self, source, rows: np.ndarray, size: int, augment: bool):
+    self._source, self._rows = source, rows
+    self.size, self.augment = size, augment
+    self.shape = (len(rows), size, size, 3)
+    self.dtype = np.dtype(np.uint8)
+
+  def __len__(self):
+    return len(self._rows)
+
+  def view(self, index) -> 'LazyImages':
+    return LazyImages(self._source, self._rows[index], self.size, self.augment)
+
+  def _decode(self, row) -> Image.Image:
+    image = self._source[int(row)]['image']
+    return Image.open(io.BytesIO(image)).convert('RGB')
+
+  def read(self, index, seeds=None) -> np.ndarray:
+    rows = self._rows[index]
+    if seeds is None or not self.augment:
+      work = lambda i: center_crop(self._decode(rows[i]), self.size)
+    else:
+      work = lambda i: random_resized_crop(
+          self._decode(rows[i]), self.size, np.random.default_rng(seeds[i]))
+    out = list(_POOL.map(work, range(len(rows))))
+    return np.stack(out) if out else np.zeros((0, *self.shape[1:]), np.uint8)
+
+  def __getitem__(self, index):
+    return self.read(index)
+
+
+def _split(name, split, config):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  data_dir = config.get('data_dir') or None
+  try:
+    source = tfds.data_source(name, split=split, data_dir=data_dir,
+                              decoders={'image': tfds.decode.SkipDecoding()})
+  except Exception as err:  # pylint: disable=broad-except
+    raise FileNotFoundError(
+        f'TFDS {name!r} ({split}) is not prepared in ArrayRecord format in '
+        f'{data_dir or "the TFDS default data dir"}. With ILSVRC2012_img_train.tar'
+        ' and ILSVRC2012_img_val.tar in MANUAL_DIR, run once:\n'
+        f'  tfds build {name} --manual_dir=MANUAL_DIR '
+        f'--data_dir={data_dir or "DATA_DIR"} --file_format=array_record\n'
+        f'(original error: {type(err).__name__}: {err})') from err
+  n = len(source)
+  keys, labels = [], []
+  for start in range(0, n, 4096):  # one pass over names and labels, no decode
+    for record in source.__getitems__(range(start, min(n, start + 4096))):
+      name_ = record['file_name']
+      keys.append(name_.decode() if isinstance(name_, bytes) else str(name_))
+      labels.append(int(record['label']))
+  labels = np.asarray(labels, np.int32)
+  return Split(images=LazyImages(source, np.arange(n), config.image_size,
+                                 bool(config.get('augment', False))),
+               labels=labels, clean_labels=labels,
+               is_noisy=np.zeros(n, bool), keys=np.asarray(keys))
+
+
+def load(config):
+  return (_split(NAME, 'train', config), _split(NAME, 'validation', config),
+          NUM_CLASSES)
+
+
+LOADERS = {f'tfds:{NAME}': load}
