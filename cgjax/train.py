@@ -166,7 +166,11 @@ def _evaluate(eval_step, state, split, config, mesh) -> dict:
 def evaluate(eval_step, state, dataset, config, mesh) -> dict:
   train = dataset.train
   if config.eval.train_examples and config.eval.train_examples < len(train):
-    train = train.subset(np.arange(config.eval.train_examples))
+    # A fixed random subset: split order can be sorted by class.
+    rng = np.random.default_rng([config.seed, 11])
+    train = train.subset(np.sort(rng.choice(len(train),
+                                            config.eval.train_examples,
+                                            replace=False)))
   tr = _evaluate(eval_step, state, train, config, mesh)
   te = _evaluate(eval_step, state, dataset.test, config, mesh)
   div = lambda a, b: a / b if b else float('nan')

@@ -25,7 +25,8 @@ Every field of a cgjax config, documented once here:
   model.kwargs      keyword arguments of that module's Model
   optim.*           optimizer and schedule, see cgjax/optim.py
   eval.batch_size   evaluation batch (a multiple of the device count)
-  eval.train_examples  evaluate on the first N train examples (0 = all)
+  eval.train_examples  evaluate on a fixed random subset of N train examples
+                    (0 = all)
   probe.m           examples per probe set
   probe.sets        which of 'clean', 'noisy', 'test' to probe; a set with no
                     examples (clean at noise 1, noisy at noise 0) is skipped
@@ -106,8 +107,8 @@ def imagenet_config(arg, model_name: str, model_kwargs: dict, image_size: int,
   30, 60, 80 of 90), no weight decay and no augmentation (resize + center
   crop) so that memorization is visible; probes of m = 4096 examples per set
   (the paper used ~40K, the follow-up 50K: raise probe.m on a pod) once per
-  epoch, with BatchNorm in eval mode; evaluation on the first 50,000 training
-  examples and the whole validation split.
+  epoch, with BatchNorm in eval mode; evaluation on a fixed random 50,000 of
+  the training examples and the whole validation split.
 
   arg: noise (default 0), seed, batch, epochs, runlocal (a few steps at
   `runlocal_size` px, batch 16, for a laptop smoke run on prepared data).

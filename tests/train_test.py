@@ -7,9 +7,12 @@ import json
 import os
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
+from cgjax import data as data_lib
+from cgjax import parallel
 from cgjax import train
 from cgjax import workdir as workdir_lib
 from configs import mnist_mlp
@@ -116,6 +119,25 @@ def test_relaunching_a_finished_run_changes_nothing(ref):
   assert open(os.path.join(workdir, 'metrics.jsonl')).read() == before
   for name in ('eval/test_acc', 'probe/clean/m_coherence'):
     assert again[name] == final[name]
+
+
+def test_train_eval_subset_is_class_balanced(tmp_path):
+  """mnist_5k's train split is ordered by class; a subset must not be."""
+  config = _config(**{'eval.train_examples': 400})
+  dataset = data_lib.load(config.data, config.noise)
+  seen = []
+
+  def eval_step(params, batch_stats, batch):
+    del params, batch_stats
+    seen.append(batch['clean_label'][batch['weight'] > 0])
+    return {k: 0.0 for k in ('n', 'n_clean', 'n_noisy', 'correct', 'loss',
+                             'correct_clean', 'noisy_correct_vs_noisy',
+                             'noisy_correct_vs_clean')}
+
+  state = ml_collections.ConfigDict({'params': {}, 'batch_stats': {}})
+  train.evaluate(eval_step, state, dataset, config, parallel.make_mesh())
+  counts = np.bincount(np.concatenate(seen[:1]), minlength=10)
+  assert counts.sum() == 400 and counts.min() > 20, counts
 
 
 def test_divergence_is_reported(tmp_path):
