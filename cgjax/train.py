@@ -24,6 +24,7 @@ from cgjax import models
 from cgjax import optim
 from cgjax import parallel
 from cgjax import workdir as workdir_lib
+from cgjax.data import noise as noise_lib
 from cgjax.data import pipeline
 
 
@@ -112,21 +113,20 @@ def probe_steps(num_steps: int, every: int, num_log_spaced: int) -> set[int]:
 
 def validate(config):
   """Cheap checks of names and ranges, before any data is read."""
-  if not 0.0 <= config.noise.rate <= 1.0:
-    raise ValueError(f'noise.rate must be in [0, 1], got {config.noise.rate!r}')
-  if config.data.name not in data_lib.names():
-    raise ValueError(f'unknown dataset {config.data.name!r}; available: '
-                     f'{", ".join(data_lib.names())}')
-  if config.model.name not in models.names():
-    raise ValueError(f'unknown model {config.model.name!r}; available: '
-                     f'{", ".join(models.names())}')
+  noise_lib.check_rate(config.noise.rate, 'noise.rate')
+  data_lib.check_name(config.data.name)
+  models.check_name(config.model.name)
   optim.make_optimizer(config.optim, config.num_steps)
-  for field in ('num_steps', 'batch_size', 'log_every', 'eval_every',
-                'checkpoint_every'):
-    if config[field] < 1:
-      raise ValueError(f'{field} must be >= 1, got {config[field]}')
-  if config.probe.m < 1:
-    raise ValueError(f'probe.m must be >= 1, got {config.probe.m}')
+  minimum = {'num_steps': 1, 'batch_size': 1, 'log_every': 1, 'eval_every': 1,
+             'checkpoint_every': 1, 'keep_checkpoints': 1, 'data.image_size': 1,
+             'eval.batch_size': 1, 'eval.train_examples': 0, 'probe.m': 1,
+             'probe.microbatch_size': 1, 'probe.every': 0,
+             'probe.num_log_spaced': 0}
+  for field, low in minimum.items():
+    node, *rest = field.split('.')
+    value = config[node][rest[0]] if rest else config[node]
+    if value < low:
+      raise ValueError(f'{field} must be >= {low}, got {value}')
 
 
 @dataclasses.dataclass

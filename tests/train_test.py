@@ -174,6 +174,11 @@ def test_different_config_into_same_workdir_is_refused(ref):
     ({'optim.name': 'lion'}, r"unknown optimizer 'lion'; choose from"),
     ({'optim.schedule': 'exp'}, r"unknown optim.schedule 'exp'"),
     ({'probe.m': 3000}, r'probe.m=3000 is larger than the 2000 available clean'),
+    ({'probe.m': 0}, r'probe.m must be >= 1, got 0'),
+    ({'data.image_size': 0}, r'data.image_size must be >= 1, got 0'),
+    ({'eval.train_examples': -5}, r'eval.train_examples must be >= 0, got -5'),
+    ({'probe.microbatch_size': 0}, r'probe.microbatch_size must be >= 1, got 0'),
+    ({'keep_checkpoints': 0}, r'keep_checkpoints must be >= 1, got 0'),
 ])
 def test_bad_config_is_rejected_before_writing(tmp_path, override, message):
   workdir = str(tmp_path / 'run')

@@ -62,13 +62,16 @@ def names() -> list[str]:
   return sorted(_registry())
 
 
+def check_name(name: str):
+  if name not in _registry():
+    raise ValueError(f'unknown dataset {name!r}; available: '
+                     f'{", ".join(names())}')
+
+
 def load(data_config, noise_config) -> Dataset:
   """Loads `data_config.name` and corrupts its train labels per noise_config."""
-  registry = _registry()
-  if data_config.name not in registry:
-    raise ValueError(f'unknown dataset {data_config.name!r}; '
-                     f'available: {", ".join(sorted(registry))}')
-  train, test, num_classes = registry[data_config.name](data_config)
+  check_name(data_config.name)
+  train, test, num_classes = _registry()[data_config.name](data_config)
   noisy = noise_lib.corrupt_labels(
       train.clean_labels, list(train.keys), num_classes=num_classes,
       rate=noise_config.rate, seed=noise_config.seed, kind=noise_config.kind,

@@ -32,6 +32,11 @@ class NoisyLabels:
   num_changed: int       # selected and new label != clean label
 
 
+def check_rate(rate: float, field: str = 'noise rate'):
+  if not 0.0 <= rate <= 1.0 or not np.isfinite(rate):
+    raise ValueError(f'{field} must be in [0, 1], got {rate!r}')
+
+
 def num_selected(rate: float, n: int) -> int:
   """round(rate * n), halves rounded up (not Python's banker's rounding)."""
   return int(np.floor(rate * n + 0.5))
@@ -56,8 +61,7 @@ def corrupt_labels(clean_labels, keys, *, num_classes: int, rate: float,
   """
   clean_labels = np.asarray(clean_labels)
   n = clean_labels.shape[0]
-  if not 0.0 <= rate <= 1.0 or not np.isfinite(rate):
-    raise ValueError(f'noise rate must be in [0, 1], got {rate!r}')
+  check_rate(rate)
   if kind not in KINDS:
     raise ValueError(f'unknown noise kind {kind!r}; choose one of {KINDS}')
   if kind == 'permute' and exclude_true_label:

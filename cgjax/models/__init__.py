@@ -12,9 +12,13 @@ def names() -> list[str]:
   return sorted(m.name for m in pkgutil.iter_modules(__path__))
 
 
-def get_model(name: str, num_classes: int, **kwargs):
+def check_name(name: str):
   if name not in names():
     raise ValueError(f'unknown model {name!r}; available: {", ".join(names())}')
+
+
+def get_model(name: str, num_classes: int, **kwargs):
+  check_name(name)
   return importlib.import_module(f'cgjax.models.{name}').Model(
       num_classes=num_classes, **kwargs)
 
