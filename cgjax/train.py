@@ -119,7 +119,8 @@ def validate(config):
   optim.make_optimizer(config.optim, config.num_steps)
   minimum = {'num_steps': 1, 'batch_size': 1, 'log_every': 1, 'eval_every': 1,
              'checkpoint_every': 1, 'keep_checkpoints': 1, 'data.image_size': 1,
-             'eval.batch_size': 1, 'eval.train_examples': 0, 'probe.m': 1,
+             'data.prefetch': 0, 'eval.batch_size': 1,
+             'eval.train_examples': 0, 'probe.m': 1,
              'probe.microbatch_size': 1, 'probe.every': 0,
              'probe.num_log_spaced': 0}
   for field, low in minimum.items():
@@ -318,8 +319,10 @@ def _run(config, workdir, mesh, dataset, loader, probe_index, model, tx,
     measure(0, state)
 
   t0, t0_step = time.perf_counter(), start
-  for step in range(start + 1, config.num_steps + 1):
-    batch = parallel.to_global(loader.batch(step - 1), mesh)
+  batches = pipeline.prefetch(
+      lambda step: parallel.to_global(loader.batch(step - 1), mesh),
+      range(start + 1, config.num_steps + 1), config.data.prefetch)
+  for step, batch in zip(range(start + 1, config.num_steps + 1), batches):
     state, metrics = train_step(state, batch)
     losses.append(metrics['loss'])
     if step % config.log_every == 0 or step == config.num_steps:

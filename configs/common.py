@@ -16,6 +16,8 @@ Every field of a cgjax config, documented once here:
   data.augment      'tfds:imagenet2012' training crops: Inception-style random
                     resized crop + flip (True) or resize + center crop (False,
                     the papers' choice, so that memorization is visible)
+  data.prefetch     training batches read and put on device ahead of the
+                    step that uses them, in a background thread (0 = inline)
   noise.rate        fraction of train examples whose label is corrupted, [0, 1]
   noise.kind        'uniform': a uniformly random class; 'permute': the
                     selected labels are permuted among themselves
@@ -78,7 +80,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2
 
   c.data = ml_collections.ConfigDict({'name': 'mnist_5k', 'data_dir': '',
-                                      'image_size': 224, 'augment': False})
+                                      'image_size': 224, 'augment': False,
+                                      'prefetch': 2})
   c.noise = ml_collections.ConfigDict({
       'rate': 0.0, 'kind': 'uniform', 'exclude_true_label': False, 'seed': 0})
   c.model = ml_collections.ConfigDict({'name': 'mlp', 'kwargs': {}})

@@ -10,7 +10,7 @@ from PIL import Image
 from cgjax import data as data_lib
 from cgjax import workdir as workdir_lib
 from cgjax.data import imagenet
-from tests import fake_imagenet
+from cgjax.data import fake_imagenet
 from tests.conftest import assert_same_run, run_processes, run_python
 
 CONFIG = 'configs/imagenet_resnet50.py:runlocal,noise=0.5'
@@ -63,6 +63,26 @@ def test_split_keys_labels_and_noise(data_dir):
   assert ds.test.keys[0].startswith('ILSVRC2012_val_')
   images = ds.test.read_images(np.arange(4))
   assert images.shape == (4, 32, 32, 3) and images.dtype == np.uint8
+
+
+def test_index_cache_is_used_and_checked(data_dir, monkeypatch):
+  fresh = data_lib.load(_config(data_dir), _noise(0.0))  # writes the caches
+  version_dir = os.path.dirname(next(
+      os.path.join(d, 'cgjax_index_train.npz')
+      for d, _, files in os.walk(data_dir) if 'cgjax_index_train.npz' in files))
+  def no_pass(source):
+    raise AssertionError('read every record although a valid cache exists')
+  with monkeypatch.context() as m:
+    m.setattr(imagenet, '_read_index', no_pass)
+    cached = data_lib.load(_config(data_dir), _noise(0.0))
+  np.testing.assert_array_equal(cached.train.keys, fresh.train.keys)
+  np.testing.assert_array_equal(cached.train.labels, fresh.train.labels)
+  # A stale cache (as after re-preparing in another order) is detected.
+  path = os.path.join(version_dir, 'cgjax_index_train.npz')
+  np.savez(path, keys=fresh.train.keys[::-1], labels=fresh.train.labels[::-1])
+  again = data_lib.load(_config(data_dir), _noise(0.0))
+  np.testing.assert_array_equal(again.train.keys, fresh.train.keys)
+  np.testing.assert_array_equal(np.load(path)['keys'], fresh.train.keys)
 
 
 def test_crops():

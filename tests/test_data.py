@@ -110,3 +110,29 @@ def test_probe_selection():
     pipeline.select_probes(split, _split(40), m=31, seed=0)
   no_noise = pipeline.select_probes(_split(100), _split(40), m=20, seed=0)
   assert set(no_noise) == {'clean', 'test'}
+
+
+@pytest.mark.parametrize('depth', [0, 1, 3])
+def test_prefetch_yields_in_order_and_reads_at_most_depth_ahead(depth):
+  started = []
+  def make(step):
+    started.append(step)
+    return {'step': step}
+  seen = []
+  for batch in pipeline.prefetch(make, range(10), depth):
+    # Work begun so far: everything consumed, plus at most `depth` ahead.
+    assert len(started) <= len(seen) + 1 + depth
+    seen.append(batch['step'])
+  assert seen == list(range(10)) and started == list(range(10))
+
+
+def test_prefetch_raises_the_reader_error():
+  def make(step):
+    if step == 3:
+      raise OSError('bad record 3')
+    return step
+  got = []
+  with pytest.raises(OSError, match='bad record 3'):
+    for x in pipeline.prefetch(make, range(10), 2):
+      got.append(x)
+  assert got == [0, 1, 2]

@@ -17,7 +17,9 @@ and a random horizontal flip, seeded by (seed, step, position in batch).
 """
 import concurrent.futures
 import io
+import logging
 import math
+import os
 
 import numpy as np
 from PIL import Image
@@ -101,6 +103,53 @@ class LazyImages:
     return self.read(index)
 
 
+def _key(record) -> str:
+  name = record['file_name']
+  return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def _read_index(source) -> tuple[np.ndarray, np.ndarray]:
+  """(file names, labels) of every record: one pass, no image decoding."""
+  n = len(source)
+  keys, labels = [], []
+  for start in range(0, n, 4096):
+    for record in source.__getitems__(range(start, min(n, start + 4096))):
+      keys.append(_key(record))
+      labels.append(int(record['label']))
+  return np.asarray(keys), np.asarray(labels, np.int32)
+
+
+def _index(source, split) -> tuple[np.ndarray, np.ndarray]:
+  """`_read_index`, cached next to the prepared data after the first start.
+
+  Reading every record takes minutes on the real train split, at every start
+  of every host. The cache is checked against the record count and a few
+  spot records (a re-prepared data set is re-read), and written by process 0
+  only (atomically); where the data dir is read-only the pass just repeats.
+  """
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  path = epath.Path(source.dataset_info.data_dir) / f'cgjax_index_{split}.npz'
+  if path.exists():
+    with path.open('rb') as f:
+      cached = np.load(f)
+      keys, labels = cached['keys'], cached['labels']
+    spot = sorted({int(i) for i in np.linspace(0, len(source) - 1, 8)})
+    if len(labels) == len(source) and all(
+        _key(r) == keys[i] for i, r in zip(spot, source.__getitems__(spot))):
+      return keys, labels
+  keys, labels = _read_index(source)
+  if jax.process_index() == 0:
+    tmp = path.parent / f'{path.name}.tmp{os.getpid()}'
+    try:
+      with tmp.open('wb') as f:
+        np.savez(f, keys=keys, labels=labels)
+      tmp.replace(path)
+    except OSError as err:
+      logging.warning('cannot cache the %s index at %s: %s', split, path, err)
+  return keys, labels
+
+
 def _split(name, split, config):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   data_dir = config.get('data_dir') or None
@@ -115,18 +164,12 @@ def _split(name, split, config):
         f'  tfds build {name} --manual_dir=MANUAL_DIR '
         f'--data_dir={data_dir or "DATA_DIR"} --file_format=array_record\n'
         f'(original error: {type(err).__name__}: {err})') from err
-  n = len(source)
-  keys, labels = [], []
-  for start in range(0, n, 4096):  # one pass over names and labels, no decode
-    for record in source.__getitems__(range(start, min(n, start + 4096))):
-      name_ = record['file_name']
-      keys.append(name_.decode() if isinstance(name_, bytes) else str(name_))
-      labels.append(int(record['label']))
-  labels = np.asarray(labels, np.int32)
-  return Split(images=LazyImages(source, np.arange(n), config.image_size,
+  keys, labels = _index(source, split)
+  return Split(images=LazyImages(source, np.arange(len(labels)),
+                                 config.image_size,
                                  bool(config.get('augment', False))),
                labels=labels, clean_labels=labels,
-               is_noisy=np.zeros(n, bool), keys=np.asarray(keys))
+               is_noisy=np.zeros(len(labels), bool), keys=keys)
 
 
 def load(config):

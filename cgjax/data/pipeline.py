@@ -5,6 +5,10 @@ state is the next step: a resumed run sees exactly the batches an
 uninterrupted run would have seen. Each process takes its contiguous slice of
 the global batch (process-local data for `make_array_from_process_local_data`).
 """
+import collections
+import concurrent.futures
+from typing import Callable, Iterable, Iterator
+
 import numpy as np
 
 from cgjax.data import Split
@@ -56,6 +60,33 @@ class TrainLoader:
     index = self.global_indices(step)[self._local.start:self._local.stop]
     seeds = [(self.seed, step, pos) for pos in self._local]
     return batch_dict(self.split, index, seeds)
+
+
+def prefetch(make_batch: Callable[[int], dict], steps: Iterable[int],
+             depth: int) -> Iterator[dict]:
+  """Yields make_batch(step) for each step, computing up to `depth` ahead.
+
+  One background thread reads, decodes and places (on device) the next
+  batches while the accelerator runs the current step. Because a batch is a
+  pure function of its step, prefetching never changes what a run sees, and
+  the checkpointed data state stays just the next step. depth=0 reads inline.
+  """
+  if depth < 1:
+    yield from map(make_batch, steps)
+    return
+  with concurrent.futures.ThreadPoolExecutor(1, 'cgjax-prefetch') as pool:
+    pending = collections.deque()
+    steps = iter(steps)
+    try:
+      for step in steps:
+        pending.append(pool.submit(make_batch, step))
+        if len(pending) > depth:
+          yield pending.popleft().result()
+      while pending:
+        yield pending.popleft().result()
+    finally:  # an error or an early stop: drop what was read ahead
+      for future in pending:
+        future.cancel()
 
 
 def padded_batches(split: Split, batch_size: int, process_index: int = 0,
