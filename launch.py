@@ -11,6 +11,12 @@ Flags:
   --coordinator_address, --num_processes, --process_id
                   explicit jax.distributed settings for multi-process runs
                   (TPU pods and SLURM are detected without them)
+  --sweep         run every trial of the config's get_sweep(arg), each in
+                  WORKDIR/<trial> (WORKDIR default: a new runs/<config>_sweep_*);
+                  finished trials are skipped, unfinished ones resumed;
+                  --config.x overrides apply to every trial
+  --parallel N    with --sweep: N trials at a time as local processes
+  --print-commands  with --sweep: print one command per trial and exit
 """
 import datetime
 import importlib.util
@@ -33,6 +39,10 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0,
                                       'jax.distributed process count.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', -1,
                                    'jax.distributed id of this process.')
+_SWEEP = flags.DEFINE_bool('sweep', False, "Run the config's get_sweep(arg).")
+_PARALLEL = flags.DEFINE_integer('parallel', 1, 'Sweep trials run at once.')
+_PRINT_COMMANDS = flags.DEFINE_bool('print-commands', False,
+                                    'Print the sweep trial commands and exit.')
 
 
 def _config_spec(argv):
@@ -44,6 +54,16 @@ def _config_spec(argv):
   return None
 
 
+def _config_module(spec: str):
+  path = spec.partition(':')[0]
+  if not os.path.exists(path):
+    sys.exit(f'error: config file {path!r} does not exist')
+  module_spec = importlib.util.spec_from_file_location('_cgjax_config', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module
+
+
 def check_overrides(argv):
   """Rejects unknown --config.a.b keys with a message naming them.
 
@@ -53,14 +73,9 @@ def check_overrides(argv):
   spec = _config_spec(argv)
   if not spec:
     return
-  path, _, arg = spec.partition(':')
-  if not os.path.exists(path):
-    sys.exit(f'error: config file {path!r} does not exist')
-  module_spec = importlib.util.spec_from_file_location('_cgjax_config', path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  arg = spec.partition(':')[2]
   try:
-    config = module.get_config(arg or None)
+    config = _config_module(spec).get_config(arg or None)
   except ValueError as err:
     sys.exit(f'error: {err}')
   for a in argv:
@@ -78,9 +93,9 @@ def check_overrides(argv):
       walked.append(part)
 
 
-def default_workdir(spec: str) -> str:
+def default_workdir(spec: str, suffix: str = '') -> str:
   path, _, arg = spec.partition(':')
-  name = os.path.splitext(os.path.basename(path))[0]
+  name = os.path.splitext(os.path.basename(path))[0] + suffix
   if arg:
     name += '_' + re.sub(r'[^\w.=-]+', '_', arg)
   stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
@@ -95,6 +110,10 @@ def main(argv):
   if _CONFIG.value is None:
     raise app.UsageError('--config is required, e.g. '
                          '--config configs/mnist_mlp.py:noise=0.5')
+  if _SWEEP.value:
+    return run_sweep(sys.argv)
+  if _PRINT_COMMANDS.value or _PARALLEL.present:
+    raise app.UsageError('--print-commands and --parallel need --sweep')
   from cgjax import parallel  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                   _PROCESS_ID.value)
@@ -114,10 +133,44 @@ def main(argv):
   if jax.process_index() == 0:
     summary = {k: v for k, v in final.items()
                if k.startswith('eval/') or k.endswith('/m_coherence')
-               and '/layer/' not in k}
+               and k.count('/') == 2}
     print('[cgjax] final: ' + ', '.join(f'{k}={v:.4f}'
                                         for k, v in sorted(summary.items())))
     print(f'[cgjax] results in {workdir}: metrics.jsonl, tb/, checkpoints/')
+
+
+def run_sweep(argv):
+  """Every trial as its own launch.py process (or its command printed)."""
+  from cgjax import sweep  # pylint: disable=g-import-not-at-top
+  if _COORDINATOR.value or _NUM_PROCESSES.value:
+    raise app.UsageError('--sweep starts local processes; for a multi-host '
+                         'sweep use --print-commands and launch each trial')
+  spec = _config_spec(argv)
+  try:
+    trials = sweep.load_trials(_config_module(spec), spec.partition(':')[2])
+  except ValueError as err:
+    sys.exit(f'error: {err}')
+  sweep_dir = _WORKDIR.value or default_workdir(spec, '_sweep')
+  shared = [a for a in argv[1:] if a.startswith('--config.')]
+  launch = os.path.relpath(__file__)
+  runs = sweep.commands(launch, spec, trials, sweep_dir, shared)
+  for _, cmd in runs:  # every trial's overrides exist, before any starts
+    check_overrides(cmd[1:])
+  if _PRINT_COMMANDS.value:
+    for _, cmd in runs:
+      print(sweep.shell_command(cmd))
+    return
+  print(f'[sweep] {len(trials)} trials in {sweep_dir}', flush=True)
+  try:
+    states = sweep.run(launch, spec, trials, sweep_dir, shared,
+                       _PARALLEL.value)
+  except ValueError as err:
+    sys.exit(f'error: {err}')
+  failed = [os.path.basename(w) for w, s in states.items() if s != 'done']
+  print(f'[sweep] {len(states) - len(failed)}/{len(states)} trials done in '
+        f'{sweep_dir}; report: python -m experiments.report {sweep_dir}')
+  if failed:
+    sys.exit(f'error: trials not done: {", ".join(failed)} (see their log.txt)')
 
 
 if __name__ == '__main__':

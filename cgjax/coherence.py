@@ -1,24 +1,47 @@
-"""Per-example gradient statistics: m-coherence, total and per layer.
+"""Per-example gradient statistics, in one streaming pass over the examples.
 
-For m examples with per-example loss gradients g_1..g_m,
+For m examples with per-example loss gradients g_1..g_m (unit weights;
+weight-0 rows are padding and count for nothing):
 
-    m-coherence = ||sum_i g_i||^2 / sum_i ||g_i||^2,   alpha = m-coherence / m,
+  m-coherence  ||sum_i g_i||^2 / sum_i ||g_i||^2  (m if all equal, 1 if
+               pairwise orthogonal); alpha = m-coherence / m
+  gradient diversity (Yin et al. 2018)  sum_i ||g_i||^2 / ||sum_i g_i||^2
+               = 1 / m-coherence
+  avg cosine   mean over pairs i != j of cos(g_i, g_j)
+               = (||sum_i u_i||^2 - m) / (m (m - 1)),  u_i = g_i / ||g_i||,
+               exact and O(m) (examples with a zero gradient are left out)
+  stiffness (Fort et al. 2019)  mean over pairs of sign(g_i . g_j) and of
+               cos(g_i, g_j), separately for same-class and different-class
+               pairs. Pairs are those inside blocks of STIFFNESS_BLOCK
+               examples of each microbatch (a strided, so mixed, subset of
+               the probe set): an unbiased estimate of the all-pairs mean at
+               O(m x block) cost, exact when one block holds all m examples.
+  GSNR (Liu et al. 2020)  per parameter, mean_i(g)^2 / var_i(g) (population
+               variance over the m examples), averaged over the parameters
+               with non-zero variance
+  quantiles    of the per-example loss and gradient norm
 
-which needs only the summed gradient and each example's squared gradient norm
-(O(m) work). Per-example gradients come from `optax.microbatching.micro_grad`,
-which materializes them one microbatch at a time, so memory is
-O(params x microbatch) for any m. Per-layer values restrict each g_i to one
-parameter leaf; the total is the ratio of the summed numerators and
-denominators, not an average of the per-leaf ratios.
+Per-layer values restrict each g_i to one parameter leaf and per-group values
+to a named group of leaves (`group_of(path)`, e.g. a residual stage); a
+total or group value is the ratio of summed numerators and denominators, not
+an average of per-leaf ratios. Per-example gradients are materialized one
+microbatch at a time (`optax.microbatching.microbatch` over `vmap(grad)`), so
+memory is O(params x microbatch) for any m; sums across microbatches are
+compensated (Neumaier) so float32 stays accurate for m in the thousands.
 """
 import functools
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-PerExampleLoss = Callable[[Any, Any], jax.Array]
+PerExampleLoss = Callable[..., jax.Array]
+QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+# Stiffness pairs come from blocks of up to this many examples of each
+# microbatch (the largest divisor of the microbatch size not above it).
+STIFFNESS_BLOCK = 32
 
 
 def leaf_paths(tree) -> list[str]:
@@ -28,73 +51,161 @@ def leaf_paths(tree) -> list[str]:
           for p in paths]
 
 
-def _sq_norm_per_leaf(grads):
-  return [jnp.sum(jnp.square(g.astype(jnp.float32)))
-          for g in jax.tree.leaves(grads)]
+def top_module(path: str) -> str:
+  """Default layer group: the top-level module of a parameter path."""
+  return path.split('/')[0]
 
 
-def _sums(per_example_loss, params, examples, weights, extra,
-          microbatch_size):
-  """Summed gradient, per-leaf summed squared norms, summed loss, count."""
+def _compensated_sum() -> optax.microbatching.Accumulator:
+  """Sum over microbatches with Neumaier compensation, leaf by leaf."""
 
-  def weighted_loss(p, example_and_weight):  # closes over traced `extra`
-    example, weight = example_and_weight
+  def update(carry, value, _):
+    def one(sum_and_comp, v):
+      s, c = sum_and_comp
+      t = s + v
+      c = c + jnp.where(jnp.abs(s) >= jnp.abs(v), (s - t) + v, (v - t) + s)
+      return t, c
+    return jax.tree.map(one, carry, value,
+                        is_leaf=lambda x: isinstance(x, tuple))
+
+  return optax.microbatching.Accumulator(
+      init=lambda value: jax.tree.map(
+          lambda v: (jnp.zeros(v.shape, v.dtype), jnp.zeros(v.shape, v.dtype)),
+          value),
+      update=update,
+      finalize=lambda carry: jax.tree.map(
+          lambda sc: sc[0] + sc[1], carry,
+          is_leaf=lambda x: isinstance(x, tuple)),
+      aggregate=lambda values: jax.tree.map(lambda v: jnp.sum(v, 0), values))
+
+
+def _microbatch_stats(per_example_loss, params, examples, weights, classes,
+                      extra):
+  """Sums of one microbatch, and its per-example losses and squared norms."""
+
+  def loss(p, example, weight):
     return weight * per_example_loss(p, example, *extra)
 
-  grad_fn = optax.microbatching.micro_grad(
-      weighted_loss, argnums=0, batch_argnums=1, keep_batch_dim=False,
-      microbatch_size=microbatch_size,
-      accumulator=optax.microbatching.AccumulationType.SUM,
-      metrics_fn=_sq_norm_per_leaf)
-  grad_sum, aux = grad_fn(params, (examples, weights))
-  return (grad_sum, jnp.stack([jnp.sum(x) for x in aux.metrics]),
-          jnp.sum(aux.values), jnp.sum(weights))
-
-
-def _summary(params, grad_sum, denominators, loss_sum, m) -> dict:
-  numerators = jnp.stack(_sq_norm_per_leaf(grad_sum))
-  total_num, total_den = jnp.sum(numerators), jnp.sum(denominators)
-  mc = total_num / total_den
+  losses, grads = jax.vmap(jax.value_and_grad(loss), in_axes=(None, 0, 0))(
+      params, examples, weights)
+  grads = jax.tree.map(lambda g: g.astype(jnp.float32), grads)
+  b = weights.shape[0]
+  block = max(d for d in range(1, min(b, STIFFNESS_BLOCK) + 1) if b % d == 0)
+  flat = [g.reshape(b // block, block, -1) for g in jax.tree.leaves(grads)]
+  # Per-leaf Gram matrices of blocks of the microbatch: their diagonals are
+  # the per-example squared norms, their off-diagonals the stiffness pairs.
+  grams = [jnp.einsum('gip,gjp->gij', g, g) for g in flat]
+  sq_norms = jnp.stack([jnp.diagonal(x, 0, 1, 2).reshape(b) for x in grams],
+                       1)  # [B, leaves]
+  gram = sum(grams)
+  norm = jnp.sqrt(jnp.sum(sq_norms, 1))
+  inv_norm = jnp.where(norm > 0, 1 / jnp.where(norm > 0, norm, 1), 0)
+  # Weighted sums over the microbatch as matrix-vector products (reducing a
+  # [B, P] array over B directly is several times slower on XLA:CPU).
+  weighted_sum = lambda w, fn: jax.tree.map(
+      lambda g: (w @ fn(g.reshape(b, -1))).reshape(g.shape[1:]), grads)
+  valid = (norm > 0).astype(jnp.float32)
+  blocks = lambda v: v.reshape(b // block, block)
+  inv, w, c, ok = (blocks(v) for v in (inv_norm, weights, classes, valid))
+  cos = gram * inv[:, :, None] * inv[:, None, :]
+  pair = ((w * ok)[:, :, None] * (w * ok)[:, None, :]
+          * (1 - jnp.eye(block)))
+  same = (c[:, :, None] == c[:, None, :]).astype(jnp.float32) * pair
+  diff = pair - same
+  pairs = jnp.stack([jnp.stack([jnp.sum(x * jnp.sign(gram)),
+                                jnp.sum(x * cos), jnp.sum(x)])
+                     for x in (same, diff)])  # [same|diff, sign|cos|count]
   return {
-      'm_coherence': mc,
-      'alpha': mc / m,
-      'sq_norm_of_sum': total_num,
-      'sum_of_sq_norms': total_den,
-      'm': m,
-      'mean_loss': loss_sum / m,
-      'mean_sq_grad_norm': total_den / m,
-      'per_layer': dict(zip(leaf_paths(params), numerators / denominators)),
+      'sum_g': weighted_sum(jnp.ones(b), lambda g: g),
+      'sum_u': weighted_sum(inv_norm, lambda g: g),
+      'sum_sq': weighted_sum(jnp.ones(b), lambda g: g * g),
+      'pairs': pairs,
+      'num_nonzero': jnp.sum(valid * weights),
+      'loss': losses,
+      'sq_norms': sq_norms,
   }
 
 
-def _default_weights(examples, weights):
+def _accumulate(per_example_loss, params, examples, weights, classes, extra,
+                microbatch_size):
+  """The whole pass: compensated sums, concatenated per-example values."""
+  fn = functools.partial(_microbatch_stats, per_example_loss, params,
+                         extra=extra)
+  kahan, concat = _compensated_sum(), optax.microbatching.AccumulationType.CONCAT
+  n = weights.shape[0]
+  return optax.microbatching.microbatch(
+      lambda ex, w, c: fn(ex, w, c), argnums=(0, 1, 2),
+      microbatch_size=microbatch_size or n,
+      accumulator={'sum_g': kahan, 'sum_u': kahan, 'sum_sq': kahan,
+                   'pairs': kahan, 'num_nonzero': kahan, 'loss': concat,
+                   'sq_norms': concat})(examples, weights, classes)
+
+
+_SUMMED = ('sum_g', 'sum_u', 'sum_sq', 'pairs', 'num_nonzero')
+
+
+def _reduce(acc, weights) -> dict:
+  """Accumulated sums -> the small arrays `summarize` needs (on device)."""
+  m = jnp.sum(weights)
+  sum_g = jax.tree.leaves(acc['sum_g'])
+  sum_sq = jax.tree.leaves(acc['sum_sq'])
+  gsnr_sum, gsnr_count = [], []
+  for s, q in zip(sum_g, sum_sq):
+    mean = s / m
+    var = jnp.maximum(q / m - mean * mean, 0)
+    ok = var > 0
+    gsnr_sum.append(jnp.sum(jnp.where(ok, mean * mean / jnp.where(ok, var, 1),
+                                      0)))
+    gsnr_count.append(jnp.sum(ok))
+  return {
+      'numerators': jnp.stack([jnp.sum(s * s) for s in sum_g]),
+      'denominators': jnp.sum(acc['sq_norms'] * weights[:, None], 0),
+      'gsnr_sum': jnp.stack(gsnr_sum),
+      'gsnr_count': jnp.stack(gsnr_count).astype(jnp.float32),
+      'sq_norm_of_unit_sum': sum(jnp.sum(u * u)
+                                 for u in jax.tree.leaves(acc['sum_u'])),
+      'num_nonzero': acc['num_nonzero'],
+      'pairs': acc['pairs'],
+      'm': m,
+      'loss': acc['loss'],
+      'sq_norm': jnp.sum(acc['sq_norms'], 1),
+      'weight': weights,
+  }
+
+
+def _defaults(examples, weights, classes):
+  n = jax.tree.leaves(examples)[0].shape[0]
   if weights is None:
-    return jnp.ones((jax.tree.leaves(examples)[0].shape[0],), jnp.float32)
-  return weights
+    weights = jnp.ones((n,), jnp.float32)
+  if classes is None:
+    classes = jnp.zeros((n,), jnp.int32)
+  return weights, classes
 
 
 @functools.partial(jax.jit, static_argnames=('per_example_loss',
                                              'microbatch_size'))
 def coherence_stats(per_example_loss: PerExampleLoss, params, examples,
-                    weights=None, *extra, microbatch_size=None) -> dict:
-  """Jittable core of `m_coherence` on one device; returns arrays.
+                    weights=None, classes=None, extra=(), *,
+                    microbatch_size=None) -> dict:
+  """Jittable pass on one device; `summarize` turns its arrays into metrics.
 
   `weights` (default all ones) must be 0 or 1: weight-0 rows are padding and
   contribute nothing, which lets callers pad m to a multiple of the
-  microbatch (and device) count. `extra` arguments reach
-  `per_example_loss(params, example, *extra)` unchanged and undifferentiated
-  (e.g. fixed BatchNorm statistics). For examples sharded over a mesh use
-  `sharded_coherence_stats`.
+  microbatch (and device) count. `classes` [m] (default: all one class) split
+  the stiffness pairs. `extra` reaches `per_example_loss(params, example,
+  *extra)` unchanged and undifferentiated (e.g. fixed BatchNorm statistics).
+  For examples sharded over a mesh use `sharded_coherence_stats`.
   """
-  weights = _default_weights(examples, weights)
-  return _summary(params, *_sums(per_example_loss, params, examples, weights,
-                                 extra, microbatch_size))
+  weights, classes = _defaults(examples, weights, classes)
+  acc = _accumulate(per_example_loss, params, examples, weights, classes,
+                    extra, microbatch_size)
+  return _reduce(acc, weights)
 
 
 @functools.partial(jax.jit, static_argnames=('per_example_loss', 'mesh',
                                              'microbatch_size'))
 def sharded_coherence_stats(per_example_loss: PerExampleLoss, mesh, params,
-                            examples, weights=None, *extra,
+                            examples, weights=None, classes=None, extra=(), *,
                             microbatch_size=None) -> dict:
   """`coherence_stats` with examples sharded along the mesh's 'data' axis.
 
@@ -103,41 +214,108 @@ def sharded_coherence_stats(per_example_loss: PerExampleLoss, mesh, params,
   devices. Leaving the per-example (batch-grouped) conv gradients to the
   automatic partitioner instead gives wrong norms on XLA:CPU (jax 0.10).
   """
-  weights = _default_weights(examples, weights)
+  weights, classes = _defaults(examples, weights, classes)
   replicated = jax.sharding.PartitionSpec()
   data = jax.sharding.PartitionSpec('data')
 
-  def local(p, ex, w, *e):
-    return jax.lax.psum(_sums(per_example_loss, p, ex, w, e, microbatch_size),
-                        'data')
+  def local(p, ex, w, c, e):
+    acc = _accumulate(per_example_loss, p, ex, w, c, e, microbatch_size)
+    summed = jax.lax.psum({k: acc[k] for k in _SUMMED}, 'data')
+    return {**summed, 'loss': acc['loss'], 'sq_norms': acc['sq_norms']}
 
+  out_specs = {**{k: replicated for k in _SUMMED}, 'loss': data,
+               'sq_norms': data}
   # check_vma=False: with it, the gradient w.r.t. the replicated params would
   # be summed over devices implicitly, and each "per-example" norm would be
   # that of the whole batch's gradient.
-  sums = jax.shard_map(
-      local, mesh=mesh, out_specs=replicated, check_vma=False,
-      in_specs=(replicated, data, data, *[replicated] * len(extra)))(
-          params, examples, weights, *extra)
-  return _summary(params, *sums)
+  acc = jax.shard_map(
+      local, mesh=mesh, out_specs=out_specs, check_vma=False,
+      in_specs=(replicated, data, data, data, replicated))(
+          params, examples, weights, classes, extra)
+  return _reduce(acc, weights)
+
+
+def summarize(stats: dict, paths: list[str],
+              group_of: Callable[[str], str] = top_module) -> dict:
+  """Metrics (nested dict of Python floats) from `coherence_stats` arrays."""
+  s = jax.tree.map(lambda x: np.asarray(x, np.float64), jax.device_get(stats))
+  m = s['m']
+
+  def ratios(num, den, gsnr_sum, gsnr_count):
+    mc = num / den if den else float('nan')
+    return {'m_coherence': mc, 'alpha': mc / m,
+            'gsnr': gsnr_sum / gsnr_count if gsnr_count else float('nan')}
+
+  fields = ('numerators', 'denominators', 'gsnr_sum', 'gsnr_count')
+  per_layer = {p: ratios(*(float(s[f][i]) for f in fields))
+               for i, p in enumerate(paths)}
+  groups = {}
+  for i, p in enumerate(paths):
+    groups.setdefault(group_of(p), []).append(i)
+  per_group = {g: ratios(*(float(s[f][idx].sum()) for f in fields))
+               for g, idx in groups.items()}
+  total = ratios(*(float(s[f].sum()) for f in fields))
+  nz = float(s['num_nonzero'])
+  pairs = s['pairs']
+  mean_of = lambda k, j: float(pairs[k, j] / pairs[k, 2]) if pairs[k, 2] else float('nan')
+  real = s['weight'] > 0
+  norms = np.sqrt(s['sq_norm'][real])
+  quantiles = lambda v: {f'q{round(100 * q)}': float(np.quantile(v, q))
+                         for q in QUANTILES} if len(v) else {}
+  return {
+      **total,
+      'gradient_diversity': (1 / total['m_coherence'] if total['m_coherence']
+                             else float('inf')),
+      'avg_cosine': ((float(s['sq_norm_of_unit_sum']) - nz) / (nz * (nz - 1))
+                     if nz > 1 else float('nan')),
+      'stiffness': {'sign_same_class': mean_of(0, 0),
+                    'cos_same_class': mean_of(0, 1),
+                    'sign_diff_class': mean_of(1, 0),
+                    'cos_diff_class': mean_of(1, 1)},
+      'sq_norm_of_sum': float(s['numerators'].sum()),
+      'sum_of_sq_norms': float(s['denominators'].sum()),
+      'm': float(m),
+      'mean_loss': float(s['loss'][real].sum() / m),
+      'mean_sq_grad_norm': float(s['denominators'].sum() / m),
+      'loss': quantiles(s['loss'][real]),
+      'grad_norm': quantiles(norms),
+      'per_layer': per_layer,
+      'per_group': per_group,
+  }
+
+
+def flatten(metrics: dict, prefix: str = '') -> dict[str, float]:
+  """{'a': {'b': 1.0}} -> {'a/b': 1.0}: metric names for metrics.jsonl."""
+  out = {}
+  for k, v in metrics.items():
+    if isinstance(v, dict):
+      out.update(flatten(v, f'{prefix}{k}/'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
 
 
 def m_coherence(per_example_loss: PerExampleLoss, params, examples, *,
-                microbatch_size: int | None = None) -> dict:
-  """m-coherence of the per-example gradients of `examples` at `params`.
+                classes=None, microbatch_size: int | None = None,
+                group_of: Callable[[str], str] = top_module) -> dict:
+  """m-coherence and the related metrics of `examples`' gradients at `params`.
 
   Args:
     per_example_loss: `(params, example) -> scalar loss of one example`.
     params: pytree of trainable parameters; gradients are w.r.t. all of it.
     examples: pytree whose leaves have a leading axis of size m.
+    classes: optional int [m], the classes for same/different-class stiffness.
     microbatch_size: per-example gradients materialized at once (None: all
       m). Must divide m.
+    group_of: parameter path -> layer group name (default: top module).
 
   Returns:
-    Python floats: `m_coherence`, `alpha`, `sq_norm_of_sum` (||sum g_i||^2),
-    `sum_of_sq_norms` (sum ||g_i||^2), `m`, `mean_loss`, `mean_sq_grad_norm`,
-    and `per_layer`: {'/'-joined parameter path: m-coherence of that leaf}.
+    Python floats: `m_coherence`, `alpha`, `gsnr`, `gradient_diversity`,
+    `avg_cosine`, `stiffness` {sign|cos}_{same|diff}_class, `sq_norm_of_sum`
+    (||sum g_i||^2), `sum_of_sq_norms` (sum ||g_i||^2), `m`, `mean_loss`,
+    `mean_sq_grad_norm`, quantiles `loss` and `grad_norm` {q0..q100}, and
+    `per_layer` / `per_group`: {name: {m_coherence, alpha, gsnr}}.
   """
-  stats = jax.device_get(coherence_stats(per_example_loss, params, examples,
-                                         microbatch_size=microbatch_size))
-  per_layer = {k: float(v) for k, v in stats.pop('per_layer').items()}
-  return {**{k: float(v) for k, v in stats.items()}, 'per_layer': per_layer}
+  stats = coherence_stats(per_example_loss, params, examples, None, classes,
+                          microbatch_size=microbatch_size)
+  return summarize(stats, leaf_paths(params), group_of)

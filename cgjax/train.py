@@ -192,15 +192,15 @@ def evaluate(eval_step, state, dataset, config, mesh) -> dict:
   }
 
 
-def run_probes(probe_fn, state, probes: dict[str, Probe]) -> dict:
+def run_probes(probe_fn, state, probes: dict[str, Probe], paths: list[str],
+               group_of) -> dict:
   out = {}
   for name, probe in probes.items():
-    stats = jax.device_get(probe_fn(state.params, probe.examples,
-                                    probe.weights, state.batch_stats,
-                                    microbatch_size=probe.microbatch_size))
-    for layer, value in stats.pop('per_layer').items():
-      out[f'probe/{name}/layer/{layer}'] = value
-    out.update({f'probe/{name}/{k}': v for k, v in stats.items()})
+    stats = probe_fn(state.params, probe.examples, probe.weights,
+                     probe.examples['label'], (state.batch_stats,),
+                     microbatch_size=probe.microbatch_size)
+    out.update(coherence.flatten(coherence.summarize(stats, paths, group_of),
+                                 f'probe/{name}/'))
   return out
 
 
@@ -287,6 +287,8 @@ def _run(config, workdir, mesh, dataset, loader, probe_index, model, tx,
   workdir_lib.write_json(workdir, 'probe_ids.json', {
       name: split_of(name).keys[index].tolist()
       for name, index in probe_index.items()})
+  paths = coherence.leaf_paths(state.params)
+  group_of = models.layer_group_fn(config.model.name)
   schedule = optim.make_schedule(config.optim, config.num_steps)
   probe_at = probe_steps(config.num_steps, config.probe.every,
                          config.probe.num_log_spaced)
@@ -300,7 +302,7 @@ def _run(config, workdir, mesh, dataset, loader, probe_index, model, tx,
           f'{k[5:]}={v:.4f}' for k, v in scalars.items()
           if k.endswith('acc') or 'acc_vs' in k))
     if step in probe_at and probes:
-      p = run_probes(probe_fn, state, probes)
+      p = run_probes(probe_fn, state, probes, paths, group_of)
       scalars.update(p)
       _log(f'step {step}: m-coherence ' + ', '.join(
           f'{n}={p[f"probe/{n}/m_coherence"]:.2f}' for n in probes))

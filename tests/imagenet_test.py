@@ -107,7 +107,8 @@ def test_trains_through_launch_with_noise_and_probes(ref):
   names = {r['name'] for r in rows}
   for s in ('clean', 'noisy', 'test'):
     assert f'probe/{s}/m_coherence' in names
-    assert f'probe/{s}/layer/stage1_block0/conv1/kernel' in names
+    assert f'probe/{s}/per_layer/stage1_block0/conv1/kernel/m_coherence' in names
+    assert f'probe/{s}/per_group/stage1/m_coherence' in names
   assert {r['name']: r['value'] for r in rows if r['step'] == 0}[
       'noise/num_selected'] == 16
   assert json.load(open(os.path.join(ref, 'status.json')))['state'] == 'done'

@@ -1,4 +1,4 @@
-"""m-coherence against closed forms, an explicit per-example loop and limits."""
+"""Coherence metrics against closed forms, explicit float64 loops and limits."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,8 +29,10 @@ def test_linear_model_closed_form():
   assert out['m'] == 32
   np.testing.assert_allclose(out['m_coherence'], expect, rtol=1e-5)
   np.testing.assert_allclose(out['alpha'], expect / 32, rtol=1e-5)
-  np.testing.assert_allclose(out['per_layer']['w'], expect_w, rtol=1e-5)
-  np.testing.assert_allclose(out['per_layer']['b'], expect_b, rtol=1e-5)
+  np.testing.assert_allclose(out['per_layer']['w']['m_coherence'], expect_w,
+                             rtol=1e-5)
+  np.testing.assert_allclose(out['per_layer']['b']['m_coherence'], expect_b,
+                             rtol=1e-5)
   np.testing.assert_allclose(out['sum_of_sq_norms'],
                              (gw ** 2).sum() + (gb ** 2).sum(), rtol=1e-5)
   np.testing.assert_allclose(out['mean_loss'], np.mean(0.5 * r ** 2), rtol=1e-5)
@@ -59,13 +61,117 @@ def test_mlp_matches_explicit_per_example_loop():
   for path, g in zip(paths, per_leaf):
     s, d = (g.sum(0) ** 2).sum(), (g ** 2).sum()
     num, den = num + s, den + d
-    np.testing.assert_allclose(out['per_layer'][path], s / d, rtol=1e-4)
+    np.testing.assert_allclose(out['per_layer'][path]['m_coherence'], s / d,
+                               rtol=1e-4)
   assert set(out['per_layer']) == {'dense0/kernel', 'dense0/bias',
                                    'dense1/kernel', 'dense1/bias',
                                    'head/kernel', 'head/bias'}
   np.testing.assert_allclose(out['m_coherence'], num / den, rtol=1e-4)
   np.testing.assert_allclose(out['sq_norm_of_sum'], num, rtol=1e-4)
   np.testing.assert_allclose(out['sum_of_sq_norms'], den, rtol=1e-4)
+
+
+def _explicit_float64(grads_per_leaf, losses, classes, pairs):
+  """Every metric by definition: loops over examples and pairs, float64."""
+  g = np.concatenate(grads_per_leaf, 1)  # [m, P]
+  m = len(g)
+  norms = np.linalg.norm(g, axis=1)
+  total = (g.sum(0) ** 2).sum() / (g ** 2).sum()
+  cos = lambda i, j: g[i] @ g[j] / (norms[i] * norms[j])
+  all_pairs = [(i, j) for i in range(m) for j in range(m) if i != j]
+  mean = g.mean(0)
+  var = (g ** 2).mean(0) - mean ** 2
+  ok = var > 1e-30
+  stiff = {}
+  for rel, same in (('same', True), ('diff', False)):
+    sel = [(i, j) for i, j in pairs if (classes[i] == classes[j]) == same]
+    stiff[f'sign_{rel}_class'] = np.mean([np.sign(g[i] @ g[j]) for i, j in sel])
+    stiff[f'cos_{rel}_class'] = np.mean([cos(i, j) for i, j in sel])
+  return {
+      'm_coherence': total, 'alpha': total / m,
+      'gradient_diversity': (norms ** 2).sum() / (g.sum(0) ** 2).sum(),
+      'avg_cosine': np.mean([cos(i, j) for i, j in all_pairs]),
+      'gsnr': np.mean(mean[ok] ** 2 / var[ok]),
+      'stiffness': stiff,
+      'loss': {f'q{round(100 * q)}': np.quantile(losses, q)
+               for q in coherence.QUANTILES},
+      'grad_norm': {f'q{round(100 * q)}': np.quantile(norms, q)
+                    for q in coherence.QUANTILES},
+  }
+
+
+@pytest.mark.parametrize('microbatch', [12, 4])
+def test_every_metric_matches_explicit_float64_loops(microbatch):
+  model = mlp.Model(num_classes=3, widths=(16, 8))
+  rng = np.random.default_rng(5)
+  m = 12
+  images = rng.integers(0, 256, size=(m, 4, 4, 1)).astype(np.uint8)
+  labels = rng.integers(0, 3, size=m).astype(np.int32)
+  params = model.init(jax.random.key(0), images[:1])['params']
+
+  def loss(p, ex):
+    logits = model.apply({'params': p}, ex['image'][None])[0]
+    return -jax.nn.log_softmax(logits)[ex['label']]
+
+  examples = [{'image': images[i], 'label': labels[i]} for i in range(m)]
+  grads = [jax.tree.leaves(jax.grad(loss)(params, ex)) for ex in examples]
+  per_leaf = [np.stack([np.asarray(gr[j], np.float64).ravel() for gr in grads])
+              for j in range(len(grads[0]))]
+  losses = np.array([float(loss(params, ex)) for ex in examples])
+  # Stiffness pairs: within each microbatch, which holds every
+  # (m / microbatch)-th example (column-major split).
+  stride = m // microbatch
+  pairs = [(i, j) for i in range(m) for j in range(m)
+           if i != j and i % stride == j % stride]
+  expect = _explicit_float64(per_leaf, losses, labels, pairs)
+  out = coherence.m_coherence(loss, params, {'image': images, 'label': labels},
+                              classes=labels, microbatch_size=microbatch,
+                              group_of=lambda p: 'hidden' if p.startswith(
+                                  'dense') else 'out')
+  for k, v in expect.items():
+    np.testing.assert_allclose(jax.tree.leaves(out[k]), jax.tree.leaves(v),
+                               rtol=1e-4, atol=1e-6, err_msg=k)
+  # Per layer group: the ratio of the group's sums, alpha = m-coherence / m.
+  hidden = np.concatenate(per_leaf[:4], 1)
+  expect_hidden = (hidden.sum(0) ** 2).sum() / (hidden ** 2).sum()
+  np.testing.assert_allclose(out['per_group']['hidden']['m_coherence'],
+                             expect_hidden, rtol=1e-4)
+  np.testing.assert_allclose(out['per_group']['hidden']['alpha'],
+                             expect_hidden / m, rtol=1e-4)
+  head = np.concatenate(per_leaf[4:], 1)
+  var = head.var(0)
+  np.testing.assert_allclose(out['per_group']['out']['gsnr'], np.mean(
+      head.mean(0)[var > 0] ** 2 / var[var > 0]), rtol=1e-4)
+
+
+def test_float32_accumulation_stays_accurate_for_m_4096():
+  """4096 examples in 256 sequential microbatches whose gradients cancel.
+
+  g_i = -y_i x_i with x_i = +-1000 v + noise, y_i ~ 1; the microbatches (every 256th
+  example) of the first half all carry +100 v, the rest -100 v, so the running
+  sums grow large and then cancel down to the noise. Plain float32 running
+  sums miss these tolerances by 4-10x (checked), compensated sums meet them.
+  """
+  rng = np.random.default_rng(6)
+  m, d = 4096, 64
+  sign = np.where(np.arange(m) % 256 < 128, 1.0, -1.0)
+  v = rng.normal(size=d)
+  x = (1000 * sign[:, None] * v + rng.normal(size=(m, d))).astype(np.float32)
+  y = (1 + 0.1 * rng.normal(size=m)).astype(np.float32)
+  w = np.zeros(d, np.float32)
+  params = {'w': jnp.asarray(w), 'b': jnp.asarray(np.float32(0.0))}
+  out = coherence.m_coherence(_linear_loss, params, {'x': x, 'y': y},
+                              microbatch_size=16)
+  r = x.astype(np.float64) @ w - y
+  g = np.concatenate([r[:, None] * x, r[:, None]], 1)
+  u = g / np.linalg.norm(g, axis=1, keepdims=True)
+  mean, var = g.mean(0), g.var(0)
+  expect = {'m_coherence': (g.sum(0) ** 2).sum() / (g ** 2).sum(),
+            'avg_cosine': ((u.sum(0) ** 2).sum() - m) / (m * (m - 1)),
+            'gsnr': np.mean(mean ** 2 / var)}
+  rtol = {'m_coherence': 1e-6, 'avg_cosine': 1e-6, 'gsnr': 3e-6}
+  for k, v in expect.items():
+    np.testing.assert_allclose(out[k], v, rtol=rtol[k], err_msg=k)
 
 
 @pytest.mark.parametrize('m', [1, 7, 64])
@@ -113,9 +219,13 @@ def test_weight_zero_padding_changes_nothing():
   xp = np.concatenate([x, rng.normal(size=(6, 3)).astype(np.float32)])
   yp = np.concatenate([y, rng.normal(size=6).astype(np.float32)])
   weights = np.r_[np.ones(10), np.zeros(6)].astype(np.float32)
-  out = jax.device_get(coherence.coherence_stats(
-      _linear_loss, params, {'x': xp, 'y': yp}, weights, microbatch_size=4))
+  out = coherence.summarize(coherence.coherence_stats(
+      _linear_loss, params, {'x': xp, 'y': yp}, weights, microbatch_size=4),
+      ['b', 'w'])
   assert out['m'] == 10
+  for k in ('avg_cosine', 'gsnr', 'loss', 'grad_norm'):  # all-pairs metrics
+    np.testing.assert_allclose(jax.tree.leaves(out[k]),
+                               jax.tree.leaves(ref[k]), rtol=1e-5, err_msg=k)
   np.testing.assert_allclose(out['m_coherence'], ref['m_coherence'], rtol=1e-5)
   np.testing.assert_allclose(out['mean_loss'], ref['mean_loss'], rtol=1e-5)
 
@@ -142,13 +252,14 @@ def test_batchnorm_model_uses_running_statistics_per_example():
 
   flat = lambda g: np.concatenate([np.asarray(x, np.float64).ravel()
                                    for x in jax.tree.leaves(g)])
-  grads = np.stack([flat(jax.grad(loss_one)(params, images[i], labels[i]))
+  grad_one = jax.jit(jax.grad(loss_one))
+  grads = np.stack([flat(grad_one(params, images[i], labels[i]))
                     for i in range(6)])
   expect = (grads.sum(0) ** 2).sum() / (grads ** 2).sum()
-  stats = jax.device_get(coherence.coherence_stats(
+  stats = coherence.summarize(coherence.coherence_stats(
       train.make_per_example_loss(model), params,
-      {'image': images, 'label': labels}, None, batch_stats,
-      microbatch_size=3))
+      {'image': images, 'label': labels}, None, None, (batch_stats,),
+      microbatch_size=3), coherence.leaf_paths(params))
   np.testing.assert_allclose(stats['m_coherence'], expect, rtol=1e-4)
 
 
@@ -166,15 +277,23 @@ for model in (cnn.Model(num_classes=3, channels=(4, 8), hidden=8),
   v = model.init(jax.random.key(0), x[:1])
   loss = train.make_per_example_loss(model)
   stats = v.get('batch_stats', {})
-  one = coherence.coherence_stats(loss, v['params'], {'image': x, 'label': y},
-                                  None, stats, microbatch_size=4)
+  paths = coherence.leaf_paths(v['params'])
+  # Stiffness pairs lie inside microbatches, which differ between the two
+  # layouts; every all-pairs metric must agree.
+  one = coherence.summarize(coherence.coherence_stats(
+      loss, v['params'], {'image': x, 'label': y}, None, y, (stats,),
+      microbatch_size=4), paths)
   rows = parallel.to_global({'image': x, 'label': y,
                              'w': np.ones(16, np.float32)}, mesh)
   w = rows.pop('w')
-  eight = coherence.sharded_coherence_stats(loss, mesh, v['params'], rows, w,
-                                            stats, microbatch_size=1)
-  for k in ('m_coherence', 'sum_of_sq_norms', 'sq_norm_of_sum', 'mean_loss'):
-    np.testing.assert_allclose(eight[k], one[k], rtol=1e-4, err_msg=k)
+  eight = coherence.summarize(coherence.sharded_coherence_stats(
+      loss, mesh, v['params'], rows, w, rows['label'], (stats,),
+      microbatch_size=1), paths)
+  for k in ('m_coherence', 'sum_of_sq_norms', 'sq_norm_of_sum', 'mean_loss',
+            'avg_cosine', 'gsnr', 'loss', 'grad_norm', 'per_group'):
+    np.testing.assert_allclose(jax.tree.leaves(eight[k]),
+                               jax.tree.leaves(one[k]), rtol=1e-4, atol=1e-7,
+                               err_msg=k)
 print('OK')
 """
 

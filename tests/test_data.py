@@ -105,6 +105,8 @@ def test_probe_selection():
   assert split.is_noisy[probes['noisy']].all()
   assert not split.is_noisy[probes['clean']].any()
   assert len(set(probes['test'])) == 20
+  # Random order: microbatches of a class-ordered split must mix classes.
+  assert (np.diff(probes['test']) < 0).any()
   with pytest.raises(ValueError, match='probe.m=31 is larger than the 30 '
                      'available noisy examples'):
     pipeline.select_probes(split, _split(40), m=31, seed=0)

@@ -53,8 +53,11 @@ def test_run_writes_metrics_probes_and_status(ref):
     steps = sorted(r['step'] for r in rows
                    if r['name'] == f'probe/{s}/m_coherence')
     assert steps[0] == 0 and steps[-1] == 20 and len(steps) >= 4
-    assert f'probe/{s}/layer/dense0/kernel' in names
-    assert f'probe/{s}/mean_sq_grad_norm' in names
+    for metric in ('per_layer/dense0/kernel/m_coherence',
+                   'per_group/dense0/alpha', 'mean_sq_grad_norm',
+                   'gradient_diversity', 'avg_cosine', 'gsnr',
+                   'stiffness/cos_same_class', 'loss/q50', 'grad_norm/q90'):
+      assert f'probe/{s}/{metric}' in names, metric
   for name in ('train/loss', 'eval/clean_acc', 'eval/noisy_acc_vs_noisy_label',
                'eval/noisy_acc_vs_clean_label', 'eval/test_acc'):
     assert name in names
@@ -77,21 +80,21 @@ def test_eight_devices_match_one(ref, tmp_path):
 
 KILLER = """
 import os, runpy, signal, sys
-from cgjax.data import pipeline
-batch = pipeline.TrainLoader.batch
+from cgjax import workdir
+write = workdir.MetricWriter.write
 kill_at = int(sys.argv.pop(1))
-def killing_batch(self, step):
-  if step == kill_at:
+def killing_write(self, step, scalars):
+  write(self, step, scalars)
+  if step == kill_at:  # (batches up to data.prefetch steps ahead were read)
     os.kill(os.getpid(), signal.SIGKILL)
-  return batch(self, step)
-pipeline.TrainLoader.batch = killing_batch
+workdir.MetricWriter.write = killing_write
 sys.argv = ['launch.py'] + sys.argv[1:]
 runpy.run_path('launch.py', run_name='__main__')
 """
 
 
-# Killed before update 15 (after the step-10 checkpoint), and before update 3
-# (no checkpoint yet: the relaunch starts over in the same workdir).
+# Killed after the metrics of step 14 (past the step-10 checkpoint), and of
+# step 2 (no checkpoint yet: the relaunch starts over in the same workdir).
 @pytest.mark.parametrize('kill_at,resumed_from', [(14, 10), (2, None)])
 def test_resume_after_kill_is_bitwise_identical(ref, tmp_path, kill_at,
                                                 resumed_from):

@@ -115,6 +115,9 @@ def select_probes(train: Split, test: Split, m: int, seed: int,
                   sets=PROBE_SETS) -> dict[str, np.ndarray]:
   """Fixed probe sets of m examples each: indices into train or test.
 
+  Indices are in random order, so that microbatches (and the stiffness pairs
+  inside them) are random subsets even where a split is ordered by class.
+
   A set with no candidate examples at all (clean at noise 1, noisy at noise
   0) is left out; one with fewer than m is an error.
   """
@@ -132,5 +135,5 @@ def select_probes(train: Split, test: Split, m: int, seed: int,
     if m > len(pool):
       raise ValueError(f'probe.m={m} is larger than the {len(pool)} available '
                        f'{name} examples; lower probe.m or the noise rate')
-    probes[name] = np.sort(rng.choice(pool, m, replace=False))
+    probes[name] = rng.choice(pool, m, replace=False)
   return probes

@@ -93,6 +93,12 @@ BLOCKS = (('mixed_5b', 'A', 32), ('mixed_5c', 'A', 64), ('mixed_5d', 'A', 64),
           ('mixed_7b', 'E', 0), ('mixed_7c', 'E', 0))
 
 
+def layer_group(path: str) -> str:
+  """'stem' (the conv layers before the first block), each Mixed block, 'head'."""
+  top = path.split('/')[0]
+  return 'stem' if top.startswith('conv_') else top
+
+
 class Model(nn.Module):
   num_classes: int
   dtype: str = 'float32'

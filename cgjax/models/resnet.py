@@ -24,6 +24,12 @@ STAGES = {18: ('basic', (2, 2, 2, 2)), 34: ('basic', (3, 4, 6, 3)),
 conv_init = jax.nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
 
+def layer_group(path: str) -> str:
+  """'stem', 'stage1'..'stage4' or 'head' (per-group coherence metrics)."""
+  top = path.split('/')[0]
+  return top.split('_')[0] if top.startswith(('stem', 'stage')) else top
+
+
 class Block(nn.Module):
   width: int
   stride: int

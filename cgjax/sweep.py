@@ -1,0 +1,124 @@
+"""Sweeps: every trial of a config's `get_sweep(arg)`, one workdir each.
+
+A config module may define `get_sweep(arg) -> list[dict]`, one dict of config
+overrides per trial (e.g. `{'noise.rate': 0.25}`). Each trial is an ordinary
+`launch.py` run in `SWEEP_DIR/<trial name>`, started as its own process (so a
+sweep is just those commands: `--print-commands` hands them to a cluster
+scheduler instead). Relaunching a sweep skips the trials whose status.json
+says 'done' and resumes the others from their checkpoints.
+"""
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+
+def trial_name(overrides: dict) -> str:
+  """{'noise.rate': 0.25, 'seed': 1} -> 'noise.rate=0.25,seed=1'."""
+  if not overrides:
+    return 'default'
+  return ','.join(f'{k}={v}' for k, v in overrides.items()).replace('/', '_')
+
+
+def _check(trials) -> list[dict]:
+  if not isinstance(trials, (list, tuple)) or not trials:
+    raise ValueError(f'get_sweep() must return a non-empty list of override '
+                     f'dicts, got {trials!r}')
+  for t in trials:
+    if not isinstance(t, dict):
+      raise ValueError(f'get_sweep() trial {t!r} is not a dict of overrides')
+  names = [trial_name(t) for t in trials]
+  if len(set(names)) != len(names):
+    raise ValueError(f'get_sweep() repeats a trial: {names}')
+  return list(trials)
+
+
+def load_trials(module, arg) -> list[dict]:
+  if not hasattr(module, 'get_sweep'):
+    raise ValueError(f'{module.__file__} defines no get_sweep(arg); add one '
+                     'returning a list of override dicts to use --sweep')
+  return _check(module.get_sweep(arg or None))
+
+
+def _format(value) -> str:
+  if isinstance(value, (tuple, list)):
+    return '(' + ','.join(map(str, value)) + (',)' if len(value) == 1 else ')')
+  return str(value)
+
+
+def commands(launch: str, config_spec: str, trials: list[dict],
+             sweep_dir: str, extra_flags: list[str]
+             ) -> list[tuple[str, list[str]]]:
+  """(workdir, argv) of each trial: `launch` with the trial's overrides."""
+  out = []
+  for t in trials:
+    workdir = os.path.join(sweep_dir, trial_name(t))
+    argv = [sys.executable, launch, '--config', config_spec,
+            '--workdir', workdir, *extra_flags,
+            *[f'--config.{k}={_format(v)}' for k, v in t.items()]]
+    out.append((workdir, argv))
+  return out
+
+
+def status(workdir: str) -> str:
+  try:
+    with open(os.path.join(workdir, 'status.json')) as f:
+      return json.load(f)['state']
+  except (OSError, ValueError, KeyError):
+    return 'new'
+
+
+def run(launch: str, config_spec: str, trials: list[dict], sweep_dir: str,
+        extra_flags: list[str], parallel: int = 1) -> dict[str, str]:
+  """Runs the unfinished trials, `parallel` at a time; returns their states.
+
+  Each trial's output goes to WORKDIR/log.txt; progress lines go to stdout.
+  """
+  os.makedirs(sweep_dir, exist_ok=True)
+  if parallel < 1:
+    raise ValueError(f'--parallel must be >= 1, got {parallel}')
+  todo = commands(launch, config_spec, trials, sweep_dir, extra_flags)
+  with open(os.path.join(sweep_dir, 'sweep.json'), 'w') as f:
+    json.dump({'config': config_spec, 'flags': extra_flags, 'trials': [
+        {'name': trial_name(t), 'overrides': t, 'workdir': w}
+        for t, (w, _) in zip(trials, todo)]}, f, indent=1)
+  states, pending, running = {}, [], {}
+  for workdir, argv in todo:
+    if status(workdir) == 'done':
+      states[workdir] = 'done'
+      print(f'[sweep] {os.path.basename(workdir)}: done already, skipped',
+            flush=True)
+    else:
+      pending.append((workdir, argv))
+  total, finished = len(pending), 0
+  t0 = time.time()
+  while pending or running:
+    while pending and len(running) < parallel:
+      workdir, argv = pending.pop(0)
+      os.makedirs(workdir, exist_ok=True)
+      log = open(os.path.join(workdir, 'log.txt'), 'a')
+      verb = 'resuming' if status(workdir) != 'new' else 'starting'
+      print(f'[sweep] {verb} {os.path.basename(workdir)}', flush=True)
+      running[workdir] = (subprocess.Popen(argv, stdout=log,
+                                           stderr=subprocess.STDOUT), log)
+    time.sleep(0.5)
+    for workdir, (proc, log) in list(running.items()):
+      if proc.poll() is None:
+        continue
+      log.close()
+      del running[workdir]
+      finished += 1
+      states[workdir] = status(workdir) if proc.returncode == 0 else 'failed'
+      elapsed = time.time() - t0
+      print(f'[sweep] {finished}/{total} {os.path.basename(workdir)}: '
+            f'{states[workdir]} (exit {proc.returncode}; {elapsed / 60:.1f} '
+            f'min so far; log {os.path.join(workdir, "log.txt")})', flush=True)
+  return states
+
+
+def shell_command(argv: list[str]) -> str:
+  """argv as one shell line, with 'python' for the interpreter path."""
+  return shlex.join(['python', *argv[1:]])
+
