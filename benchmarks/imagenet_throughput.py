@@ -81,7 +81,8 @@ def jax_resnet50_step(batch: int, image_size: int, dtype: str):
       batch_stats=variables['batch_stats'],
       tx=optim.make_optimizer(config.optim, config.num_steps))
   state = jax.device_put(state, parallel.replicated(mesh))
-  step = jax.jit(train.make_train_step(model), donate_argnums=0)
+  step = jax.jit(train.make_train_step(model, config.optim, mesh),
+                 donate_argnums=0)
   box = [state]
   def run():
     box[0], metrics = step(box[0], data)

@@ -9,8 +9,11 @@ Fields (all documented in configs/common.py):
   warmup_steps: linear warm-up from 0 before any schedule
   step_boundaries: fractions of training at which 'step' multiplies the lr
     by step_factor
+  aggregator, winsorize_c, m3_groups: see cgjax/aggregators.py
 """
 import optax
+
+from cgjax import aggregators
 
 OPTIMIZERS = ('sgd', 'adam', 'adamw')
 SCHEDULES = ('constant', 'cosine', 'step', 'linear')
@@ -39,15 +42,21 @@ def make_schedule(cfg, num_steps: int) -> optax.Schedule:
 
 
 def make_optimizer(cfg, num_steps: int) -> optax.GradientTransformation:
+  """Weight decay (sgd/adam), then rm3/ra3 if chosen, then the optimizer."""
   if cfg.name not in OPTIMIZERS:
     raise ValueError(f'unknown optimizer {cfg.name!r}; choose from {OPTIMIZERS}')
+  aggregators.check(cfg)
   lr = make_schedule(cfg, num_steps)
   if cfg.name == 'adamw':
-    return optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay)
-  if cfg.name == 'sgd':
+    opt = optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay)
+  elif cfg.name == 'sgd':
     opt = optax.sgd(lr, momentum=cfg.momentum or None, nesterov=cfg.nesterov)
   else:
     opt = optax.adam(lr, b1=cfg.b1, b2=cfg.b2)
-  if cfg.weight_decay:
-    opt = optax.chain(optax.add_decayed_weights(cfg.weight_decay), opt)
-  return opt
+  stages = [opt]
+  running = aggregators.transformation(cfg)
+  if running is not None:
+    stages.insert(0, running)
+  if cfg.weight_decay and cfg.name != 'adamw':
+    stages.insert(0, optax.add_decayed_weights(cfg.weight_decay))
+  return optax.chain(*stages) if len(stages) > 1 else opt

@@ -18,6 +18,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
+from cgjax import aggregators
 from cgjax import coherence
 from cgjax import data as data_lib
 from cgjax import models
@@ -38,23 +39,33 @@ class TrainState(train_state.TrainState):
   batch_stats: Any = None
 
 
-def make_train_step(model):
+def make_train_step(model, optim_cfg, mesh):
   """(state, batch) -> (state, metrics); mean loss over weight-1 rows.
 
   BatchNorm normalizes with the statistics of the global batch (the step is
-  jitted over the whole mesh) and updates the running averages.
+  jitted over the whole mesh) and updates the running averages. The gradient
+  is combined as `optim_cfg.aggregator` says (cgjax/aggregators.py).
   """
 
   def train_step(state, batch):
-    def loss_fn(params):
+    def loss_fn(params, batch):
       logits, updates = model.apply(
           {'params': params, 'batch_stats': state.batch_stats},
           batch['image'], train=True, mutable=['batch_stats'])
       losses = cross_entropy(logits, batch['label'])
       loss = jnp.sum(losses * batch['weight']) / jnp.sum(batch['weight'])
       return loss, updates['batch_stats']
-    (loss, batch_stats), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
+
+    def per_example_loss(params, example):  # models without BatchNorm only
+      logits = model.apply({'params': params}, example['image'][None],
+                           train=True)[0]
+      return cross_entropy(logits, example['label'])
+
+    gradient_fn = aggregators.make_gradient_fn(optim_cfg, loss_fn,
+                                               per_example_loss, mesh)
+    loss, grads, batch_stats = gradient_fn(state.params, batch)
+    if batch_stats is None:
+      batch_stats = state.batch_stats
     state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     return state, {'loss': loss}
 
@@ -117,6 +128,7 @@ def validate(config):
   data_lib.check_name(config.data.name)
   models.check_name(config.model.name)
   optim.make_optimizer(config.optim, config.num_steps)
+  aggregators.check(config.optim, config.batch_size)
   minimum = {'num_steps': 1, 'batch_size': 1, 'log_every': 1, 'eval_every': 1,
              'checkpoint_every': 1, 'keep_checkpoints': 1, 'data.image_size': 1,
              'data.prefetch': 0, 'eval.batch_size': 1,
@@ -274,7 +286,13 @@ def _run(config, workdir, mesh, dataset, loader, probe_index, model, tx,
   start = start or 0
   workdir_lib.set_status(workdir, 'running', start)
 
-  train_step = jax.jit(make_train_step(model), donate_argnums=0,
+  if (config.optim.aggregator in aggregators.PER_EXAMPLE
+      and jax.tree.leaves(state.batch_stats)):
+    raise ValueError(f'optim.aggregator={config.optim.aggregator!r} needs '
+                     'per-example gradients, which BatchNorm models do not '
+                     f'have; use m3 or rm3 with model {config.model.name!r}')
+  train_step = jax.jit(make_train_step(model, config.optim, mesh),
+                       donate_argnums=0,
                        in_shardings=(repl, parallel.data_sharded(mesh)),
                        out_shardings=(repl, repl))
   eval_step = jax.jit(make_eval_step(model), out_shardings=repl)

@@ -26,6 +26,14 @@ Every field of a cgjax config, documented once here:
   model.name        module in cgjax/models ('mlp', 'cnn')
   model.kwargs      keyword arguments of that module's Model
   optim.*           optimizer and schedule, see cgjax/optim.py
+  optim.aggregator  how the batch gradient is formed: 'mean' (SGD),
+                    'winsorize' (per-example values clipped to the
+                    (winsorize_c+1)-th extremes per coordinate; no BatchNorm),
+                    'm3' (median of m3_groups group means), 'rm3' (median of
+                    the last 3 steps' gradients), 'ra3' (their mean); see
+                    cgjax/aggregators.py
+  optim.winsorize_c c of winsorize (0 = plain mean)
+  optim.m3_groups   k of m3 (must divide batch_size)
   eval.batch_size   evaluation batch (a multiple of the device count)
   eval.train_examples  evaluate on a fixed random subset of N train examples
                     (0 = all)
@@ -89,7 +97,8 @@ def base_config() -> ml_collections.ConfigDict:
       'name': 'sgd', 'lr': 0.1, 'momentum': 0.0, 'nesterov': False,
       'b1': 0.9, 'b2': 0.999, 'weight_decay': 0.0,
       'schedule': 'constant', 'warmup_steps': 0,
-      'step_boundaries': (0.5, 0.75), 'step_factor': 0.1})
+      'step_boundaries': (0.5, 0.75), 'step_factor': 0.1,
+      'aggregator': 'mean', 'winsorize_c': 1, 'm3_groups': 3})
   c.eval = ml_collections.ConfigDict({'batch_size': 1000,
                                       'train_examples': 0})
   c.probe = ml_collections.ConfigDict({

@@ -70,7 +70,11 @@ def test_one_train_step_runs_and_updates_batch_stats(name, kwargs, resolution):
                                   tx=optax.sgd(0.1))
   batch = {'image': images, 'label': np.arange(4) % 10,
            'weight': np.ones(4, np.float32)}
-  new, metrics = jax.jit(train.make_train_step(model))(state, batch)
+  from cgjax import parallel  # pylint: disable=g-import-not-at-top
+  from configs import common  # pylint: disable=g-import-not-at-top
+  step = train.make_train_step(model, common.base_config().optim,
+                               parallel.make_mesh())
+  new, metrics = jax.jit(step)(state, batch)
   assert np.isfinite(metrics['loss'])
   changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), state.batch_stats,
                          new.batch_stats)

@@ -151,14 +151,6 @@ def test_divergence_is_reported(tmp_path):
   assert status['state'] == 'diverged' and status['step'] == 4
 
 
-def test_plot_runs_writes_figures(ref, tmp_path):
-  workdir, _ = ref
-  run_python(['-m', 'experiments.plot_runs', workdir, '--out', str(tmp_path)])
-  for name in ('coherence', 'accuracy'):
-    for ext in ('png', 'pdf'):
-      assert (tmp_path / f'{name}.{ext}').stat().st_size > 5000
-
-
 def test_different_config_into_same_workdir_is_refused(ref):
   workdir, _ = ref
   before = {f: open(os.path.join(workdir, f)).read()

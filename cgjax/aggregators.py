@@ -1,0 +1,160 @@
+"""How a batch's gradients become the update direction (`optim.aggregator`).
+
+Coherent Gradients prescribes suppressing weak gradient directions, those
+supported by few examples (PAPERS.md):
+
+  mean       plain SGD: the gradient of the batch-mean loss.
+  winsorize  per coordinate, each example's gradient value is clipped into
+             [(c+1)-th smallest, (c+1)-th largest] of the batch's values, then
+             averaged (`optim.winsorize_c` = c; c = 0 is the mean). Needs
+             per-example gradients, and so models without BatchNorm.
+  m3         median of means: the batch is split into k groups
+             (`optim.m3_groups`; example i goes to group i mod k, k must
+             divide the batch), each group's mean gradient is taken at the
+             same weights, and the update is their coordinate-wise median.
+  rm3        running median: coordinate-wise median of this step's gradient
+             and the previous two steps' (a ring buffer, filled with the first
+             gradient at step 0); no extra gradient work.
+  ra3        the control for rm3: the mean of the same three gradients.
+
+winsorize runs data-parallel with exact global order statistics: each device
+takes the c+1 largest and smallest values per coordinate of its own examples,
+these candidates are gathered from all devices (the global (c+1)-th largest is
+among them), and only clipped sums are reduced. It works one parameter leaf
+at a time; `benchmarks/aggregator_cost.py` reports the compiled peak memory.
+Weight decay, where configured, is added after winsorize / m3 (it is the same
+for every example and group, so clipping and medians commute with it) and
+before rm3 / ra3, as in the authors' code.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+NAMES = ('mean', 'winsorize', 'm3', 'rm3', 'ra3')
+PER_EXAMPLE = ('winsorize',)
+
+
+def check(cfg, batch_size: int | None = None):
+  """Raises ValueError naming a bad `optim.aggregator` setting."""
+  name = cfg.get('aggregator', 'mean')
+  if name not in NAMES:
+    raise ValueError(f'unknown optim.aggregator {name!r}; choose from {NAMES}')
+  if name == 'winsorize':
+    c = cfg.winsorize_c
+    if c < 0 or (batch_size is not None and 2 * (c + 1) > batch_size):
+      raise ValueError(f'optim.winsorize_c={c} must be >= 0 and leave two '
+                       f'order statistics in a batch of {batch_size}')
+  if name == 'm3':
+    k = cfg.m3_groups
+    if k < 1 or (batch_size is not None and batch_size % k):
+      raise ValueError(f'optim.m3_groups={k} must be >= 1 and divide the '
+                       f'batch size {batch_size}')
+
+
+def _sharded_winsorized_sum(per_example: jax.Array, c: int, axis: str):
+  """Inside shard_map: global-batch clipped sum from local examples."""
+  flat = per_example.reshape(per_example.shape[0], -1).T  # [coords, local]
+  k = min(c + 1, flat.shape[1])
+  top = jax.lax.all_gather(jax.lax.top_k(flat, k)[0], axis, axis=1, tiled=True)
+  bottom = jax.lax.all_gather(jax.lax.top_k(-flat, k)[0], axis, axis=1,
+                              tiled=True)
+  hi = jax.lax.top_k(top, c + 1)[0][:, c]
+  lo = -jax.lax.top_k(bottom, c + 1)[0][:, c]
+  clipped = jnp.clip(flat, lo[:, None], hi[:, None])
+  return jax.lax.psum(jnp.sum(clipped, 1), axis).reshape(per_example.shape[1:])
+
+
+def median_of_three(a, b, c):
+  """Coordinate-wise median of three arrays: sum - min - max."""
+  return a + b + c - jnp.minimum(jnp.minimum(a, b), c) - jnp.maximum(
+      jnp.maximum(a, b), c)
+
+
+def _ring_of_three(combine) -> optax.GradientTransformation:
+  """Replaces the update by combine(last three updates), ring-buffered."""
+
+  def init(params):
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    return {'buffer': (zeros, zeros, zeros), 'count': jnp.zeros([], jnp.int32)}
+
+  def update(updates, state, params=None):
+    del params
+    first = state['count'] == 0
+    slot = state['count'] % 3
+    buffer = tuple(
+        jax.tree.map(lambda old, new, i=i: jnp.where(first | (slot == i), new,
+                                                     old), b, updates)
+        for i, b in enumerate(state['buffer']))
+    out = jax.tree.map(combine, *buffer)
+    return out, {'buffer': buffer, 'count': state['count'] + 1}
+
+  return optax.GradientTransformation(init, update)
+
+
+def rm3() -> optax.GradientTransformation:
+  return _ring_of_three(median_of_three)
+
+
+def ra3() -> optax.GradientTransformation:
+  return _ring_of_three(lambda a, b, c: (a + b + c) / 3)
+
+
+def transformation(cfg) -> optax.GradientTransformation | None:
+  """The optax stage of rm3 / ra3 (None for aggregators inside the step)."""
+  return {'rm3': rm3, 'ra3': ra3}.get(cfg.get('aggregator', 'mean'),
+                                      lambda: None)()
+
+
+def make_gradient_fn(cfg, loss_fn, per_example_loss_fn, mesh):
+  """(params, batch) -> (mean loss, aggregated grads, aux) for the step.
+
+  loss_fn(params, batch) -> (mean loss, aux) is the ordinary batch loss;
+  per_example_loss_fn(params, example) -> scalar is one example's loss.
+  """
+  name = cfg.get('aggregator', 'mean')
+  if name in ('mean', 'rm3', 'ra3'):
+    def plain(params, batch):
+      (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params,
+                                                                    batch)
+      return loss, grads, aux
+    return plain
+  if name == 'm3':
+    return functools.partial(_m3, loss_fn, cfg.m3_groups)
+  return functools.partial(_winsorize, per_example_loss_fn, cfg.winsorize_c,
+                           mesh)
+
+
+def _m3(loss_fn, k, params, batch):
+  # Column-major split (as optax.microbatching): group g = rows g, g+k, ...,
+  # which keeps each group spread over the devices of a sharded batch.
+  groups = jax.tree.map(
+      lambda x: x.reshape((x.shape[0] // k, k) + x.shape[1:]).swapaxes(0, 1),
+      batch)
+  (losses, aux), grads = jax.vmap(
+      jax.value_and_grad(loss_fn, has_aux=True), in_axes=(None, 0))(
+          params, groups)
+  median = jax.tree.map(lambda g: jnp.median(g, axis=0), grads)
+  aux = jax.tree.map(lambda a: jnp.mean(a, 0), aux)
+  return jnp.mean(losses), median, aux
+
+
+def _winsorize(per_example_loss_fn, c, mesh, params, batch):
+  spec = jax.sharding.PartitionSpec('data')
+  replicated = jax.sharding.PartitionSpec()
+
+  def local(p, examples):
+    losses, grads = jax.vmap(jax.value_and_grad(per_example_loss_fn),
+                             in_axes=(None, 0))(p, examples)
+    total = jax.lax.psum(jnp.float32(losses.shape[0]), 'data')
+    sums = jax.tree.map(lambda g: _sharded_winsorized_sum(g, c, 'data'), grads)
+    return (jax.lax.psum(jnp.sum(losses), 'data') / total,
+            jax.tree.map(lambda s: s / total, sums))
+
+  # check_vma=False: per-example gradients w.r.t. replicated params must not
+  # be summed over devices implicitly (see coherence.sharded_coherence_stats).
+  loss, grads = jax.shard_map(local, mesh=mesh, in_specs=(replicated, spec),
+                              out_specs=replicated, check_vma=False)(
+                                  params, batch)
+  return loss, grads, None

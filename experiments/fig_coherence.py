@@ -1,0 +1,30 @@
+"""m-coherence over training, one panel per noise level (the paper's figure).
+
+    python -m experiments.fig_coherence SWEEP_DIR --out plots/
+
+Clean (solid), noisy (dashed) and test (dotted) probe sets; log-log axes as
+in the m-coherence paper, step 0 drawn at 1; the gray line is the orthogonal
+baseline 1 and the dashed gray line m (all gradients equal).
+"""
+from experiments import runs as runs_lib
+
+
+def plot(runs, out_dir):
+  fig, axes = runs_lib.panels(len(runs), sharey=True)
+  for ax, run in zip(axes, runs):
+    for probe, style in runs_lib.PROBE_STYLE.items():
+      key = f'probe/{probe}/m_coherence'
+      if key in run.series:
+        steps, values = run.series[key]
+        ax.plot([max(s, 1) for s in steps], values, label=probe, **style)
+    ax.axhline(1.0, color='gray', lw=0.8, label='_1')
+    ax.axhline(run.config['probe']['m'], color='gray', lw=0.8, ls='--',
+               label='_m')
+    ax.set(xscale='log', yscale='log', title=run.label, xlabel='step')
+  axes[0].set_ylabel(f"m-coherence (m = {runs[0].config['probe']['m']})")
+  runs_lib.legend_once(fig, axes)
+  return runs_lib.save(fig, out_dir, 'coherence')
+
+
+if __name__ == '__main__':
+  runs_lib.main(plot, __doc__)

@@ -1,0 +1,44 @@
+"""m-coherence next to the metrics it is compared with, over training.
+
+    python -m experiments.fig_metrics SWEEP_DIR --out plots/
+
+Rows: alpha (= m-coherence / m), average pairwise cosine, cosine stiffness
+(same class, different class), GSNR and gradient diversity (= 1 /
+m-coherence); columns: noise levels; lines: clean / noisy / test probes.
+"""
+from experiments import runs as runs_lib
+
+METRICS = {'alpha': 'alpha = m-coh / m', 'avg_cosine': 'avg pairwise cosine',
+           'stiffness/cos_same_class': 'cos stiffness, same class',
+           'stiffness/cos_diff_class': 'cos stiffness, diff. class',
+           'gsnr': 'GSNR (mean over params)',
+           'gradient_diversity': 'gradient diversity'}
+LOG_Y = ('alpha', 'gsnr', 'gradient_diversity')
+
+
+def plot(runs, out_dir):
+  fig, axes = runs_lib.plt.subplots(
+      len(METRICS), len(runs), figsize=(3.4 * len(runs), 2.3 * len(METRICS)),
+      squeeze=False, sharex=True)
+  for row, (metric, title) in enumerate(METRICS.items()):
+    for ax, run in zip(axes[row], runs):
+      for probe, style in runs_lib.PROBE_STYLE.items():
+        key = f'probe/{probe}/{metric}'
+        if key in run.series:
+          steps, values = run.series[key]
+          ax.plot([max(s, 1) for s in steps], values, label=probe, **style)
+      ax.set_xscale('log')
+      if metric in LOG_Y:
+        ax.set_yscale('log')
+      if row == 0:
+        ax.set_title(run.label)
+      if ax is axes[row][0]:
+        ax.set_ylabel(title, fontsize=8)
+  for ax in axes[-1]:
+    ax.set_xlabel('step')
+  runs_lib.legend_once(fig, axes.ravel())
+  return runs_lib.save(fig, out_dir, 'metrics')
+
+
+if __name__ == '__main__':
+  runs_lib.main(plot, __doc__)

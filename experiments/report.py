@@ -1,0 +1,79 @@
+"""One HTML page with every figure of a sweep and a table of final numbers.
+
+    python -m experiments.report SWEEP_DIR [--out SWEEP_DIR/report]
+
+Runs each figure script (coherence, accuracy, per-layer heatmaps, metrics
+comparison) on the sweep's runs and writes OUT/index.html next to the PNGs
+and PDFs; open it in a browser. The table gives, per run: final train
+accuracy on clean and noisy examples, test accuracy, and the peak
+m-coherence of each probe set with its step.
+"""
+import argparse
+import html
+import os
+
+from experiments import fig_accuracy
+from experiments import fig_coherence
+from experiments import fig_layers
+from experiments import fig_metrics
+from experiments import runs as runs_lib
+
+FIGURES = {
+    'm-coherence over training': fig_coherence,
+    'Accuracy on clean, noisy and test examples': fig_accuracy,
+    'Per-layer-group m-coherence': fig_layers,
+    'm-coherence and the metrics it is compared with': fig_metrics,
+}
+
+
+def table(runs) -> tuple[list[str], list[list[str]]]:
+  header = ['run', 'noise', 'train acc (clean)', 'train acc (noisy, noisy label)',
+            'test acc'] + [f'peak m-coh {p} (step)' for p in runs_lib.PROBES]
+  rows = []
+  for run in runs:
+    row = [os.path.basename(run.workdir), f'{run.noise:g}']
+    for key in ('eval/clean_acc', 'eval/noisy_acc_vs_noisy_label',
+                'eval/test_acc'):
+      v = run.final(key)
+      row.append('-' if v != v else f'{v:.3f}')
+    for probe in runs_lib.PROBES:
+      v, step = run.peak(f'probe/{probe}/m_coherence')
+      row.append('-' if step < 0 else f'{v:.2f} ({step})')
+    rows.append(row)
+  return header, rows
+
+
+def build(sweep_dir: str, out_dir: str) -> str:
+  runs = runs_lib.find([sweep_dir])
+  parts = [f'<h1>cgjax sweep {html.escape(sweep_dir)}</h1>',
+           f'<p>{len(runs)} runs; every figure is also a PDF beside its PNG.</p>']
+  header, rows = table(runs)
+  parts.append('<table border="1" cellpadding="4" style="border-collapse:'
+               'collapse"><tr>' + ''.join(f'<th>{html.escape(h)}</th>'
+                                          for h in header) + '</tr>')
+  parts += ['<tr>' + ''.join(f'<td>{html.escape(c)}</td>' for c in r) + '</tr>'
+            for r in rows]
+  parts.append('</table>')
+  for title, module in FIGURES.items():
+    png = module.plot(runs, out_dir)
+    doc = html.escape(module.__doc__.split('\n\n', 2)[-1].strip())
+    parts.append(f'<h2>{html.escape(title)}</h2><p>{doc}</p>'
+                 f'<img src="{os.path.basename(png)}" style="max-width:100%">')
+  path = os.path.join(out_dir, 'index.html')
+  with open(path, 'w') as f:
+    f.write('<!doctype html><meta charset="utf-8"><title>cgjax report</title>'
+            '<body style="font-family:sans-serif">' + '\n'.join(parts))
+  print(f'wrote {path}')
+  return path
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('sweep_dir')
+  parser.add_argument('--out', default='', help='default: SWEEP_DIR/report')
+  args = parser.parse_args()
+  build(args.sweep_dir, args.out or os.path.join(args.sweep_dir, 'report'))
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,88 @@
+"""Sweeps through launch.py: kill midway, relaunch; commands; the report."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cgjax import sweep
+from tests.conftest import ROOT, run_python
+
+CONFIG = 'tests/sweep_config.py'
+
+
+def _launch_sweep(sweep_dir):
+  return subprocess.Popen(
+      [sys.executable, 'launch.py', '--config', CONFIG, '--sweep',
+       '--workdir', sweep_dir], cwd=ROOT, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True, start_new_session=True,
+      env=dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT))
+
+
+@pytest.fixture(scope='module')
+def killed_and_resumed(tmp_path_factory):
+  """A sweep killed (with its trial) during trial 2, then relaunched."""
+  sweep_dir = str(tmp_path_factory.mktemp('sweep'))
+  first, second = (os.path.join(sweep_dir, n)
+                   for n in ('noise.rate=0.0', 'noise.rate=0.5'))
+  proc = _launch_sweep(sweep_dir)
+  deadline = time.time() + 240
+  while sweep.status(second) != 'running':
+    assert proc.poll() is None, proc.stdout.read()
+    assert time.time() < deadline, 'trial 2 never started'
+    time.sleep(0.1)
+  os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its running trial
+  proc.wait()
+  assert sweep.status(first) == 'done' and sweep.status(second) == 'running'
+  with open(os.path.join(first, 'metrics.jsonl'), 'rb') as f:
+    first_metrics = f.read()
+  first_mtime = os.path.getmtime(os.path.join(first, 'metrics.jsonl'))
+  again = _launch_sweep(sweep_dir)
+  out = again.communicate(timeout=240)[0]
+  assert again.returncode == 0, out
+  return sweep_dir, first, second, first_metrics, first_mtime, out
+
+
+def test_relaunch_skips_finished_and_completes_the_rest(killed_and_resumed):
+  sweep_dir, first, second, first_metrics, first_mtime, out = killed_and_resumed
+  assert 'noise.rate=0.0: done already, skipped' in out, out
+  assert '[sweep] resuming noise.rate=0.5' in out or \
+      '[sweep] starting noise.rate=0.5' in out, out
+  assert sweep.status(second) == 'done'
+  with open(os.path.join(first, 'metrics.jsonl'), 'rb') as f:
+    assert f.read() == first_metrics  # not redone
+  assert os.path.getmtime(os.path.join(first, 'metrics.jsonl')) == first_mtime
+  assert '2/2 trials done' in out
+
+
+def test_report_builds_every_figure_and_the_table(killed_and_resumed):
+  sweep_dir = killed_and_resumed[0]
+  run_python(['-m', 'experiments.report', sweep_dir])
+  out = os.path.join(sweep_dir, 'report')
+  for name in ('coherence', 'accuracy', 'layers', 'metrics'):
+    for ext in ('png', 'pdf'):
+      assert os.path.getsize(os.path.join(out, f'{name}.{ext}')) > 1000
+  page = open(os.path.join(out, 'index.html')).read()
+  assert page.count('<img') == 4 and 'noise.rate=0.5' in page
+  assert 'peak m-coh clean (step)' in page
+
+
+def test_print_commands_one_per_trial(tmp_path):
+  out = run_python(['launch.py', '--config', CONFIG, '--sweep',
+                    '--print-commands', '--workdir', str(tmp_path),
+                    '--config.seed=3']).stdout.strip().splitlines()
+  assert out == [
+      f'python launch.py --config {CONFIG} --workdir {tmp_path}/{name} '
+      f'--config.seed=3 --config.noise.rate={rate}'
+      for name, rate in (('noise.rate=0.0', 0.0), ('noise.rate=0.5', 0.5))]
+
+
+def test_sweep_errors_name_the_problem(tmp_path):
+  bad = run_python(['launch.py', '--config', 'configs/mnist_cnn.py',
+                    '--sweep', '--workdir', str(tmp_path)], check=False)
+  assert 'defines no get_sweep' in bad.stderr
+  bad = run_python(['launch.py', '--config', CONFIG, '--sweep', '--workdir',
+                    str(tmp_path), '--config.nope=1'], check=False)
+  assert "unknown config key 'config.nope'" in bad.stderr

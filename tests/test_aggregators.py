@@ -1,0 +1,157 @@
+"""Aggregators against independent numpy implementations (sorts, medians)."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from cgjax import aggregators
+from cgjax import parallel
+from cgjax.models import mlp
+from tests.conftest import run_python
+
+
+def _cfg(name, c=1, k=3):
+  return ml_collections.ConfigDict({'aggregator': name, 'winsorize_c': c,
+                                    'm3_groups': k})
+
+
+def winsorize_np(per_example: np.ndarray, c: int) -> np.ndarray:
+  """Sort each coordinate's B values; clip to s[c], s[B-1-c]; average."""
+  flat = per_example.reshape(len(per_example), -1).astype(np.float64)
+  out = np.empty(flat.shape[1])
+  for j in range(flat.shape[1]):
+    s = np.sort(flat[:, j])
+    out[j] = np.mean(np.clip(flat[:, j], s[c], s[len(s) - 1 - c]))
+  return out.reshape(per_example.shape[1:])
+
+
+def _problem(batch=12, seed=0, duplicate=True):
+  model = mlp.Model(num_classes=3, widths=(5,))
+  rng = np.random.default_rng(seed)
+  images = rng.integers(0, 256, (batch, 3, 3, 1)).astype(np.uint8)
+  labels = rng.integers(0, 3, batch).astype(np.int32)
+  if duplicate:  # identical examples: tied gradient values
+    images[1], labels[1] = images[0], labels[0]
+    images[2], labels[2] = images[0], labels[0]
+  params = model.init(jax.random.key(seed), images[:1])['params']
+
+  def per_example_loss(p, ex):
+    logits = model.apply({'params': p}, ex['image'][None])[0]
+    return -jax.nn.log_softmax(logits)[ex['label']]
+
+  def loss_fn(p, batch):
+    losses = jax.vmap(per_example_loss, in_axes=(None, 0))(p, batch)
+    return jnp.sum(losses * batch['weight']) / jnp.sum(batch['weight']), None
+
+  batch = {'image': images, 'label': labels,
+           'weight': np.ones(batch, np.float32)}
+  return params, batch, loss_fn, per_example_loss
+
+
+def _per_example_grads(params, batch, per_example_loss):
+  grads = [jax.grad(per_example_loss)(params, {'image': batch['image'][i],
+                                               'label': batch['label'][i]})
+           for i in range(len(batch['label']))]
+  return jax.tree.map(lambda *g: np.stack(g), *grads)
+
+
+@pytest.mark.parametrize('c', [0, 1, 3])
+def test_winsorize_matches_numpy_sorting_with_ties(c):
+  params, batch, loss_fn, per_ex = _problem()
+  fn = aggregators.make_gradient_fn(_cfg('winsorize', c=c), loss_fn, per_ex,
+                                    parallel.make_mesh())
+  loss, grads, _ = jax.jit(fn)(params, batch)
+  expect = jax.tree.map(lambda g: winsorize_np(g, c),
+                        _per_example_grads(params, batch, per_ex))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                       atol=1e-7), grads, expect)
+  np.testing.assert_allclose(loss, loss_fn(params, batch)[0], rtol=1e-6)
+  if c == 0:  # no clipping: the plain mean gradient
+    plain = jax.grad(lambda p: loss_fn(p, batch)[0])(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                         atol=1e-7),
+                 grads, plain)
+
+
+def test_m3_is_the_median_of_strided_group_means():
+  params, batch, loss_fn, per_ex = _problem(batch=12)
+  fn = aggregators.make_gradient_fn(_cfg('m3', k=3), loss_fn, per_ex,
+                                    parallel.make_mesh())
+  _, grads, _ = jax.jit(fn)(params, batch)
+  per_example = _per_example_grads(params, batch, per_ex)
+  # Group g holds rows g, g + 3, ...; its gradient is their mean.
+  expect = jax.tree.map(
+      lambda g: np.median(np.stack([g[i::3].astype(np.float64).mean(0)
+                                    for i in range(3)]), axis=0), per_example)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                       atol=1e-7), grads, expect)
+
+
+@pytest.mark.parametrize('name,bad,match', [
+    ('m3', {'k': 5}, 'optim.m3_groups=5 must be >= 1 and divide the batch size 12'),
+    ('winsorize', {'c': 6}, 'optim.winsorize_c=6 must be >= 0'),
+    ('median', {}, "unknown optim.aggregator 'median'"),
+])
+def test_bad_settings_are_named(name, bad, match):
+  with pytest.raises(ValueError, match=match):
+    aggregators.check(_cfg(name, **bad), batch_size=12)
+
+
+@pytest.mark.parametrize('name', ['rm3', 'ra3'])
+def test_running_median_and_mean_of_three(name):
+  rng = np.random.default_rng(1)
+  updates = [rng.normal(size=(4, 3)).astype(np.float32) for _ in range(6)]
+  updates[3] = updates[2].copy()  # ties
+  tx = aggregators.transformation(_cfg(name))
+  state = tx.init({'w': jnp.zeros((4, 3))})
+  history = []
+  for u in updates:
+    history.append(u.astype(np.float64))
+    out, state = tx.update({'w': jnp.asarray(u)}, state)
+    # The last three gradients, the first standing in for missing ones.
+    window = ([history[0]] * 3 + history)[-3:]
+    combine = np.median if name == 'rm3' else np.mean
+    np.testing.assert_allclose(out['w'], combine(np.stack(window), 0),
+                               rtol=1e-6, atol=1e-7)
+
+
+EIGHT_DEVICES = """
+import jax, jax.numpy as jnp, numpy as np
+from cgjax import aggregators, parallel
+from cgjax.models import cnn
+from tests.test_aggregators import (_cfg, _per_example_grads, _problem,
+                                    winsorize_np)
+assert jax.device_count() == 8
+mesh = parallel.make_mesh()
+model = cnn.Model(num_classes=3, channels=(2, 3), hidden=4)
+rng = np.random.default_rng(0)
+x = rng.integers(0, 256, (16, 6, 6, 1)).astype(np.uint8)
+y = rng.integers(0, 3, 16).astype(np.int32)
+x[1], y[1] = x[0], y[0]
+cnn_params = model.init(jax.random.key(0), x[:1])['params']
+def cnn_per_example(p, ex):
+  return -jax.nn.log_softmax(model.apply({'params': p}, ex['image'][None])[0])[ex['label']]
+def cnn_loss(p, b):
+  l = jax.vmap(cnn_per_example, in_axes=(None, 0))(p, b)
+  return jnp.sum(l * b['weight']) / jnp.sum(b['weight']), None
+cnn_batch = {'image': x, 'label': y, 'weight': np.ones(16, np.float32)}
+problems = [_problem(batch=16), (cnn_params, cnn_batch, cnn_loss, cnn_per_example)]
+for params, batch, loss_fn, per_ex in problems:
+  per_example = _per_example_grads(params, batch, per_ex)
+  sharded = parallel.to_global(batch, mesh)
+  for cfg, expect in [
+      (_cfg('winsorize', c=2), jax.tree.map(lambda g: winsorize_np(g, 2), per_example)),
+      (_cfg('m3', k=4), jax.tree.map(lambda g: np.median(np.stack(
+          [g[i::4].astype(np.float64).mean(0) for i in range(4)]), 0), per_example))]:
+    fn = jax.jit(aggregators.make_gradient_fn(cfg, loss_fn, per_ex, mesh))
+    _, grads, _ = fn(params, sharded)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(
+        np.asarray(a), b, rtol=1e-4, atol=1e-6, err_msg=cfg.aggregator), grads, expect)
+print('OK')
+"""
+
+
+def test_eight_devices_equal_the_numpy_result():
+  """Global-batch order statistics and group medians with a sharded batch."""
+  assert 'OK' in run_python(['-c', EIGHT_DEVICES], devices=8).stdout
