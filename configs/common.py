@@ -122,10 +122,14 @@ def imagenet_config(arg, model_name: str, model_kwargs: dict, image_size: int,
   epoch, with BatchNorm in eval mode; evaluation on a fixed random 50,000 of
   the training examples and the whole validation split.
 
-  arg: noise (default 0), seed, batch, epochs, runlocal (a few steps at
-  `runlocal_size` px, batch 16, for a laptop smoke run on prepared data).
+  arg: noise (default 0), seed, batch, epochs, aggregator ('mean'; 'm3',
+  'rm3', 'ra3' run without momentum as in the large-scale CG study; m3 needs
+  a batch divisible by 3, e.g. batch=768 for three groups of 256), runlocal
+  (a few steps at `runlocal_size` px, batch 16, for a laptop smoke run on
+  prepared data).
   """
-  a = parse_arg(arg, noise=0.0, seed=0, batch=4096, epochs=90, runlocal=False)
+  a = parse_arg(arg, noise=0.0, seed=0, batch=4096, epochs=90,
+                aggregator='mean', runlocal=False)
   c = base_config()
   c.seed = a.seed
   c.data.name = 'tfds:imagenet2012'
@@ -139,6 +143,8 @@ def imagenet_config(arg, model_name: str, model_kwargs: dict, image_size: int,
   c.optim.update(name='sgd', lr=0.1 * a.batch / 256, momentum=0.9,
                  schedule='step', warmup_steps=5 * steps_per_epoch,
                  step_boundaries=(30 / 90, 60 / 90, 80 / 90), step_factor=0.1)
+  if a.aggregator != 'mean':
+    c.optim.update(aggregator=a.aggregator, momentum=0.0)
   c.log_every = 50
   c.eval_every = steps_per_epoch
   c.checkpoint_every = steps_per_epoch

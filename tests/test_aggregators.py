@@ -155,3 +155,15 @@ print('OK')
 def test_eight_devices_equal_the_numpy_result():
   """Global-batch order statistics and group medians with a sharded batch."""
   assert 'OK' in run_python(['-c', EIGHT_DEVICES], devices=8).stdout
+
+
+def test_imagenet_configs_take_an_aggregator():
+  from cgjax import train  # pylint: disable=g-import-not-at-top
+  from configs import imagenet_resnet50  # pylint: disable=g-import-not-at-top
+  c = imagenet_resnet50.get_config('aggregator=rm3,noise=0.5')
+  assert c.optim.aggregator == 'rm3' and c.optim.momentum == 0.0
+  train.validate(c)
+  with pytest.raises(ValueError, match='m3_groups=3 must be >= 1 and divide '
+                     'the batch size 4096'):
+    train.validate(imagenet_resnet50.get_config('aggregator=m3'))
+  train.validate(imagenet_resnet50.get_config('aggregator=m3,batch=768'))
