@@ -2,7 +2,8 @@
 
     python -m benchmarks.aggregator_cost [--steps 20]
 
-For the embedded study's MLP (3 x 256 on 28x28) and a small CNN, batch 100
+For the embedded study's MLP (3 x 256 on 28x28), a small CNN and an MLP of
+4 x 512 (balanced layers), batch 100
 (m3: 99, three groups of 33), one jitted train step per aggregator: the
 median step time over --steps steps, its ratio to 'mean' measured in the same
 run, and XLA's compiled temporary memory next to batch x params and batch x
@@ -22,7 +23,10 @@ TRIALS = [('mean', {}), ('winsorize', {'winsorize_c': 1}),
           ('winsorize', {'winsorize_c': 2}), ('winsorize', {'winsorize_c': 4}),
           ('winsorize', {'winsorize_c': 8}), ('m3', {'m3_groups': 3}),
           ('rm3', {}), ('ra3', {})]
-MODELS = {'mlp 3x256': ('mlp', {}), 'cnn (32, 64) + 128': ('cnn', {})}
+MODELS = {'mlp 3x256': ('mlp', {}), 'cnn (32, 64) + 128': ('cnn', {}),
+          # Balanced layers: batch x params is 3x batch x largest leaf, so
+          # the memory column tells layer-by-layer from all-at-once.
+          'mlp 4x512': ('mlp', {'widths': (512,) * 4})}
 
 
 def time_step(model, cfg, batch_size: int, steps: int):
@@ -55,10 +59,13 @@ def time_step(model, cfg, batch_size: int, steps: int):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--steps', type=int, default=20)
+  parser.add_argument('--models', nargs='*', default=list(MODELS),
+                      help=f'subset of {list(MODELS)}')
   args = parser.parse_args()
   print(f'jax {jax.__version__}, {jax.default_backend()}, '
         f'{jax.device_count()} device(s)')
-  for model_name, (module, kwargs) in MODELS.items():
+  for model_name in args.models:
+    module, kwargs = MODELS[model_name]
     model = models.get_model(module, 10, **kwargs)
     base = None
     print(f'\n{model_name}, batch 100:')
