@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 
+from cgjax import workdir as workdir_lib
+
 
 def trial_name(overrides: dict) -> str:
   """{'noise.rate': 0.25, 'seed': 1} -> 'noise.rate=0.25,seed=1'."""
@@ -62,14 +64,6 @@ def commands(launch: str, config_spec: str, trials: list[dict],
   return out
 
 
-def status(workdir: str) -> str:
-  try:
-    with open(os.path.join(workdir, 'status.json')) as f:
-      return json.load(f)['state']
-  except (OSError, ValueError, KeyError):
-    return 'new'
-
-
 def run(launch: str, config_spec: str, trials: list[dict], sweep_dir: str,
         extra_flags: list[str], parallel: int = 1) -> dict[str, str]:
   """Runs the unfinished trials, `parallel` at a time; returns their states.
@@ -86,7 +80,7 @@ def run(launch: str, config_spec: str, trials: list[dict], sweep_dir: str,
         for t, (w, _) in zip(trials, todo)]}, f, indent=1)
   states, pending, running = {}, [], {}
   for workdir, argv in todo:
-    if status(workdir) == 'done':
+    if workdir_lib.read_status(workdir) == 'done':
       states[workdir] = 'done'
       print(f'[sweep] {os.path.basename(workdir)}: done already, skipped',
             flush=True)
@@ -99,7 +93,7 @@ def run(launch: str, config_spec: str, trials: list[dict], sweep_dir: str,
       workdir, argv = pending.pop(0)
       os.makedirs(workdir, exist_ok=True)
       log = open(os.path.join(workdir, 'log.txt'), 'a')
-      verb = 'resuming' if status(workdir) != 'new' else 'starting'
+      verb = 'resuming' if workdir_lib.read_status(workdir) != 'new' else 'starting'
       print(f'[sweep] {verb} {os.path.basename(workdir)}', flush=True)
       running[workdir] = (subprocess.Popen(argv, stdout=log,
                                            stderr=subprocess.STDOUT), log)
@@ -110,7 +104,7 @@ def run(launch: str, config_spec: str, trials: list[dict], sweep_dir: str,
       log.close()
       del running[workdir]
       finished += 1
-      states[workdir] = status(workdir) if proc.returncode == 0 else 'failed'
+      states[workdir] = workdir_lib.read_status(workdir) if proc.returncode == 0 else 'failed'
       elapsed = time.time() - t0
       print(f'[sweep] {finished}/{total} {os.path.basename(workdir)}: '
             f'{states[workdir]} (exit {proc.returncode}; {elapsed / 60:.1f} '

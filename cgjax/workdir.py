@@ -76,6 +76,15 @@ def set_status(workdir, state: str, step: int, message: str = ''):
                                       'message': message, 'time': time.time()})
 
 
+def read_status(workdir) -> str:
+  """The run's state from status.json; 'new' where there is none yet."""
+  try:
+    with open(os.path.join(workdir, 'status.json')) as f:
+      return json.load(f)['state']
+  except (OSError, ValueError, KeyError):
+    return 'new'
+
+
 def read_metrics(workdir) -> list[dict]:
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     return [json.loads(line) for line in f if line.strip()]

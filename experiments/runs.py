@@ -60,6 +60,9 @@ def find(paths: list[str]) -> list[Run]:
   """Runs under `paths` (workdirs or sweep dirs), sorted by noise rate."""
   found = []
   for path in paths:
+    if not os.path.isdir(path):
+      raise SystemExit(f'error: {path!r} is not a directory (a workdir or a '
+                       'sweep dir)')
     if os.path.exists(os.path.join(path, 'metrics.jsonl')):
       found.append(path)
     else:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cgjax import sweep
+from cgjax import workdir as workdir_lib
 from tests.conftest import ROOT, run_python
 
 CONFIG = 'tests/sweep_config.py'
@@ -29,13 +29,14 @@ def killed_and_resumed(tmp_path_factory):
                    for n in ('noise.rate=0.0', 'noise.rate=0.5'))
   proc = _launch_sweep(sweep_dir)
   deadline = time.time() + 240
-  while sweep.status(second) != 'running':
+  while workdir_lib.read_status(second) != 'running':
     assert proc.poll() is None, proc.stdout.read()
     assert time.time() < deadline, 'trial 2 never started'
     time.sleep(0.1)
   os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its running trial
   proc.wait()
-  assert sweep.status(first) == 'done' and sweep.status(second) == 'running'
+  assert workdir_lib.read_status(first) == 'done'
+  assert workdir_lib.read_status(second) == 'running'
   with open(os.path.join(first, 'metrics.jsonl'), 'rb') as f:
     first_metrics = f.read()
   first_mtime = os.path.getmtime(os.path.join(first, 'metrics.jsonl'))
@@ -50,7 +51,7 @@ def test_relaunch_skips_finished_and_completes_the_rest(killed_and_resumed):
   assert 'noise.rate=0.0: done already, skipped' in out, out
   assert '[sweep] resuming noise.rate=0.5' in out or \
       '[sweep] starting noise.rate=0.5' in out, out
-  assert sweep.status(second) == 'done'
+  assert workdir_lib.read_status(second) == 'done'
   with open(os.path.join(first, 'metrics.jsonl'), 'rb') as f:
     assert f.read() == first_metrics  # not redone
   assert os.path.getmtime(os.path.join(first, 'metrics.jsonl')) == first_mtime
@@ -86,3 +87,6 @@ def test_sweep_errors_name_the_problem(tmp_path):
   bad = run_python(['launch.py', '--config', CONFIG, '--sweep', '--workdir',
                     str(tmp_path), '--config.nope=1'], check=False)
   assert "unknown config key 'config.nope'" in bad.stderr
+  bad = run_python(['-m', 'experiments.report', str(tmp_path / 'missing')],
+                   check=False)
+  assert f"{str(tmp_path / 'missing')!r} is not a directory" in bad.stderr

@@ -5,6 +5,8 @@ and the (possibly) noisy labels; every other part of cgjax reads this one
 structure, so any metric can be split by `is_noisy`.
 """
 import dataclasses
+import logging
+import os
 from typing import Callable
 
 import numpy as np
@@ -51,6 +53,26 @@ def clean_split(images, labels, keys) -> Split:
   return Split(images=np.asarray(images, np.uint8), labels=labels,
                clean_labels=labels, is_noisy=np.zeros(len(labels), bool),
                keys=np.asarray(keys))
+
+
+def write_npz_atomically(path, **arrays) -> bool:
+  """Writes a cache file whole or not at all (local or gs:// paths).
+
+  Concurrent writers race harmlessly; a read-only location is only logged
+  (the caller recomputes next time). Returns whether the file was written.
+  """
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  path = epath.Path(path)
+  tmp = path.parent / f'{path.name}.tmp{os.getpid()}'
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tmp.open('wb') as f:
+      np.savez(f, **arrays)
+    tmp.replace(path)
+    return True
+  except OSError as err:
+    logging.warning('cannot write the cache %s: %s', path, err)
+    return False
 
 
 def _registry() -> dict[str, Callable]:

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from cgjax.data import Split, clean_split
+from cgjax.data import Split, clean_split, write_npz_atomically
 from cgjax.data import noise as noise_lib
 
 TEST_FRACTION = 0.2
@@ -42,13 +42,7 @@ def _mnist_5k_arrays() -> tuple[np.ndarray, np.ndarray]:
   x, y = mnist_data()
   images = np.rint(x).astype(np.uint8).reshape(-1, 28, 28, 1)
   labels = y.astype(np.int32)
-  try:  # atomic: concurrent runs may race to write it
-    os.makedirs(os.path.dirname(cache), exist_ok=True)
-    tmp = f'{cache}.{os.getpid()}.tmp.npz'
-    np.savez(tmp, images=images, labels=labels)
-    os.replace(tmp, cache)
-  except OSError:
-    pass  # read-only home: parse again next time
+  write_npz_atomically(cache, images=images, labels=labels)
   return images, labels
 
 

@@ -17,14 +17,12 @@ and a random horizontal flip, seeded by (seed, step, position in batch).
 """
 import concurrent.futures
 import io
-import logging
 import math
-import os
 
 import numpy as np
 from PIL import Image
 
-from cgjax.data import Split
+from cgjax.data import Split, write_npz_atomically
 
 NAME = 'imagenet2012'
 NUM_CLASSES = 1000
@@ -140,13 +138,7 @@ def _index(source, split) -> tuple[np.ndarray, np.ndarray]:
       return keys, labels
   keys, labels = _read_index(source)
   if jax.process_index() == 0:
-    tmp = path.parent / f'{path.name}.tmp{os.getpid()}'
-    try:
-      with tmp.open('wb') as f:
-        np.savez(f, keys=keys, labels=labels)
-      tmp.replace(path)
-    except OSError as err:
-      logging.warning('cannot cache the %s index at %s: %s', split, path, err)
+    write_npz_atomically(path, keys=keys, labels=labels)
   return keys, labels
 
 
