@@ -70,9 +70,9 @@ def run(launch: str, config_spec: str, trials: list[dict], sweep_dir: str,
 
   Each trial's output goes to WORKDIR/log.txt; progress lines go to stdout.
   """
-  os.makedirs(sweep_dir, exist_ok=True)
   if parallel < 1:
     raise ValueError(f'--parallel must be >= 1, got {parallel}')
+  os.makedirs(sweep_dir, exist_ok=True)
   todo = commands(launch, config_spec, trials, sweep_dir, extra_flags)
   with open(os.path.join(sweep_dir, 'sweep.json'), 'w') as f:
     json.dump({'config': config_spec, 'flags': extra_flags, 'trials': [

@@ -87,6 +87,10 @@ def test_sweep_errors_name_the_problem(tmp_path):
   bad = run_python(['launch.py', '--config', CONFIG, '--sweep', '--workdir',
                     str(tmp_path), '--config.nope=1'], check=False)
   assert "unknown config key 'config.nope'" in bad.stderr
+  bad = run_python(['launch.py', '--config', CONFIG, '--sweep', '--workdir',
+                    str(tmp_path / 'sweep'), '--parallel', '0'], check=False)
+  assert '--parallel must be >= 1, got 0' in bad.stderr
+  assert not (tmp_path / 'sweep').exists()
   bad = run_python(['-m', 'experiments.report', str(tmp_path / 'missing')],
                    check=False)
   assert f"{str(tmp_path / 'missing')!r} is not a directory" in bad.stderr
