@@ -1,14 +1,19 @@
 """Step time of each aggregator relative to plain SGD ('mean'), in one run.
 
-    python -m benchmarks.aggregator_cost [--steps 20]
+    python -m benchmarks.aggregator_cost [--steps 20] [--models ...]
+        [--depths 2 4 8 16]
 
 For the embedded study's MLP (3 x 256 on 28x28), a small CNN and an MLP of
-4 x 512 (balanced layers), batch 100
-(m3: 99, three groups of 33), one jitted train step per aggregator: the
-median step time over --steps steps, its ratio to 'mean' measured in the same
-run, and XLA's compiled temporary memory next to batch x params and batch x
-largest parameter leaf (winsorize works leaf by leaf when the former is far
-below batch x params).
+4 x 512 (balanced layers), batch 100 (m3: 99, three groups of 33), one jitted
+train step per aggregator: the median step time over --steps steps, its
+ratio to 'mean' measured in the same run, and XLA's compiled temporary
+memory next to batch x params and batch x largest parameter leaf.
+
+Then the memory scaling of winsorize: MLPs of --depths layers of 512 units,
+compiled temporary memory of a winsorize step (c = 1 and 4) as depth grows.
+If winsorize held all per-example gradients at once it would grow with
+batch x params; working leaf by leaf it grows only with the per-layer
+activations and candidate lists (c-dependent, batch-independent per param).
 """
 import argparse
 import time
@@ -30,7 +35,8 @@ MODELS = {'mlp 3x256': ('mlp', {}), 'cnn (32, 64) + 128': ('cnn', {}),
 
 
 def time_step(model, cfg, batch_size: int, steps: int):
-  """(median seconds per step, compiled temp bytes) of one configuration."""
+  """(median seconds per step, compiled temp bytes, params); steps=0 only
+  compiles."""
   mesh = parallel.make_mesh()
   rng = np.random.default_rng(0)
   batch = parallel.to_global({
@@ -45,6 +51,8 @@ def time_step(model, cfg, batch_size: int, steps: int):
   compiled = step.lower(state, batch).compile()
   memory = compiled.memory_analysis()
   temp = getattr(memory, 'temp_size_in_bytes', float('nan'))
+  if not steps:  # memory only
+    return float('nan'), temp, params
   state, metrics = compiled(state, batch)
   jax.block_until_ready(metrics)
   times = []
@@ -61,6 +69,8 @@ def main():
   parser.add_argument('--steps', type=int, default=20)
   parser.add_argument('--models', nargs='*', default=list(MODELS),
                       help=f'subset of {list(MODELS)}')
+  parser.add_argument('--depths', nargs='*', type=int, default=[2, 4, 8, 16],
+                      help='MLP depths (512 units) for the memory table')
   args = parser.parse_args()
   print(f'jax {jax.__version__}, {jax.default_backend()}, '
         f'{jax.device_count()} device(s)')
@@ -83,6 +93,23 @@ def main():
     sizes = [x.size for x in jax.tree.leaves(params)]
     print(f'  (batch x params: {100 * sum(sizes) * 4 / 2**20:.1f} MB; batch x '
           f'largest leaf: {100 * max(sizes) * 4 / 2**20:.1f} MB)')
+  if args.depths:
+    print('\nwinsorize memory vs depth, MLP of 512-unit layers, batch 100 '
+          '(compiled temp MB):')
+    print(f'  {"depth":>5s} {"c=1":>7s} {"c=4":>7s} {"batch x params":>15s} '
+          f'{"batch x largest leaf":>21s}')
+  for depth in args.depths:
+    model = models.get_model('mlp', 10, widths=(512,) * depth)
+    temps = []
+    for c in (1, 4):
+      cfg = common.base_config().optim
+      cfg.update(aggregator='winsorize', winsorize_c=c)
+      _, temp, params = time_step(model, cfg, 100, 0)
+      temps.append(temp / 2**20)
+    sizes = [x.size for x in jax.tree.leaves(params)]
+    print(f'  {depth:5d} {temps[0]:7.0f} {temps[1]:7.0f} '
+          f'{100 * sum(sizes) * 4 / 2**20:15.0f} '
+          f'{100 * max(sizes) * 4 / 2**20:21.0f}', flush=True)
 
 
 if __name__ == '__main__':

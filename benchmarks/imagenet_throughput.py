@@ -13,7 +13,7 @@ Part 2 (on a GPU, or on CPU with --model_on_cpu at a small size): images/s of
 one ResNet-50 training step (SGD momentum, BatchNorm, uint8 batch already on
 device) in cgjax at float32 and bfloat16 compute, next to the same model's
 training step in PyTorch (torchvision.models.resnet50 when installed, else
-the plain-torch definition below with the identical 25,557,032 params), in
+benchmarks/torch_models.py's definition with the identical 25,557,032 params), in
 the same run; ratio = cgjax / PyTorch.
 """
 import argparse
@@ -93,40 +93,13 @@ def jax_resnet50_step(batch: int, image_size: int, dtype: str):
 
 def torch_resnet50():
   """torchvision's ResNet-50 if installed, else the same network in torch."""
-  import torch  # pylint: disable=g-import-not-at-top
-  from torch import nn  # pylint: disable=g-import-not-at-top
   try:
     import torchvision  # pylint: disable=g-import-not-at-top
     return torchvision.models.resnet50(), 'torchvision.models.resnet50'
   except ImportError:
-    pass
-
-  def conv_bn(cin, cout, k, stride=1):
-    return [nn.Conv2d(cin, cout, k, stride, k // 2, bias=False),
-            nn.BatchNorm2d(cout)]
-
-  class Bottleneck(nn.Module):  # v1.5: the stride is on the 3x3 conv
-    def __init__(self, cin, width, stride):
-      super().__init__()
-      self.body = nn.Sequential(
-          *conv_bn(cin, width, 1), nn.ReLU(inplace=True),
-          *conv_bn(width, width, 3, stride), nn.ReLU(inplace=True),
-          *conv_bn(width, 4 * width, 1))
-      self.skip = (nn.Sequential(*conv_bn(cin, 4 * width, 1, stride))
-                   if stride != 1 or cin != 4 * width else nn.Identity())
-
-    def forward(self, x):
-      return torch.relu(self.body(x) + self.skip(x))
-
-  layers = [*conv_bn(3, 64, 7, 2), nn.ReLU(inplace=True),
-            nn.MaxPool2d(3, 2, 1)]
-  cin = 64
-  for i, blocks in enumerate((3, 4, 6, 3)):
-    for j in range(blocks):
-      layers.append(Bottleneck(cin, 64 * 2 ** i, 2 if i and not j else 1))
-      cin = 4 * 64 * 2 ** i
-  layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 1000)]
-  return nn.Sequential(*layers), 'plain-torch ResNet-50 (no torchvision)'
+    from benchmarks import torch_models  # pylint: disable=g-import-not-at-top
+    return (torch_models.resnet(50, 1000),
+            'plain-torch ResNet-50 (no torchvision)')
 
 
 def torch_resnet50_step(batch: int, image_size: int, bf16: bool, device: str):

@@ -28,6 +28,15 @@ an average of per-leaf ratios. Per-example gradients are materialized one
 microbatch at a time (`optax.microbatching.microbatch` over `vmap(grad)`), so
 memory is O(params x microbatch) for any m; sums across microbatches are
 compensated (Neumaier) so float32 stays accurate for m in the thousands.
+
+statistics='norms' computes only what needs the summed gradient and the
+per-example squared norms: m-coherence, alpha and gradient diversity (total,
+per layer, per group) and the loss / gradient-norm quantiles. With fast=True
+(the default) it takes them from one ordinary batched backward pass with
+per-layer taps (`cgjax.layer_norms`: Dense, Conv, eval-mode BatchNorm), at
+about the cost of a training step and O(params + activations) memory; leaves
+of any other layer get their per-example gradients from `vmap(grad)` w.r.t.
+those leaves only. Both give the same numbers (tests/test_layer_norms.py).
 """
 import functools
 from typing import Any, Callable
@@ -37,11 +46,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from cgjax import layer_norms
+
 PerExampleLoss = Callable[..., jax.Array]
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 # Stiffness pairs come from blocks of up to this many examples of each
 # microbatch (the largest divisor of the microbatch size not above it).
 STIFFNESS_BLOCK = 32
+STATISTICS = ('all', 'norms')
 
 
 def leaf_paths(tree) -> list[str]:
@@ -126,19 +138,75 @@ def _microbatch_stats(per_example_loss, params, examples, weights, classes,
   }
 
 
+def _squared_norms(grads, b: int) -> jax.Array:
+  """[B, leaves] squared norms of per-example gradients (leading axis B)."""
+  return jnp.stack([jnp.sum(jnp.square(g.reshape(b, -1)), 1)
+                    for g in jax.tree.leaves(grads)], 1)
+
+
+def _microbatch_norms(per_example_loss, params, examples, weights, classes,
+                      extra, fast):
+  """Summed gradient, per-example losses and per-leaf squared norms."""
+  del classes
+  b = weights.shape[0]
+  leaves, treedef = jax.tree.flatten(params)
+  paths = leaf_paths(params)
+  layers = {}
+  if fast:
+    first = jax.tree.map(lambda x: x[0], examples)
+    layers = layer_norms.find_layers(
+        lambda: per_example_loss(params, first, *extra))
+  column = {f'{p}/{n}': (p, j) for p, names in layers.items()
+            for j, n in enumerate(names)}
+  probes = {p: jnp.zeros((b, len(names)), jnp.float32)
+            for p, names in layers.items()}
+
+  def total(params, probes):
+    def one(example, weight, probe):
+      return weight * layer_norms.tapped(
+          lambda: per_example_loss(params, example, *extra), probe)
+    losses = jax.vmap(one)(examples, weights, probes)
+    return jnp.sum(losses), losses
+
+  (_, losses), (sum_g, tapped) = jax.value_and_grad(
+      total, (0, 1), has_aux=True)(params, probes)
+  rest = [i for i, p in enumerate(paths) if p not in column]
+  if rest:  # per-example gradients of the uncovered leaves only
+
+    def loss_of_rest(sub, example, weight):
+      full = list(leaves)
+      for i, v in zip(rest, sub):
+        full[i] = v
+      return weight * per_example_loss(jax.tree.unflatten(treedef, full),
+                                       example, *extra)
+
+    grads = jax.vmap(jax.grad(loss_of_rest), in_axes=(None, 0, 0))(
+        [leaves[i] for i in rest], examples, weights)
+    rest = dict(zip(rest, jnp.unstack(_squared_norms(grads, b), axis=1)))
+  sq_norms = jnp.stack([tapped[column[p][0]][:, column[p][1]]
+                        if p in column else rest[i]
+                        for i, p in enumerate(paths)], 1)
+  return {'sum_g': jax.tree.map(lambda g: g.astype(jnp.float32), sum_g),
+          'loss': losses, 'sq_norms': sq_norms}
+
+
 def _accumulate(per_example_loss, params, examples, weights, classes, extra,
-                microbatch_size):
+                microbatch_size, statistics, fast):
   """The whole pass: compensated sums, concatenated per-example values."""
-  fn = functools.partial(_microbatch_stats, per_example_loss, params,
-                         extra=extra)
   kahan, concat = _compensated_sum(), optax.microbatching.AccumulationType.CONCAT
-  n = weights.shape[0]
+  accumulator = {'sum_g': kahan, 'loss': concat, 'sq_norms': concat}
+  if statistics == 'all':
+    fn = functools.partial(_microbatch_stats, per_example_loss, params,
+                           extra=extra)
+    accumulator.update(sum_u=kahan, sum_sq=kahan, pairs=kahan,
+                       num_nonzero=kahan)
+  else:
+    fn = functools.partial(_microbatch_norms, per_example_loss, params,
+                           extra=extra, fast=fast)
   return optax.microbatching.microbatch(
       lambda ex, w, c: fn(ex, w, c), argnums=(0, 1, 2),
-      microbatch_size=microbatch_size or n,
-      accumulator={'sum_g': kahan, 'sum_u': kahan, 'sum_sq': kahan,
-                   'pairs': kahan, 'num_nonzero': kahan, 'loss': concat,
-                   'sq_norms': concat})(examples, weights, classes)
+      microbatch_size=microbatch_size or weights.shape[0],
+      accumulator=accumulator)(examples, weights, classes)
 
 
 _SUMMED = ('sum_g', 'sum_u', 'sum_sq', 'pairs', 'num_nonzero')
@@ -148,9 +216,18 @@ def _reduce(acc, weights) -> dict:
   """Accumulated sums -> the small arrays `summarize` needs (on device)."""
   m = jnp.sum(weights)
   sum_g = jax.tree.leaves(acc['sum_g'])
-  sum_sq = jax.tree.leaves(acc['sum_sq'])
+  out = {
+      'numerators': jnp.stack([jnp.sum(s * s) for s in sum_g]),
+      'denominators': jnp.sum(acc['sq_norms'] * weights[:, None], 0),
+      'm': m,
+      'loss': acc['loss'],
+      'sq_norm': jnp.sum(acc['sq_norms'], 1),
+      'weight': weights,
+  }
+  if 'sum_sq' not in acc:  # statistics='norms'
+    return out
   gsnr_sum, gsnr_count = [], []
-  for s, q in zip(sum_g, sum_sq):
+  for s, q in zip(sum_g, jax.tree.leaves(acc['sum_sq'])):
     mean = s / m
     var = jnp.maximum(q / m - mean * mean, 0)
     ok = var > 0
@@ -158,19 +235,20 @@ def _reduce(acc, weights) -> dict:
                                       0)))
     gsnr_count.append(jnp.sum(ok))
   return {
-      'numerators': jnp.stack([jnp.sum(s * s) for s in sum_g]),
-      'denominators': jnp.sum(acc['sq_norms'] * weights[:, None], 0),
+      **out,
       'gsnr_sum': jnp.stack(gsnr_sum),
       'gsnr_count': jnp.stack(gsnr_count).astype(jnp.float32),
       'sq_norm_of_unit_sum': sum(jnp.sum(u * u)
                                  for u in jax.tree.leaves(acc['sum_u'])),
       'num_nonzero': acc['num_nonzero'],
       'pairs': acc['pairs'],
-      'm': m,
-      'loss': acc['loss'],
-      'sq_norm': jnp.sum(acc['sq_norms'], 1),
-      'weight': weights,
   }
+
+
+def _check_statistics(statistics: str):
+  if statistics not in STATISTICS:
+    raise ValueError(f'unknown statistics {statistics!r}; choose from '
+                     f'{STATISTICS}')
 
 
 def _defaults(examples, weights, classes):
@@ -183,10 +261,12 @@ def _defaults(examples, weights, classes):
 
 
 @functools.partial(jax.jit, static_argnames=('per_example_loss',
-                                             'microbatch_size'))
+                                             'microbatch_size', 'statistics',
+                                             'fast'))
 def coherence_stats(per_example_loss: PerExampleLoss, params, examples,
                     weights=None, classes=None, extra=(), *,
-                    microbatch_size=None) -> dict:
+                    microbatch_size=None, statistics='all',
+                    fast=True) -> dict:
   """Jittable pass on one device; `summarize` turns its arrays into metrics.
 
   `weights` (default all ones) must be 0 or 1: weight-0 rows are padding and
@@ -194,19 +274,24 @@ def coherence_stats(per_example_loss: PerExampleLoss, params, examples,
   microbatch (and device) count. `classes` [m] (default: all one class) split
   the stiffness pairs. `extra` reaches `per_example_loss(params, example,
   *extra)` unchanged and undifferentiated (e.g. fixed BatchNorm statistics).
-  For examples sharded over a mesh use `sharded_coherence_stats`.
+  `statistics` ('all' or 'norms') and `fast` (norms from per-layer taps) as
+  in the module docstring. For examples sharded over a mesh use
+  `sharded_coherence_stats`.
   """
   weights, classes = _defaults(examples, weights, classes)
+  _check_statistics(statistics)
   acc = _accumulate(per_example_loss, params, examples, weights, classes,
-                    extra, microbatch_size)
+                    extra, microbatch_size, statistics, fast)
   return _reduce(acc, weights)
 
 
 @functools.partial(jax.jit, static_argnames=('per_example_loss', 'mesh',
-                                             'microbatch_size'))
+                                             'microbatch_size', 'statistics',
+                                             'fast'))
 def sharded_coherence_stats(per_example_loss: PerExampleLoss, mesh, params,
                             examples, weights=None, classes=None, extra=(), *,
-                            microbatch_size=None) -> dict:
+                            microbatch_size=None, statistics='all',
+                            fast=True) -> dict:
   """`coherence_stats` with examples sharded along the mesh's 'data' axis.
 
   Each device computes the per-example gradients of its own examples
@@ -214,13 +299,15 @@ def sharded_coherence_stats(per_example_loss: PerExampleLoss, mesh, params,
   devices. Leaving the per-example (batch-grouped) conv gradients to the
   automatic partitioner instead gives wrong norms on XLA:CPU (jax 0.10).
   """
+  _check_statistics(statistics)
   weights, classes = _defaults(examples, weights, classes)
   replicated = jax.sharding.PartitionSpec()
   data = jax.sharding.PartitionSpec('data')
 
   def local(p, ex, w, c, e):
-    acc = _accumulate(per_example_loss, p, ex, w, c, e, microbatch_size)
-    summed = jax.lax.psum({k: acc[k] for k in _SUMMED}, 'data')
+    acc = _accumulate(per_example_loss, p, ex, w, c, e, microbatch_size,
+                      statistics, fast)
+    summed = jax.lax.psum({k: acc[k] for k in _SUMMED if k in acc}, 'data')
     # Per-example values (m of them) are gathered, so that every process
     # can read them (a data-sharded array spans other hosts' devices).
     gather = lambda x: jax.lax.all_gather(x, 'data', tiled=True)
@@ -243,12 +330,17 @@ def summarize(stats: dict, paths: list[str],
   s = jax.tree.map(lambda x: np.asarray(x, np.float64), jax.device_get(stats))
   m = s['m']
 
-  def ratios(num, den, gsnr_sum, gsnr_count):
-    mc = num / den if den else float('nan')
-    return {'m_coherence': mc, 'alpha': mc / m,
-            'gsnr': gsnr_sum / gsnr_count if gsnr_count else float('nan')}
+  full = 'gsnr_sum' in s  # statistics='all'
 
-  fields = ('numerators', 'denominators', 'gsnr_sum', 'gsnr_count')
+  def ratios(num, den, gsnr_sum=None, gsnr_count=None):
+    mc = num / den if den else float('nan')
+    out = {'m_coherence': mc, 'alpha': mc / m}
+    if full:
+      out['gsnr'] = gsnr_sum / gsnr_count if gsnr_count else float('nan')
+    return out
+
+  fields = ('numerators', 'denominators') + (
+      ('gsnr_sum', 'gsnr_count') if full else ())
   per_layer = {p: ratios(*(float(s[f][i]) for f in fields))
                for i, p in enumerate(paths)}
   groups = {}
@@ -257,23 +349,14 @@ def summarize(stats: dict, paths: list[str],
   per_group = {g: ratios(*(float(s[f][idx].sum()) for f in fields))
                for g, idx in groups.items()}
   total = ratios(*(float(s[f].sum()) for f in fields))
-  nz = float(s['num_nonzero'])
-  pairs = s['pairs']
-  mean_of = lambda k, j: float(pairs[k, j] / pairs[k, 2]) if pairs[k, 2] else float('nan')
   real = s['weight'] > 0
   norms = np.sqrt(s['sq_norm'][real])
   quantiles = lambda v: {f'q{round(100 * q)}': float(np.quantile(v, q))
                          for q in QUANTILES} if len(v) else {}
-  return {
+  out = {
       **total,
       'gradient_diversity': (1 / total['m_coherence'] if total['m_coherence']
                              else float('inf')),
-      'avg_cosine': ((float(s['sq_norm_of_unit_sum']) - nz) / (nz * (nz - 1))
-                     if nz > 1 else float('nan')),
-      'stiffness': {'sign_same_class': mean_of(0, 0),
-                    'cos_same_class': mean_of(0, 1),
-                    'sign_diff_class': mean_of(1, 0),
-                    'cos_diff_class': mean_of(1, 1)},
       'sq_norm_of_sum': float(s['numerators'].sum()),
       'sum_of_sq_norms': float(s['denominators'].sum()),
       'm': float(m),
@@ -284,6 +367,18 @@ def summarize(stats: dict, paths: list[str],
       'per_layer': per_layer,
       'per_group': per_group,
   }
+  if full:
+    nz = float(s['num_nonzero'])
+    pairs = s['pairs']
+    mean_of = lambda k, j: (float(pairs[k, j] / pairs[k, 2]) if pairs[k, 2]
+                            else float('nan'))
+    out['avg_cosine'] = ((float(s['sq_norm_of_unit_sum']) - nz)
+                         / (nz * (nz - 1)) if nz > 1 else float('nan'))
+    out['stiffness'] = {'sign_same_class': mean_of(0, 0),
+                        'cos_same_class': mean_of(0, 1),
+                        'sign_diff_class': mean_of(1, 0),
+                        'cos_diff_class': mean_of(1, 1)}
+  return out
 
 
 def flatten(metrics: dict, prefix: str = '') -> dict[str, float]:
@@ -299,7 +394,8 @@ def flatten(metrics: dict, prefix: str = '') -> dict[str, float]:
 
 def m_coherence(per_example_loss: PerExampleLoss, params, examples, *,
                 classes=None, microbatch_size: int | None = None,
-                group_of: Callable[[str], str] = top_module) -> dict:
+                group_of: Callable[[str], str] = top_module,
+                statistics: str = 'all', fast: bool = True) -> dict:
   """m-coherence and the related metrics of `examples`' gradients at `params`.
 
   Args:
@@ -310,6 +406,9 @@ def m_coherence(per_example_loss: PerExampleLoss, params, examples, *,
     microbatch_size: per-example gradients materialized at once (None: all
       m). Must divide m.
     group_of: parameter path -> layer group name (default: top module).
+    statistics: 'all', or 'norms' for only the metrics of the summed gradient
+      and per-example norms (no gsnr, avg_cosine, stiffness).
+    fast: with 'norms', per-layer taps instead of per-example gradients.
 
   Returns:
     Python floats: `m_coherence`, `alpha`, `gsnr`, `gradient_diversity`,
@@ -319,5 +418,6 @@ def m_coherence(per_example_loss: PerExampleLoss, params, examples, *,
     `per_layer` / `per_group`: {name: {m_coherence, alpha, gsnr}}.
   """
   stats = coherence_stats(per_example_loss, params, examples, None, classes,
-                          microbatch_size=microbatch_size)
+                          microbatch_size=microbatch_size,
+                          statistics=statistics, fast=fast)
   return summarize(stats, leaf_paths(params), group_of)

@@ -129,6 +129,9 @@ def validate(config):
   models.check_name(config.model.name)
   optim.make_optimizer(config.optim, config.num_steps)
   aggregators.check(config.optim, config.batch_size)
+  if config.probe.statistics not in coherence.STATISTICS:
+    raise ValueError(f'probe.statistics must be one of {coherence.STATISTICS}'
+                     f', got {config.probe.statistics!r}')
   minimum = {'num_steps': 1, 'batch_size': 1, 'log_every': 1, 'eval_every': 1,
              'checkpoint_every': 1, 'keep_checkpoints': 1, 'data.image_size': 1,
              'data.prefetch': 0, 'eval.batch_size': 1,
@@ -297,7 +300,8 @@ def _run(config, workdir, mesh, dataset, loader, probe_index, model, tx,
                        out_shardings=(repl, repl))
   eval_step = jax.jit(make_eval_step(model), out_shardings=repl)
   probe_fn = functools.partial(coherence.sharded_coherence_stats,
-                               make_per_example_loss(model), mesh)
+                               make_per_example_loss(model), mesh,
+                               statistics=config.probe.statistics)
   probes = {name: _make_probe(dataset.train if name != 'test' else dataset.test,
                               index, config, mesh)
             for name, index in probe_index.items()}

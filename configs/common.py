@@ -43,7 +43,12 @@ Every field of a cgjax config, documented once here:
   probe.every       probe every N steps (0 = only the log-spaced steps)
   probe.num_log_spaced  log-spaced probe steps in [1, num_steps]; step 0 and
                     the last step are always probed
-  probe.microbatch_size  per-example gradients materialized at once
+  probe.microbatch_size  examples per probe microbatch (per device)
+  probe.statistics  'all': every metric of cgjax/coherence.py (per-example
+                    gradients, vmap); 'norms': m-coherence, alpha, gradient
+                    diversity (total, per layer, per group) and quantiles only,
+                    from per-layer taps in one ordinary backward pass (about
+                    the cost of a training step; cgjax/layer_norms.py)
 """
 import ml_collections
 
@@ -103,7 +108,7 @@ def base_config() -> ml_collections.ConfigDict:
                                       'train_examples': 0})
   c.probe = ml_collections.ConfigDict({
       'm': 500, 'sets': ('clean', 'noisy', 'test'), 'every': 200,
-      'num_log_spaced': 30, 'microbatch_size': 100})
+      'num_log_spaced': 30, 'microbatch_size': 100, 'statistics': 'all'})
   return c
 
 
@@ -119,7 +124,9 @@ def imagenet_config(arg, model_name: str, model_kwargs: dict, image_size: int,
   30, 60, 80 of 90), no weight decay and no augmentation (resize + center
   crop) so that memorization is visible; probes of m = 4096 examples per set
   (the paper used ~40K, the follow-up 50K: raise probe.m on a pod) once per
-  epoch, with BatchNorm in eval mode; evaluation on a fixed random 50,000 of
+  epoch, with BatchNorm in eval mode, m-coherence from the per-layer fast path
+  (probe.statistics='norms'; 'all' adds GSNR, cosines, stiffness at the cost
+  of per-example gradients); evaluation on a fixed random 50,000 of
   the training examples and the whole validation split.
 
   arg: noise (default 0), seed, batch, epochs, aggregator ('mean'; 'm3',
@@ -151,7 +158,7 @@ def imagenet_config(arg, model_name: str, model_kwargs: dict, image_size: int,
   c.eval.batch_size = 1024
   c.eval.train_examples = 50_000
   c.probe.update(m=4096, every=steps_per_epoch, num_log_spaced=20,
-                 microbatch_size=256)
+                 microbatch_size=256, statistics='norms')
   if a.runlocal:
     c.data.image_size = runlocal_size
     c.batch_size, c.num_steps, c.optim.warmup_steps = 16, 4, 0

@@ -109,6 +109,7 @@ def test_trains_through_launch_with_noise_and_probes(ref):
     assert f'probe/{s}/m_coherence' in names
     assert f'probe/{s}/per_layer/stage1_block0/conv1/kernel/m_coherence' in names
     assert f'probe/{s}/per_group/stage1/m_coherence' in names
+    assert f'probe/{s}/gsnr' not in names  # the per-layer fast path ('norms')
   assert {r['name']: r['value'] for r in rows if r['step'] == 0}[
       'noise/num_selected'] == 16
   assert json.load(open(os.path.join(ref, 'status.json')))['state'] == 'done'

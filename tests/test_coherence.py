@@ -282,6 +282,7 @@ SHARDED_CHECK = """
 import jax, numpy as np
 from cgjax import coherence, parallel, train
 from cgjax.models import cnn, resnet
+from tests.conftest import random_variables
 assert jax.device_count() == 8
 mesh = parallel.make_mesh()
 rng = np.random.default_rng(0)
@@ -289,20 +290,19 @@ for model in (cnn.Model(num_classes=3, channels=(4, 8), hidden=8),
               resnet.Model(num_classes=3, depth=18, width=8, small_inputs=True)):
   x = rng.integers(0, 256, (16, 8, 8, 3)).astype(np.uint8)
   y = rng.integers(0, 3, 16).astype(np.int32)
-  v = model.init(jax.random.key(0), x[:1])
+  params, stats = random_variables(model, x[:1])
   loss = train.make_per_example_loss(model)
-  stats = v.get('batch_stats', {})
-  paths = coherence.leaf_paths(v['params'])
+  paths = coherence.leaf_paths(params)
   # Stiffness pairs lie inside microbatches, which differ between the two
   # layouts; every all-pairs metric must agree.
   one = coherence.summarize(coherence.coherence_stats(
-      loss, v['params'], {'image': x, 'label': y}, None, y, (stats,),
+      loss, params, {'image': x, 'label': y}, None, y, (stats,),
       microbatch_size=4), paths)
   rows = parallel.to_global({'image': x, 'label': y,
                              'w': np.ones(16, np.float32)}, mesh)
   w = rows.pop('w')
   eight = coherence.summarize(coherence.sharded_coherence_stats(
-      loss, mesh, v['params'], rows, w, rows['label'], (stats,),
+      loss, mesh, params, rows, w, rows['label'], (stats,),
       microbatch_size=1), paths)
   for k in ('m_coherence', 'sum_of_sq_norms', 'sq_norm_of_sum', 'mean_loss',
             'avg_cosine', 'gsnr', 'loss', 'grad_norm', 'per_group'):

@@ -174,6 +174,7 @@ def test_different_config_into_same_workdir_is_refused(ref):
     ({'eval.train_examples': -5}, r'eval.train_examples must be >= 0, got -5'),
     ({'probe.microbatch_size': 0}, r'probe.microbatch_size must be >= 1, got 0'),
     ({'keep_checkpoints': 0}, r'keep_checkpoints must be >= 1, got 0'),
+    ({'probe.statistics': 'fast'}, r"probe.statistics must be one of .*'fast'"),
 ])
 def test_bad_config_is_rejected_before_writing(tmp_path, override, message):
   workdir = str(tmp_path / 'run')

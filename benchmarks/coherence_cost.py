@@ -1,0 +1,223 @@
+"""Cost of layer-wise m-coherence relative to a plain forward+backward, in one run.
+
+    python -m benchmarks.coherence_cost [--models mlp cnn resnet18 resnet50]
+        [--m 256 1024] [--microbatch 128] [--resnet50_size 64] [--no_torch]
+
+For each model and m, over the same m examples in microbatches of
+--microbatch (so memory does not grow with m), the median wall time of:
+
+  plain        one forward+backward of the summed loss (the gradient only)
+  optax        optax.microbatching.micro_grad with per-leaf squared norms as
+               per-example metrics (the library's vmap(grad) path)
+  cgjax vmap   coherence_stats(statistics='norms', fast=False)
+  cgjax fast   coherence_stats(statistics='norms'): per-layer taps
+               (cgjax/layer_norms.py) in one ordinary backward
+  torch ...    where PyTorch is installed, the same network's per-example
+               squared norms via torch.func vmap(grad) and BackPACK's
+               BatchL2Grad, with torch's own plain forward+backward
+
+as ratios to the plain pass of the same framework measured in the same run,
+and XLA's compiled temporary memory. BatchNorm is in eval mode everywhere (the
+per-example definition, DESIGN.md). Models: the embedded study's MLP 3x256 and
+small CNN on 28x28x1, ResNet-18 (small-input stem) on 32x32x3, ResNet-50 at
+--resnet50_size px (224 on a GPU).
+"""
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from cgjax import coherence, models, train
+
+MODELS = {  # name: (module, kwargs, image shape)
+    'mlp': ('mlp', {}, (28, 28, 1)),
+    'cnn': ('cnn', {}, (28, 28, 1)),
+    'resnet18': ('resnet', {'depth': 18, 'small_inputs': True}, (32, 32, 3)),
+    'resnet50': ('resnet', {'depth': 50}, None),
+}
+NUM_CLASSES = 10
+
+
+def _median_time(fn, repeats: int) -> float:
+  jax.block_until_ready(fn())  # compile and warm up
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t)
+  return statistics.median(times)
+
+
+def _temp_mb(jitted, *args) -> float:
+  memory = jitted.lower(*args).compile().memory_analysis()
+  return getattr(memory, 'temp_size_in_bytes', float('nan')) / 2**20
+
+
+def jax_rows(name, m, microbatch, shape, repeats):
+  module, kwargs, _ = MODELS[name]
+  model = models.get_model(module, NUM_CLASSES, **kwargs)
+  rng = np.random.default_rng(0)
+  examples = {
+      'image': jnp.asarray(rng.integers(0, 256, (m,) + shape, np.uint8)),
+      'label': jnp.asarray(rng.integers(0, NUM_CLASSES, m).astype(np.int32))}
+  variables = model.init(jax.random.key(0), examples['image'][:1])
+  params, stats = variables['params'], variables.get('batch_stats', {})
+  loss = train.make_per_example_loss(model)
+
+  def batch_loss(p, batch):
+    return jnp.sum(jax.vmap(loss, (None, 0, None))(p, batch, stats))
+
+  plain = jax.jit(optax.microbatching.microbatch(
+      jax.grad(batch_loss), argnums=1, microbatch_size=microbatch))
+
+  def sq_norms(g):
+    return jnp.stack([jnp.sum(jnp.square(x)) for x in jax.tree.leaves(g)])
+  optax_path = jax.jit(optax.microbatching.micro_grad(
+      lambda p, ex: loss(p, ex, stats), batch_argnums=1,
+      keep_batch_dim=False, microbatch_size=microbatch, metrics_fn=sq_norms))
+  fns = {'plain': (plain, (params, examples)),
+         'optax': (optax_path, (params, examples))}
+  for label, fast in (('cgjax vmap', False), ('cgjax fast', True)):
+    fns[label] = (jax.jit(lambda p, ex, fast=fast: coherence.coherence_stats(
+        loss, p, ex, extra=(stats,), statistics='norms', fast=fast,
+        microbatch_size=microbatch)), (params, examples))
+  rows = {}
+  for label, (fn, args) in fns.items():
+    seconds = _median_time(lambda fn=fn, args=args: fn(*args), repeats)
+    rows[label] = (seconds, _temp_mb(fn, *args))
+    print(f'    {label:12s} {1000 * seconds:9.1f} ms', flush=True)
+  return rows
+
+
+def torch_rows(name, m, microbatch, shape, repeats):
+  """Plain, torch.func and BackPACK per-example squared norms in PyTorch."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_models  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(0)
+  net = {'mlp': lambda: torch_models.mlp(NUM_CLASSES),
+         'cnn': lambda: torch_models.cnn(NUM_CLASSES),
+         'resnet18': lambda: torch_models.resnet(18, NUM_CLASSES, True),
+         'resnet50': lambda: torch_models.resnet(50, NUM_CLASSES)}[name]()
+  net = net.eval()  # BatchNorm with running statistics
+  x = torch.rand((m, shape[2], shape[0], shape[1]))
+  y = torch.randint(0, NUM_CLASSES, (m,))
+  chunks = list(zip(x.split(microbatch), y.split(microbatch)))
+  ce = torch.nn.functional.cross_entropy
+
+  def plain():
+    for xb, yb in chunks:
+      net.zero_grad()
+      ce(net(xb), yb, reduction='sum').backward()
+
+  params = {k: v.detach() for k, v in net.named_parameters()}
+  buffers = {k: v.detach() for k, v in net.named_buffers()}
+
+  def one_loss(p, xi, yi):
+    out = torch.func.functional_call(net, (p, buffers), (xi[None],))
+    return ce(out, yi[None])
+
+  per_example = torch.func.vmap(torch.func.grad(one_loss), in_dims=(None, 0, 0))
+
+  def func():
+    norms = []
+    for xb, yb in chunks:
+      g = per_example(params, xb, yb)
+      norms.append(torch.stack([v.flatten(1).square().sum(1)
+                                for v in g.values()], 1))
+    return torch.cat(norms)
+
+  fns = {'torch plain': plain, 'torch.func': func}
+  try:
+    import backpack  # pylint: disable=g-import-not-at-top
+    from backpack import extensions  # pylint: disable=g-import-not-at-top
+    extended = backpack.extend(net, use_converter=name.startswith('resnet'))
+    loss_fn = backpack.extend(torch.nn.CrossEntropyLoss(reduction='sum'))
+
+    def backpack_norms():
+      norms = []
+      for xb, yb in chunks:
+        extended.zero_grad()
+        with backpack.backpack(extensions.BatchL2Grad()):
+          loss_fn(extended(xb), yb).backward()
+        norms.append(torch.stack([p.batch_l2 for p in extended.parameters()],
+                                 1))
+      return torch.cat(norms)
+    fns['BackPACK'] = backpack_norms
+  except ImportError:
+    print('    BackPACK: not installed (pip install backpack-for-pytorch)')
+  rows = {}
+  for label, fn in fns.items():
+    try:
+      fn()
+      times = []
+      for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+      rows[label] = (statistics.median(times), float('nan'))
+      print(f'    {label:12s} {1000 * rows[label][0]:9.1f} ms', flush=True)
+    except Exception as e:  # pylint: disable=broad-except
+      print(f'    {label}: failed: {type(e).__name__}: {str(e)[:200]}')
+  return rows
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--models', nargs='*', default=list(MODELS),
+                      choices=list(MODELS))
+  parser.add_argument('--m', nargs='*', type=int, default=[256, 1024])
+  parser.add_argument('--microbatch', type=int, default=128)
+  parser.add_argument('--resnet50_size', type=int, default=None,
+                      help='ResNet-50 image size (default 224 on a GPU, '
+                      'else 64)')
+  parser.add_argument('--repeats', type=int, default=3)
+  parser.add_argument('--no_torch', action='store_true')
+  args = parser.parse_args()
+  gpu = jax.default_backend() == 'gpu'
+  size = args.resnet50_size or (224 if gpu else 64)
+  print(f'jax {jax.__version__}, {jax.default_backend()}: '
+        f'{jax.devices()[0].device_kind}; microbatch {args.microbatch}, '
+        f'median of {args.repeats}')
+  table = []
+  for name in args.models:
+    shape = MODELS[name][2] or (size, size, 3)
+    for m in args.m:
+      print(f'\n{name} {shape}, m={m}:', flush=True)
+      rows = jax_rows(name, m, min(args.microbatch, m), shape, args.repeats)
+      if not args.no_torch:
+        try:
+          rows.update(torch_rows(name, m, min(args.microbatch, m), shape,
+                                 args.repeats))
+        except ImportError:
+          print('    PyTorch not installed: no torch rows')
+      table.append((name, m, rows))
+
+  print('\nTime / plain forward+backward of the same framework (temp MB):')
+  labels = ['optax', 'cgjax vmap', 'cgjax fast', 'torch.func', 'BackPACK']
+  print(f'  {"model":9s} {"m":>5s} {"plain ms":>9s} '
+        + ' '.join(f'{l:>17s}' for l in labels) + f' {"vmap/fast":>9s}')
+  for name, m, rows in table:
+    cells = []
+    for label in labels:
+      base = rows['torch plain' if label in ('torch.func', 'BackPACK')
+                  else 'plain'] if label in rows else None
+      if label not in rows or base is None:
+        cells.append(f'{"-":>17s}')
+        continue
+      seconds, mb = rows[label]
+      mem = f' ({mb:.0f})' if mb == mb else ''
+      cells.append(f'{seconds / base[0]:9.2f}x{mem:>7s}')
+    speedup = rows['cgjax vmap'][0] / rows['cgjax fast'][0]
+    print(f'  {name:9s} {m:5d} {1000 * rows["plain"][0]:9.1f} '
+          + ' '.join(cells) + f' {speedup:9.2f}')
+  print('  (plain temp MB: ' + ', '.join(
+      f'{name} m={m}: {rows["plain"][1]:.0f}' for name, m, rows in table)
+        + ')')
+
+
+if __name__ == '__main__':
+  main()
