@@ -1,12 +1,12 @@
 """Cost of layer-wise m-coherence relative to a plain forward+backward, in one run.
 
     python -m benchmarks.coherence_cost [--models mlp cnn resnet18 resnet50]
-        [--m 256 1024] [--microbatch 128] [--resnet50_size 64] [--no_torch]
+        [--m 256 1024] [--per_example_budget_gb 3] [--resnet50_size 64]
+        [--no_torch]
 
-For each model and m, over the same m examples in microbatches of
---microbatch (so memory does not grow with m), the median wall time of:
+For each model and m, the median wall time of:
 
-  plain        one forward+backward of the summed loss (the gradient only)
+  plain        one forward+backward of the summed loss over the m examples
   optax        optax.microbatching.micro_grad with per-leaf squared norms as
                per-example metrics (the library's vmap(grad) path)
   cgjax vmap   coherence_stats(statistics='norms', fast=False)
@@ -17,12 +17,19 @@ For each model and m, over the same m examples in microbatches of
                BatchL2Grad, with torch's own plain forward+backward
 
 as ratios to the plain pass of the same framework measured in the same run,
-and XLA's compiled temporary memory. BatchNorm is in eval mode everywhere (the
+and XLA's compiled temporary memory. plain and fast take all m examples at
+once; the per-example-gradient paths (optax, cgjax vmap, torch) hold
+per-example gradients, so they go in microbatches of the most examples whose
+gradients fit --per_example_budget_gb (all m where that fits). On XLA:CPU a
+microbatch loop costs extra: convolutions inside a while loop run about 7x
+slower than outside (measured on the CNN, jax 0.10), which the vmap rows of
+the ResNets then include. BatchNorm is in eval mode everywhere (the
 per-example definition, DESIGN.md). Models: the embedded study's MLP 3x256 and
 small CNN on 28x28x1, ResNet-18 (small-input stem) on 32x32x3, ResNet-50 at
 --resnet50_size px (224 on a GPU).
 """
 import argparse
+import copy
 import statistics
 import time
 
@@ -57,7 +64,20 @@ def _temp_mb(jitted, *args) -> float:
   return getattr(memory, 'temp_size_in_bytes', float('nan')) / 2**20
 
 
+def _microbatch(name, m, shape, budget_gb) -> int:
+  """The largest divisor of m whose per-example gradients fit the budget."""
+  module, kwargs, _ = MODELS[name]
+  model = models.get_model(module, NUM_CLASSES, **kwargs)
+  shapes = jax.eval_shape(model.init, jax.random.key(0),
+                          jnp.zeros((1,) + shape, jnp.uint8))['params']
+  per_example = 4 * sum(x.size for x in jax.tree.leaves(shapes))
+  fit = max(1, int(budget_gb * 2**30 // per_example))
+  return max(d for d in range(1, min(m, fit) + 1) if m % d == 0)
+
+
 def jax_rows(name, m, microbatch, shape, repeats):
+  """Timings of the JAX paths; `microbatch` for the per-example paths."""
+  microbatch = None if microbatch == m else microbatch  # no loop at all
   module, kwargs, _ = MODELS[name]
   model = models.get_model(module, NUM_CLASSES, **kwargs)
   rng = np.random.default_rng(0)
@@ -71,8 +91,7 @@ def jax_rows(name, m, microbatch, shape, repeats):
   def batch_loss(p, batch):
     return jnp.sum(jax.vmap(loss, (None, 0, None))(p, batch, stats))
 
-  plain = jax.jit(optax.microbatching.microbatch(
-      jax.grad(batch_loss), argnums=1, microbatch_size=microbatch))
+  plain = jax.jit(jax.grad(batch_loss))
 
   def sq_norms(g):
     return jnp.stack([jnp.sum(jnp.square(x)) for x in jax.tree.leaves(g)])
@@ -84,7 +103,7 @@ def jax_rows(name, m, microbatch, shape, repeats):
   for label, fast in (('cgjax vmap', False), ('cgjax fast', True)):
     fns[label] = (jax.jit(lambda p, ex, fast=fast: coherence.coherence_stats(
         loss, p, ex, extra=(stats,), statistics='norms', fast=fast,
-        microbatch_size=microbatch)), (params, examples))
+        microbatch_size=None if fast else microbatch)), (params, examples))
   rows = {}
   for label, (fn, args) in fns.items():
     seconds = _median_time(lambda fn=fn, args=args: fn(*args), repeats)
@@ -109,9 +128,8 @@ def torch_rows(name, m, microbatch, shape, repeats):
   ce = torch.nn.functional.cross_entropy
 
   def plain():
-    for xb, yb in chunks:
-      net.zero_grad()
-      ce(net(xb), yb, reduction='sum').backward()
+    net.zero_grad()
+    ce(net(x), y, reduction='sum').backward()
 
   params = {k: v.detach() for k, v in net.named_parameters()}
   buffers = {k: v.detach() for k, v in net.named_buffers()}
@@ -134,7 +152,8 @@ def torch_rows(name, m, microbatch, shape, repeats):
   try:
     import backpack  # pylint: disable=g-import-not-at-top
     from backpack import extensions  # pylint: disable=g-import-not-at-top
-    extended = backpack.extend(net, use_converter=name.startswith('resnet'))
+    extended = backpack.extend(copy.deepcopy(net),
+                               use_converter=name.startswith('resnet'))
     loss_fn = backpack.extend(torch.nn.CrossEntropyLoss(reduction='sum'))
 
     def backpack_norms():
@@ -149,6 +168,9 @@ def torch_rows(name, m, microbatch, shape, repeats):
     fns['BackPACK'] = backpack_norms
   except ImportError:
     print('    BackPACK: not installed (pip install backpack-for-pytorch)')
+  except Exception as e:  # pylint: disable=broad-except
+    print(f'    BackPACK: cannot extend this network: {type(e).__name__}: '
+          f'{str(e)[:200]}')
   rows = {}
   for label, fn in fns.items():
     try:
@@ -170,7 +192,9 @@ def main():
   parser.add_argument('--models', nargs='*', default=list(MODELS),
                       choices=list(MODELS))
   parser.add_argument('--m', nargs='*', type=int, default=[256, 1024])
-  parser.add_argument('--microbatch', type=int, default=128)
+  parser.add_argument('--per_example_budget_gb', type=float, default=3.0,
+                      help='per-example gradients held at once by the '
+                      'per-example paths')
   parser.add_argument('--resnet50_size', type=int, default=None,
                       help='ResNet-50 image size (default 224 on a GPU, '
                       'else 64)')
@@ -180,18 +204,18 @@ def main():
   gpu = jax.default_backend() == 'gpu'
   size = args.resnet50_size or (224 if gpu else 64)
   print(f'jax {jax.__version__}, {jax.default_backend()}: '
-        f'{jax.devices()[0].device_kind}; microbatch {args.microbatch}, '
-        f'median of {args.repeats}')
+        f'{jax.devices()[0].device_kind}; median of {args.repeats}')
   table = []
   for name in args.models:
     shape = MODELS[name][2] or (size, size, 3)
     for m in args.m:
-      print(f'\n{name} {shape}, m={m}:', flush=True)
-      rows = jax_rows(name, m, min(args.microbatch, m), shape, args.repeats)
+      micro = _microbatch(name, m, shape, args.per_example_budget_gb)
+      print(f'\n{name} {shape}, m={m}, per-example paths in microbatches of '
+            f'{micro}:', flush=True)
+      rows = jax_rows(name, m, micro, shape, args.repeats)
       if not args.no_torch:
         try:
-          rows.update(torch_rows(name, m, min(args.microbatch, m), shape,
-                                 args.repeats))
+          rows.update(torch_rows(name, m, micro, shape, args.repeats))
         except ImportError:
           print('    PyTorch not installed: no torch rows')
       table.append((name, m, rows))

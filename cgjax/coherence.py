@@ -203,9 +203,13 @@ def _accumulate(per_example_loss, params, examples, weights, classes, extra,
   else:
     fn = functools.partial(_microbatch_norms, per_example_loss, params,
                            extra=extra, fast=fast)
+  if microbatch_size in (None, weights.shape[0]):
+    # One microbatch: no loop (XLA:CPU runs convolutions inside a while loop
+    # several times slower).
+    return fn(examples, weights, classes)
   return optax.microbatching.microbatch(
       lambda ex, w, c: fn(ex, w, c), argnums=(0, 1, 2),
-      microbatch_size=microbatch_size or weights.shape[0],
+      microbatch_size=microbatch_size,
       accumulator=accumulator)(examples, weights, classes)
 
 

@@ -42,18 +42,20 @@ def use_gram(positions: int, fan_in: int, fan_out: int) -> bool:
   return positions * (fan_in + fan_out) < fan_in * fan_out
 
 
+def _sum_sq(x: jax.Array) -> jax.Array:
+  return jnp.sum(jnp.square(x))
+
+
 def _product_sq_norm(slices: list[jax.Array], d: jax.Array) -> jax.Array:
   """||[A_1 .. A_n]^T D||_F^2 for A_j [T, K_j] (one per kernel offset), D [T, O]."""
   t, fan_out = d.shape
   fan_in = sum(a.shape[1] for a in slices)
+  if t == 1:  # ||a||^2 ||d||^2, elementwise (an MLP layer)
+    return sum(_sum_sq(a) for a in slices) * _sum_sq(d)
   if use_gram(t, fan_in, fan_out):
     gram_a = sum(a @ a.T for a in slices)
     return jnp.sum(gram_a * (d @ d.T))
   return sum(jnp.sum(jnp.square(a.T @ d)) for a in slices)
-
-
-def _sum_sq(x: jax.Array) -> jax.Array:
-  return jnp.sum(jnp.square(x))
 
 
 def _dense(module: nn.Dense, x: jax.Array):
