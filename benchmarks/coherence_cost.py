@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cgjax import coherence, models, train
+from cgjax import coherence, losses, models
 
 MODELS = {  # name: (module, kwargs, image shape)
     'mlp': ('mlp', {}, (28, 28, 1)),
@@ -86,7 +86,7 @@ def jax_rows(name, m, microbatch, shape, repeats):
       'label': jnp.asarray(rng.integers(0, NUM_CLASSES, m).astype(np.int32))}
   variables = model.init(jax.random.key(0), examples['image'][:1])
   params, stats = variables['params'], variables.get('batch_stats', {})
-  loss = train.make_per_example_loss(model)
+  loss = losses.make_per_example_loss(model)
 
   def batch_loss(p, batch):
     return jnp.sum(jax.vmap(loss, (None, 0, None))(p, batch, stats))

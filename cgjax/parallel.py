@@ -50,3 +50,8 @@ def to_global(local_batch: dict, mesh: Mesh) -> dict:
   sharding = data_sharded(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, v)
           for k, v in local_batch.items()}
+
+
+def replicate(value, mesh: Mesh) -> jax.Array:
+  """A host value, the same on every process, as one replicated array."""
+  return jax.make_array_from_process_local_data(replicated(mesh), value)

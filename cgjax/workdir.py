@@ -4,8 +4,9 @@
     status.json     {"state": running|done|failed|diverged, "step", "message", "time"}
     metrics.jsonl   one JSON object per line: {"step": int, "name": str, "value": float}
     tb/             TensorBoard event files with the same scalars
-    probe_ids.json  {probe set: [stable example keys]}
-    checkpoints/    orbax checkpoints: train state + data iterator state
+    checkpoints/    orbax checkpoints: train state, data iterator state and
+                    the measurements' own state (e.g. learning times)
+    ...             files of the measurements (probe_ids.json, learning.npz)
 
 Only process 0 writes the plain files; orbax coordinates its own writes.
 """
@@ -148,16 +149,23 @@ class Checkpointer:
   def latest_step(self):
     return self._manager.latest_step()
 
-  def save(self, step: int, state, data_state: dict):
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=ocp.args.JsonSave(data_state)), force=True)
+  def save(self, step: int, state, data_state: dict, measured: dict):
+    """`measured`: the measurements' own state, {name: {field: array}}."""
+    items = {'state': ocp.args.StandardSave(state),
+             'data': ocp.args.JsonSave(data_state)}
+    if measured:  # orbax refuses an empty item
+      items['measurements'] = ocp.args.StandardSave(measured)
+    self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
-  def restore(self, step: int, abstract_state):
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        data=ocp.args.JsonRestore()))
-    return restored.state, restored.data
+  def restore(self, step: int, abstract_state, with_measurements: bool):
+    """(state, data state, measurements' state or {})."""
+    items = {'state': ocp.args.StandardRestore(abstract_state),
+             'data': ocp.args.JsonRestore()}
+    if with_measurements:  # host arrays, restored as saved
+      items['measurements'] = ocp.args.StandardRestore()
+    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    return (restored.state, restored.data,
+            restored.measurements if with_measurements else {})
 
   def close(self):
     self._manager.wait_until_finished()

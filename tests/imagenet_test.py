@@ -47,7 +47,8 @@ def _config(data_dir):
 
 def _noise(rate):
   return ml_collections.ConfigDict({'rate': rate, 'kind': 'uniform',
-                                    'exclude_true_label': False, 'seed': 0})
+                                    'exclude_true_label': False, 'seed': 0,
+                                    'noisy_means': 'changed'})
 
 
 def test_split_keys_labels_and_noise(data_dir):
@@ -140,7 +141,8 @@ parallel.initialize_distributed(args['--coordinator_address'],
 cfg = ml_collections.ConfigDict({'name': 'tfds:imagenet2012', 'data_dir': sys.argv[1],
                                  'image_size': 32, 'augment': False})
 noise = ml_collections.ConfigDict({'rate': 0.5, 'kind': 'uniform',
-                                   'exclude_true_label': False, 'seed': 0})
+                                   'exclude_true_label': False, 'seed': 0,
+                                    'noisy_means': 'changed'})
 ds = data_lib.load(cfg, noise)
 out = {k: int(l) for k, l, n in zip(ds.train.keys, ds.train.labels,
                                     ds.train.is_noisy) if n}

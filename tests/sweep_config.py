@@ -4,9 +4,10 @@ from configs import mnist_mlp
 
 def get_config(arg=None):
   c = mnist_mlp.get_config('digits,runlocal,width=16,depth=1')
-  c.num_steps, c.batch_size, c.eval.batch_size = 12, 50, 200
-  c.log_every = c.eval_every = c.checkpoint_every = 4
-  c.probe.update(m=20, microbatch_size=20, every=4)
+  c.num_steps, c.batch_size = 12, 50
+  c.log_every = c.checkpoint_every = 4
+  c.measurements.eval.update(batch_size=200, every=4)
+  c.measurements.probe.update(m=20, microbatch_size=20, every=4)
   return c
 
 

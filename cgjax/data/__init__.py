@@ -90,15 +90,29 @@ def check_name(name: str):
                      f'{", ".join(names())}')
 
 
+# What `is_noisy` marks: 'changed', the examples whose training label differs
+# from the original one (the Weak-and-Strong code's "corrupt"); 'selected',
+# every example the noise process drew, including those whose uniformly drawn
+# label happens to equal the original (1/K of them).
+NOISY_MEANS = ('changed', 'selected')
+
+
 def load(data_config, noise_config) -> Dataset:
-  """Loads `data_config.name` and corrupts its train labels per noise_config."""
+  """Loads `data_config.name` and corrupts its train labels per noise_config.
+
+  `Split.is_noisy` is what `noise_config.noisy_means` says; every probe,
+  evaluation set and metric that splits clean from noisy reads it."""
   check_name(data_config.name)
   train, test, num_classes = _registry()[data_config.name](data_config)
   noisy = noise_lib.corrupt_labels(
       train.clean_labels, list(train.keys), num_classes=num_classes,
       rate=noise_config.rate, seed=noise_config.seed, kind=noise_config.kind,
       exclude_true_label=noise_config.exclude_true_label)
-  train = dataclasses.replace(train, labels=noisy.labels,
-                              is_noisy=noisy.is_noisy)
+  if noise_config.noisy_means not in NOISY_MEANS:
+    raise ValueError(f'noise.noisy_means must be one of {NOISY_MEANS}, got '
+                     f'{noise_config.noisy_means!r}')
+  is_noisy = (noisy.is_noisy if noise_config.noisy_means == 'selected'
+              else noisy.labels != train.clean_labels)
+  train = dataclasses.replace(train, labels=noisy.labels, is_noisy=is_noisy)
   return Dataset(name=data_config.name, train=train, test=test,
                  num_classes=num_classes, noise=noisy)

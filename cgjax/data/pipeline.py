@@ -12,6 +12,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from cgjax.data import Split
+from cgjax.data import noise as noise_lib
 
 
 def batch_dict(split: Split, index: np.ndarray, seeds=None) -> dict:
@@ -24,6 +25,17 @@ def batch_dict(split: Split, index: np.ndarray, seeds=None) -> dict:
       'example_id': index.astype(np.int32),
       'weight': np.ones(len(index), np.float32),
   }
+
+
+def local_rows(global_size: int, process_index: int,
+               process_count: int) -> slice:
+  """This process's contiguous rows of a global batch: the process-local data
+  that `make_array_from_process_local_data` puts together in process order."""
+  if global_size % process_count:
+    raise ValueError(f'a global batch of {global_size} is not divisible by '
+                     f'the process count {process_count}')
+  local = global_size // process_count
+  return slice(process_index * local, (process_index + 1) * local)
 
 
 class TrainLoader:
@@ -39,17 +51,19 @@ class TrainLoader:
                        f'process count {process_count}')
     self.split, self.global_batch, self.seed = split, global_batch, seed
     self.steps_per_epoch = len(split) // global_batch
-    local = global_batch // process_count
-    self._local = range(process_index * local, (process_index + 1) * local)
-    self._epoch, self._order = None, None
+    self._local = local_rows(global_batch, process_index, process_count)
+    self._epoch_order = (None, None)
 
   def global_indices(self, step: int) -> np.ndarray:
     epoch, pos = divmod(step, self.steps_per_epoch)
-    if epoch != self._epoch:
-      self._epoch = epoch
-      self._order = np.random.default_rng([self.seed, epoch]).permutation(
+    # One tuple, replaced whole: the prefetch thread and measurements read
+    # batches of different epochs concurrently.
+    cached_epoch, order = self._epoch_order
+    if epoch != cached_epoch:
+      order = np.random.default_rng([self.seed, epoch]).permutation(
           len(self.split))
-    return self._order[pos * self.global_batch:(pos + 1) * self.global_batch]
+      self._epoch_order = (epoch, order)
+    return order[pos * self.global_batch:(pos + 1) * self.global_batch]
 
   def batch(self, step: int) -> dict:
     """Process-local part of the global batch for update number step + 1.
@@ -57,8 +71,9 @@ class TrainLoader:
     Random training crops (where the split makes them) are seeded by (seed,
     step, position in the global batch): the same for any process count.
     """
-    index = self.global_indices(step)[self._local.start:self._local.stop]
-    seeds = [(self.seed, step, pos) for pos in self._local]
+    index = self.global_indices(step)[self._local]
+    seeds = [(self.seed, step, pos)
+             for pos in range(self._local.start, self._local.stop)]
     return batch_dict(self.split, index, seeds)
 
 
@@ -93,11 +108,10 @@ def padded_batches(split: Split, batch_size: int, process_index: int = 0,
                    process_count: int = 1):
   """Whole-split batches for evaluation, padded with weight-0 examples."""
   n = len(split)
-  local = batch_size // process_count
+  local = local_rows(batch_size, process_index, process_count)
   for start in range(0, n, batch_size):
-    index = np.arange(start, start + batch_size)
-    index = index[process_index * local:(process_index + 1) * local]
-    yield pad_batch(split, index[index < n], local)
+    index = np.arange(start, start + batch_size)[local]
+    yield pad_batch(split, index[index < n], local.stop - local.start)
 
 
 def pad_batch(split: Split, index: np.ndarray, size: int) -> dict:
@@ -108,32 +122,39 @@ def pad_batch(split: Split, index: np.ndarray, size: int) -> dict:
   return batch
 
 
-PROBE_SETS = ('clean', 'noisy', 'test')
+def fixed_sample(split: Split, candidates: np.ndarray, size: int, seed: int,
+                 tag: str = 'sample') -> np.ndarray:
+  """Indices of `size` of the `candidates` (bool [n]; size 0: all of them).
 
-
-def select_probes(train: Split, test: Split, m: int, seed: int,
-                  sets=PROBE_SETS) -> dict[str, np.ndarray]:
-  """Fixed probe sets of m examples each: indices into train or test.
-
-  Indices are in random order, so that microbatches (and the stiffness pairs
-  inside them) are random subsets even where a split is ordered by class.
-
-  A set with no candidate examples at all (clean at noise 1, noisy at noise
-  0) is left out; one with fewer than m is an error.
+  The examples come in the order of a hash of (seed, tag, example key), so a
+  sample depends on the seed and on which examples are candidates, never on
+  their positions or on anything else: the test sample is the same at every
+  noise rate, and the clean sample of a higher rate is, as far as it goes,
+  the clean sample of a lower one. The order is random, so microbatches of a
+  sample are random subsets even where a split is sorted by class.
   """
-  candidates = {'clean': (train, ~train.is_noisy),
-                'noisy': (train, train.is_noisy),
-                'test': (test, np.ones(len(test), bool))}
-  rng = np.random.default_rng([seed, 7])
-  probes = {}
-  for name in sets:
-    if name not in candidates:
-      raise ValueError(f'unknown probe set {name!r}; choose from {PROBE_SETS}')
-    pool = np.flatnonzero(candidates[name][1])
-    if not len(pool):
-      continue
-    if m > len(pool):
-      raise ValueError(f'probe.m={m} is larger than the {len(pool)} available '
-                       f'{name} examples; lower probe.m or the noise rate')
-    probes[name] = rng.choice(pool, m, replace=False)
-  return probes
+  order = _hash_order(split.keys, seed, tag)
+  order = order[np.asarray(candidates)[order]]
+  return order[:size] if size else order
+
+
+_HASH_ORDERS = {}
+
+
+def _hash_order(keys: np.ndarray, seed: int, tag: str) -> np.ndarray:
+  # Hashing 1.28M ImageNet keys takes seconds; several samples share it.
+  cached = _HASH_ORDERS.get((id(keys), seed, tag))
+  if cached is None or cached[0] is not keys:
+    order = np.argsort(noise_lib.stable_hash(keys, seed, tag), kind='stable')
+    cached = _HASH_ORDERS[(id(keys), seed, tag)] = (keys, order)
+  return cached[1]
+
+
+def pools(dataset) -> dict:
+  """(split, candidate mask) of each set a measurement can sample: 'train'
+  (all training examples, clean and noisy mixed), 'clean', 'noisy', 'test'."""
+  train, test = dataset.train, dataset.test
+  return {'train': (train, np.ones(len(train), bool)),
+          'clean': (train, ~train.is_noisy),
+          'noisy': (train, train.is_noisy),
+          'test': (test, np.ones(len(test), bool))}

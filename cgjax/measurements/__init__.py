@@ -1,0 +1,165 @@
+"""Periodic measurements as plug-ins, chosen by module name from the config.
+
+`config.measurements` maps a name to a ConfigDict whose `type` names a module
+of this package (`evaluation`, `coherence`, `learning_times`, `loss_shares`)
+or any importable module path (`'my_lab.my_measurement'`). The name is the
+prefix of the measurement's metrics (`eval/test_acc`, `probe/clean/alpha`).
+
+A measurement module defines
+
+    FIELDS = {'field': default, ...}   # its own config fields, documented in
+                                       # the module docstring
+    class Measurement:
+      def __init__(self, name, cfg, ctx): ...   # once, before training
+      def run(self, state, step) -> dict[str, float]: ...
+
+and optionally, on the class,
+
+      extra_steps: set[int]                        # run there too
+
+      def summary(self, metrics) -> str            # its progress line
+      def describe(self) -> str                    # a line at the start
+      def state_dict(self) -> dict[str, np.ndarray]   # checkpointed with the
+      def load_state_dict(self, arrays)            # train state, restored
+      def finalize(self, workdir)                  # per-example files; called
+                                                   # at every checkpoint too
+
+`cfg` holds the schedule fields (SCHEDULE) and the module's FIELDS; `ctx` is
+the `Context` below, and `state` the train state (params, batch_stats).
+Constructors check their fields and raise ValueError naming the bad one:
+they run before anything is written to the workdir.
+"""
+import copy
+import dataclasses
+import importlib
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+# When a measurement runs: step 0 and the other `steps`, every `every` steps,
+# `num_log_spaced` log-spaced steps in [1, num_steps] (the early transient)
+# and the last step (`at_end`).
+SCHEDULE = {'type': '', 'every': 0, 'num_log_spaced': 0, 'steps': (0,),
+            'at_end': True}
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+  """What a measurement may read; built once per run."""
+  config: ml_collections.ConfigDict
+  dataset: Any          # cgjax.data.Dataset
+  model: Any            # the linen Module
+  mesh: jax.sharding.Mesh
+  loader: Any           # cgjax.data.pipeline.TrainLoader: loader.batch(step)
+                        # is the process-local batch of update step + 1
+  param_paths: list     # '/'-joined param leaf paths, in tree_leaves order
+  group_of: Any         # param path -> layer group name
+  workdir: str          # files go here, written by process 0 only
+
+
+def module(type_name: str):
+  """The module of a measurement type: one of this package's, or a path."""
+  if not type_name:
+    raise ValueError('a measurement needs a type (a module of '
+                     f'cgjax/measurements: {", ".join(BUILTIN)})')
+  path = type_name if '.' in type_name else f'cgjax.measurements.{type_name}'
+  try:
+    return importlib.import_module(path)
+  except ModuleNotFoundError as err:
+    if err.name and path.startswith(err.name):
+      raise ValueError(f'unknown measurement type {type_name!r}; built in: '
+                       f'{", ".join(BUILTIN)}, or a module path') from None
+    raise
+
+
+BUILTIN = ('evaluation', 'coherence', 'learning_times', 'loss_shares')
+
+
+def spec(type_name: str, **fields) -> ml_collections.ConfigDict:
+  """A measurement's config: schedule and module defaults, then `fields`."""
+  cfg = copy.deepcopy({**SCHEDULE, **module(type_name).FIELDS,
+                       'type': type_name})
+  unknown = set(fields) - set(cfg)
+  if unknown:
+    raise ValueError(f'measurement {type_name!r} has no field(s) '
+                     f'{sorted(unknown)}; fields: {", ".join(sorted(cfg))}')
+  cfg.update(fields)
+  return ml_collections.ConfigDict(cfg)
+
+
+def schedule_steps(cfg, num_steps: int) -> set[int]:
+  """The steps in [0, num_steps] at which a measurement runs."""
+  steps = {s for s in cfg.steps if 0 <= s <= num_steps}
+  if cfg.at_end:
+    steps.add(num_steps)
+  if cfg.num_log_spaced:
+    steps |= set(np.unique(np.round(np.logspace(
+        0, np.log10(max(num_steps, 1)), cfg.num_log_spaced))).astype(int)
+                 .tolist())
+  if cfg.every:
+    steps |= set(range(cfg.every, num_steps + 1, cfg.every))
+  return steps
+
+
+def check(name: str, cfg):
+  """Schedule fields in range and no field the type does not know."""
+  known = {**SCHEDULE, **module(cfg.type).FIELDS}
+  unknown = set(cfg.keys()) - set(known)
+  if unknown:
+    raise ValueError(f'measurements.{name} ({cfg.type}) has no field(s) '
+                     f'{sorted(unknown)}; fields: {", ".join(sorted(known))}')
+  for field in ('every', 'num_log_spaced'):
+    if cfg[field] < 0:
+      raise ValueError(f'measurements.{name}.{field} must be >= 0, got '
+                       f'{cfg[field]}')
+  bad = [s for s in cfg.steps if s < 0]
+  if bad:
+    raise ValueError(f'measurements.{name}.steps must be >= 0, got {bad}')
+
+
+class Measurements:
+  """Every configured measurement, run when its schedule says."""
+
+  def __init__(self, config, ctx: Context):
+    self._items = []
+    for name, cfg in sorted(config.measurements.items()):
+      check(name, cfg)
+      instance = module(cfg.type).Measurement(name, cfg, ctx)
+      steps = schedule_steps(cfg, config.num_steps)
+      steps |= set(getattr(instance, 'extra_steps', ()))
+      self._items.append((name, instance, steps))
+
+  def describe(self) -> list[str]:
+    """One line per measurement: its type, what it measures, how often."""
+    return [f'measurement {name} ({type(item).__module__.rsplit(".", 1)[-1]}'
+            f', {len(steps)} steps)'
+            + (f': {item.describe()}' if hasattr(item, 'describe') else '')
+            for name, item, steps in self._items]
+
+  def run(self, state, step: int, log=print) -> dict[str, float]:
+    """Metrics of every measurement due at `step`; logs their summaries."""
+    out = {}
+    for _, item, steps in self._items:
+      if step not in steps:
+        continue
+      metrics = item.run(state, step)
+      out.update(metrics)
+      if metrics and hasattr(item, 'summary'):
+        log(f'step {step}: {item.summary(metrics)}')
+    return out
+
+  def state_dict(self) -> dict:
+    return {name: item.state_dict() for name, item, _ in self._items
+            if hasattr(item, 'state_dict')}
+
+  def load_state_dict(self, arrays: dict):
+    for name, item, _ in self._items:
+      if hasattr(item, 'load_state_dict'):
+        item.load_state_dict(arrays[name])
+
+  def finalize(self, workdir: str):
+    for _, item, _ in self._items:
+      if hasattr(item, 'finalize'):
+        item.finalize(workdir)

@@ -1,0 +1,97 @@
+"""Shares of a step's first-order loss decrease due to pristine vs corrupt
+examples (Coherent Gradients, Chatterjee 2020), with the permuted null model.
+
+On the training batch of the next update (`loader.batch(step)`, what the
+step from these params descends on), with g the batch gradient and g_p,
+g_c the contributions of its pristine and corrupt examples (g = g_p + g_c):
+
+    f_p = <g, g_p> / <g, g>        f_c = <g, g_c> / <g, g>
+
+A gradient step of size eta lowers the batch loss by eta <g, g> to first
+order, f_p of it through the pristine examples' losses. The null model
+recomputes both with the pristine/corrupt designation randomly permuted
+within the batch (same counts; `null_permutations` permutations, averaged):
+its f_p is on average the pristine fraction of the batch. Pristine means not
+`is_noisy` (see `noise.noisy_means`). Batches without both kinds give no
+row. All are weighted sums of one batched backward pass (the vector-Jacobian
+product of the per-example losses, one cotangent per designation): no
+per-example gradients. The forward pass is the training one (BatchNorm with
+batch statistics), so g is the update's gradient.
+
+Metrics: {name}/f_p, f_c, null_f_p, null_f_c, pristine_frac.
+
+Fields:
+  null_permutations   permutations of the designation for the null model
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cgjax import losses
+from cgjax import parallel
+
+FIELDS = {'null_permutations': 4}
+
+
+def make_inner_products(model):
+  """(params, batch_stats, batch, cotangents [k, B]) -> <g, g_j> [k], where
+  g_j = sum_i cotangents[j, i] * grad loss_i and g = g_0."""
+
+  def inner_products(params, batch_stats, batch, cotangents):
+    def per_example_losses(p):
+      logits, _ = model.apply({'params': p, 'batch_stats': batch_stats},
+                              batch['image'], train=True,
+                              mutable=['batch_stats'])
+      return losses.cross_entropy(logits, batch['label'])
+
+    _, vjp = jax.vjp(per_example_losses, params)
+    grads = jax.vmap(lambda c: vjp(c)[0])(cotangents)
+    return sum(jnp.tensordot(g.reshape(g.shape[0], -1), g[0].reshape(-1), 1)
+               for g in jax.tree.leaves(grads))
+
+  return inner_products
+
+
+def designations(is_noisy: np.ndarray, permutations: int, seed) -> np.ndarray:
+  """Cotangent rows: all, pristine, corrupt, then pristine and corrupt of
+  each permutation of the designation."""
+  pristine = (~is_noisy).astype(np.float32)
+  rng = np.random.default_rng(seed)
+  rows = [np.ones_like(pristine), pristine, 1 - pristine]
+  for _ in range(permutations):
+    p = rng.permutation(pristine)
+    rows += [p, 1 - p]
+  return np.stack(rows)
+
+
+class Measurement:
+
+  def __init__(self, name, cfg, ctx):
+    if cfg.null_permutations < 1:
+      raise ValueError(f'measurements.{name}.null_permutations must be >= 1, '
+                       f'got {cfg.null_permutations}')
+    self._name, self._ctx, self._k = name, ctx, cfg.null_permutations
+    repl = parallel.replicated(ctx.mesh)
+    self._fn = jax.jit(make_inner_products(ctx.model), out_shardings=repl)
+
+  def run(self, state, step):
+    loader, train = self._ctx.loader, self._ctx.dataset.train
+    is_noisy = train.is_noisy[loader.global_indices(step)]
+    if is_noisy.all() or not is_noisy.any():
+      return {}
+    rows = designations(is_noisy, self._k,
+                        [self._ctx.config.seed, step, 17])
+    batch = parallel.to_global(loader.batch(step), self._ctx.mesh)
+    dots = np.asarray(jax.device_get(self._fn(
+        state.params, state.batch_stats, batch,
+        parallel.replicate(rows, self._ctx.mesh))), np.float64)
+    f = dots / dots[0]
+    out = {'f_p': f[1], 'f_c': f[2], 'null_f_p': np.mean(f[3::2]),
+           'null_f_c': np.mean(f[4::2]),
+           'pristine_frac': float(np.mean(~is_noisy))}
+    return {f'{self._name}/{k}': float(v) for k, v in out.items()}
+
+  def summary(self, metrics):
+    get = lambda k: metrics[f'{self._name}/{k}']
+    return (f'loss-decrease shares f_p={get("f_p"):.3f} f_c={get("f_c"):.3f}'
+            f' (null {get("null_f_p"):.3f} / {get("null_f_c"):.3f})')
