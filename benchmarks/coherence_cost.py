@@ -24,7 +24,7 @@ gradients fit --per_example_budget_gb (all m where that fits). On XLA:CPU a
 microbatch loop costs extra: convolutions inside a while loop run about 7x
 slower than outside (measured on the CNN, jax 0.10), which the vmap rows of
 the ResNets then include. BatchNorm is in eval mode everywhere (the
-per-example definition, DESIGN.md). Models: the embedded study's MLP 3x256 and
+per-example definition, cgjax.losses). Models: the embedded study's MLP 3x256 and
 small CNN on 28x28x1, ResNet-18 (small-input stem) on 32x32x3, ResNet-50 at
 --resnet50_size px (224 on a GPU).
 """

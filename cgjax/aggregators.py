@@ -1,7 +1,7 @@
 """How a batch's gradients become the update direction (`optim.aggregator`).
 
 Coherent Gradients prescribes suppressing weak gradient directions, those
-supported by few examples (PAPERS.md):
+supported by few examples (Chatterjee 2020; Zielinski et al. 2020):
 
   mean       plain SGD: the gradient of the batch-mean loss.
   winsorize  per coordinate, each example's gradient value is clipped into

@@ -18,7 +18,7 @@ kernel tied to an embedding through `attend`):
   nn.Conv       the same product over output positions, with a_t the input
                 patch of t (shared weights, no input dilation or feature
                 groups, padding 'SAME', 'VALID' or explicit)
-  nn.BatchNorm  with running averages (eval mode, DESIGN.md's per-example
+  nn.BatchNorm  with running averages (eval mode, cgjax's per-example
                 definition): scale ||sum_t d_t xhat_t||^2, bias ||sum_t d_t||^2
 
 ||A^T D||^2 for A [T, K], D [T, O] is taken in the cheaper of two forms:

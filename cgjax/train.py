@@ -108,9 +108,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   model = models.get_model(config.model.name, dataset.num_classes,
                            **config.model.kwargs)
   tx = optim.make_optimizer(config.optim, config.num_steps)
-  sample = dataset.train.images[:1]
-  param_shapes = jax.eval_shape(model.init, jax.random.key(0), sample,
-                                train=False)
+  param_shapes = jax.eval_shape(
+      functools.partial(model.init, train=False), jax.random.key(0),
+      dataset.train.images[:1])
   if (config.optim.aggregator in aggregators.PER_EXAMPLE
       and param_shapes.get('batch_stats')):
     raise ValueError(f'optim.aggregator={config.optim.aggregator!r} needs '

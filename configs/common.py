@@ -131,7 +131,7 @@ IMAGENET_TRAIN_EXAMPLES = 1_281_167
 
 def imagenet_config(arg, model_name: str, model_kwargs: dict, image_size: int,
                     runlocal_size: int) -> ml_collections.ConfigDict:
-  """ImageNet label-noise study as in the m-coherence paper (PAPERS.md).
+  """ImageNet label-noise study as in the m-coherence paper (Chatterjee & Zielinski 2020).
 
   Choices the papers leave open are stated here: batch 4096, SGD momentum 0.9,
   Goyal et al. schedule (lr 0.1 x batch / 256, 5 warm-up epochs, /10 at epochs

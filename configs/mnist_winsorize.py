@@ -1,6 +1,6 @@
 """Coherent Gradients' prescription on the embedded MNIST: memorization study.
 
-The CG paper's winsorization experiment (PAPERS.md): a 3-hidden-layer ReLU
+The CG paper's winsorization experiment (Chatterjee 2020): a 3-hidden-layer ReLU
 network, plain SGD (no momentum) at lr 0.1 on minibatches of 100 with 50%
 label noise, trained with winsorized per-example gradients for c in
 {1, 2, 4, 8} against c = 0 (plain SGD), and the follow-up's median-of-means

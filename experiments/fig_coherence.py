@@ -9,6 +9,10 @@ baseline 1 and the dashed gray line m (all gradients equal).
 from experiments import runs as runs_lib
 
 
+def _m(run):
+  return run.config['measurements'].get('probe', {}).get('m')
+
+
 def plot(runs, out_dir):
   fig, axes = runs_lib.panels(len(runs), sharey=True)
   for ax, run in zip(axes, runs):
@@ -18,10 +22,10 @@ def plot(runs, out_dir):
         steps, values = run.series[key]
         ax.plot([max(s, 1) for s in steps], values, label=probe, **style)
     ax.axhline(1.0, color='gray', lw=0.8, label='_1')
-    ax.axhline(run.config['probe']['m'], color='gray', lw=0.8, ls='--',
-               label='_m')
+    if _m(run):
+      ax.axhline(_m(run), color='gray', lw=0.8, ls='--', label='_m')
     ax.set(xscale='log', yscale='log', title=run.label, xlabel='step')
-  axes[0].set_ylabel(f"m-coherence (m = {runs[0].config['probe']['m']})")
+  axes[0].set_ylabel(f'm-coherence (m = {_m(runs[0])})')
   runs_lib.legend_once(fig, axes)
   return runs_lib.save(fig, out_dir, 'coherence')
 

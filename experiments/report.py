@@ -15,7 +15,10 @@ import os
 from experiments import fig_accuracy
 from experiments import fig_coherence
 from experiments import fig_layers
+from experiments import fig_learning
 from experiments import fig_metrics
+from experiments import fig_overfit
+from experiments import fig_shares
 from experiments import runs as runs_lib
 
 FIGURES = {
@@ -23,15 +26,18 @@ FIGURES = {
     'Accuracy on clean, noisy and test examples': fig_accuracy,
     'Per-layer-group m-coherence': fig_layers,
     'm-coherence and the metrics it is compared with': fig_metrics,
+    'When examples are learned': fig_learning,
+    'Shares of the loss decrease: pristine vs corrupt': fig_shares,
+    'Adjusted overfit per setting': fig_overfit,
 }
 
 
 def table(runs) -> tuple[list[str], list[list[str]]]:
-  header = ['run', 'noise', 'train acc (clean)', 'train acc (noisy, noisy label)',
+  header = ['run', 'setting', 'train acc (clean)', 'train acc (noisy, noisy label)',
             'test acc'] + [f'peak m-coh {p} (step)' for p in runs_lib.PROBES]
   rows = []
   for run in runs:
-    row = [os.path.basename(run.workdir), f'{run.noise:g}']
+    row = [os.path.basename(run.workdir), run.label]
     for key in ('eval/clean_acc', 'eval/noisy_acc_vs_noisy_label',
                 'eval/test_acc'):
       v = run.final(key)

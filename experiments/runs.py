@@ -10,6 +10,7 @@ import json
 import os
 
 import matplotlib
+import numpy as np
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -28,10 +29,13 @@ class Run:
   noise: float
   config: dict
   series: dict  # metric name -> (steps, values)
+  label: str = ''  # what sets it apart from the other runs found with it
 
-  @property
-  def label(self) -> str:
-    return f'noise {self.noise:g}'
+  def measurement(self, type_name: str) -> str | None:
+    """The name of the run's first measurement of that type, if any."""
+    return next((name for name, m in sorted(
+        self.config.get('measurements', {}).items())
+                 if m.get('type') == type_name), None)
 
   def final(self, name: str) -> float:
     steps, values = self.series.get(name, ((), ()))
@@ -70,16 +74,85 @@ def find(paths: list[str]) -> list[Run]:
                       if os.path.exists(os.path.join(path, d, 'metrics.jsonl')))
   if not found:
     raise SystemExit(f'error: no run (a dir with metrics.jsonl) in {paths}')
-  return sorted((load(w) for w in found), key=lambda r: r.noise)
+  runs = sorted((load(w) for w in found), key=lambda r: r.noise)
+  for run, label in zip(runs, labels(runs)):
+    run.label = label
+  return runs
+
+
+def _flat(config: dict, prefix: str = '') -> dict:
+  out = {}
+  for k, v in config.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = json.dumps(v)
+  return out
+
+
+def labels(runs) -> list[str]:
+  """Each run labeled by the config fields that differ between the runs
+  (seeds aside, so that seeds of one setting share a label): a sweep's
+  overrides. 'noise 0.5' where only the noise rate differs."""
+  flat = [_flat(r.config) for r in runs]
+  fields = sorted({k for f in flat for k in f if k != 'seed'
+                   and len({g.get(k) for g in flat}) > 1})
+  out = []
+  for run, f in zip(runs, flat):
+    if fields in ([], ['noise.rate']):
+      out.append(f'noise {run.noise:g}')
+    else:
+      out.append(', '.join(f'{k.split(".", 1)[-1] if "." in k else k}='
+                           f'{json.loads(f[k]) if k in f else "-"}'
+                           for k in fields))
+  return out
+
+
+def settings(runs) -> list[tuple[str, list[Run]]]:
+  """Runs grouped by label (seeds of one setting together), in order."""
+  groups = {}
+  for run in runs:
+    groups.setdefault(run.label, []).append(run)
+  return list(groups.items())
+
+
+def mean_and_spread(ax, series, label=None, **style):
+  """The mean of several (steps, values) series (seeds of one setting) at the
+  steps all of them have, with a band from the lowest to the highest; one
+  line for one series. Returns whether anything was drawn."""
+  if not series:
+    return False
+  steps = sorted(set.intersection(*(set(s) for s, _ in series)))
+  values = np.array([[dict(zip(*s))[t] for t in steps] for s in series])
+  ax.plot(steps, values.mean(0), label=label, **style)
+  if len(series) > 1:
+    ax.fill_between(steps, values.min(0), values.max(0), alpha=0.2,
+                    color=style.get('color'), lw=0)
+  return True
+
+
+def metric_series(runs, name) -> list:
+  """(steps, values) of `name` in each run that logged it."""
+  return [r.series[name] for r in runs if name in r.series]
+
+
+def note(ax, text):
+  """An empty panel's explanation, instead of blank axes."""
+  ax.text(0.5, 0.5, text, ha='center', va='center', wrap=True, fontsize=8,
+          transform=ax.transAxes)
+  ax.set_xticks([])
+  ax.set_yticks([])
 
 
 def save(fig, out_dir: str, name: str) -> str:
   """Writes out_dir/name.png and .pdf; returns the PNG path."""
   os.makedirs(out_dir, exist_ok=True)
-  if fig.get_layout_engine() is None and not fig.legends:
+  laid_out = fig.legends or any(ax.get_legend() for ax in fig.axes)
+  if fig.get_layout_engine() is None and not laid_out:  # legend_once did
     fig.tight_layout()
   for ext in ('png', 'pdf'):
-    fig.savefig(os.path.join(out_dir, f'{name}.{ext}'), dpi=110)
+    fig.savefig(os.path.join(out_dir, f'{name}.{ext}'), dpi=110,
+                bbox_inches='tight')  # legends beside a panel stay whole
   plt.close(fig)
   path = os.path.join(out_dir, f'{name}.png')
   print(f'wrote {path} (+.pdf)')
@@ -96,15 +169,26 @@ def main(plot, doc: str):
 
 
 def legend_once(fig, axes):
-  """One figure legend with every line label of the panels."""
+  """One figure legend below the panels with every line label, in as many
+  rows as the figure's width needs (none is cut off)."""
   labels = {}
   for ax in axes:
     for line in ax.get_lines():
       if not line.get_label().startswith('_'):
         labels.setdefault(line.get_label(), line)
-  fig.legend(labels.values(), labels.keys(), loc='lower center',
-             ncol=len(labels), fontsize=8, frameon=False)
-  fig.tight_layout(rect=(0, 0.08, 1, 1))
+  if len(axes) == 1:  # a lone panel: the legend beside it (save() widens
+    fig.tight_layout()  # the canvas to hold it)
+    axes[0].legend(labels.values(), labels.keys(), fontsize=7,
+                   loc='center left', bbox_to_anchor=(1.02, 0.5),
+                   frameon=False)
+    return
+  width, height = fig.get_size_inches()
+  longest = max((len(label) for label in labels), default=1)
+  ncol = max(1, min(len(labels), int(width / (0.3 + 0.075 * longest))))
+  rows = -(-len(labels) // ncol)
+  fig.legend(labels.values(), labels.keys(), loc='lower center', ncol=ncol,
+             fontsize=8, frameon=False)
+  fig.tight_layout(rect=(0, min(0.5, rows * 0.22 / height + 0.02), 1, 1))
 
 
 def panels(n: int, width: float = 3.6, height: float = 3.2, **kw):

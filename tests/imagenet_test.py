@@ -17,8 +17,11 @@ CONFIG = 'configs/imagenet_resnet50.py:runlocal,noise=0.5'
 # A narrow ResNet-18 at 32 px, probed and evaluated at steps 0 and 4 only,
 # keeps CPU time small; everything else is the ResNet-50 config's runlocal.
 SMALL = ['--config.data.image_size=32', '--config.model.kwargs.depth=18',
-         '--config.model.kwargs.width=16', '--config.probe.every=4',
-         '--config.eval_every=4']
+         '--config.model.kwargs.width=16', *[
+             f'--config.measurements.{m}.every=4'
+             for m in ('eval', 'probe', 'learning', 'shares')],
+         '--config.measurements.learning.learned_at=(4,)',
+         '--config.measurements.shares.batches=2']
 # BatchNorm over a 16-example global batch amplifies float32 reduction-order
 # differences between meshes in single near-zero weights, so runs are compared
 # per parameter leaf in norm; a wrong statistic (e.g. per-device batches of 2)
@@ -116,6 +119,12 @@ def test_trains_through_launch_with_noise_and_probes(ref):
   assert json.load(open(os.path.join(ref, 'status.json')))['state'] == 'done'
   probe_ids = json.load(open(os.path.join(ref, 'probe_ids.json')))
   assert all(k.endswith('.JPEG') for ids in probe_ids.values() for k in ids)
+  for name in ('eval/noisy_top5_vs_clean_label', 'learning/clean/ever_correct',
+               'shares/f_p', 'shares/null_f_p'):
+    assert name in names, name
+  learned = json.load(open(os.path.join(ref, 'learning_learned_at_4.json')))
+  assert learned['step'] == 4
+  assert all(k.endswith('.JPEG') for k in learned['keys'])
 
 
 def test_eight_devices_match_one(ref, data_dir, tmp_path):
@@ -128,6 +137,21 @@ def test_two_processes_match_one_device(ref, data_dir, tmp_path):
   run_processes(['launch.py', '--config', CONFIG, '--workdir', str(tmp_path),
                  f'--config.data.data_dir={data_dir}', *SMALL])
   assert_same_run(ref, str(tmp_path), 4, leaf_rtol=LEAF_RTOL)
+  # Per-example measurements gather every process's rows in one order, and
+  # the shares see the same global batch (identical params at step 0).
+  with np.load(os.path.join(ref, 'learning.npz')) as a, \
+      np.load(tmp_path / 'learning.npz') as b:
+    np.testing.assert_array_equal(a['keys'], b['keys'])
+    np.testing.assert_array_equal(a['steps'], b['steps'])
+    # Step 0: the same params, so the same examples classified correctly.
+    np.testing.assert_array_equal(a['first_correct'] == 0,
+                                  b['first_correct'] == 0)
+  at_0 = lambda w: {r['name']: r['value'] for r in workdir_lib.read_metrics(w)
+                    if r['step'] == 0 and r['name'].startswith('shares/')}
+  one, two = at_0(ref), at_0(str(tmp_path))
+  assert one.keys() == two.keys() and one
+  for k in one:
+    np.testing.assert_allclose(two[k], one[k], rtol=1e-3, err_msg=k)
 
 
 NOISE_DUMP = """

@@ -1,4 +1,5 @@
 """Sweeps through launch.py: kill midway, relaunch; commands; the report."""
+import json
 import os
 import signal
 import subprocess
@@ -46,6 +47,19 @@ def killed_and_resumed(tmp_path_factory):
   return sweep_dir, first, second, first_metrics, first_mtime, out
 
 
+def test_trials_of_one_seed_share_the_test_probe(killed_and_resumed):
+  """Noise 0 and 0.5 with one seed: the same test examples, so the same
+  step-0 test m-coherence (the params at step 0 depend on the seed alone)."""
+  _, first, second = killed_and_resumed[:3]
+  ids = [json.load(open(os.path.join(w, 'probe_ids.json'))) for w in
+         (first, second)]
+  assert ids[0]['test'] == ids[1]['test'] and len(ids[0]['test']) == 20
+  step0 = [[r['value'] for r in workdir_lib.read_metrics(w)
+            if r['name'] == 'probe/test/m_coherence' and r['step'] == 0]
+           for w in (first, second)]
+  assert step0[0] == step0[1] and len(step0[0]) == 1
+
+
 def test_relaunch_skips_finished_and_completes_the_rest(killed_and_resumed):
   sweep_dir, first, second, first_metrics, first_mtime, out = killed_and_resumed
   assert 'noise.rate=0.0: done already, skipped' in out, out
@@ -62,11 +76,13 @@ def test_report_builds_every_figure_and_the_table(killed_and_resumed):
   sweep_dir = killed_and_resumed[0]
   run_python(['-m', 'experiments.report', sweep_dir])
   out = os.path.join(sweep_dir, 'report')
-  for name in ('coherence', 'accuracy', 'layers', 'metrics'):
+  names = ('coherence', 'accuracy', 'layers', 'metrics', 'learning',
+           'shares', 'overfit')
+  for name in names:
     for ext in ('png', 'pdf'):
       assert os.path.getsize(os.path.join(out, f'{name}.{ext}')) > 1000
   page = open(os.path.join(out, 'index.html')).read()
-  assert page.count('<img') == 4 and 'noise.rate=0.5' in page
+  assert page.count('<img') == len(names) and 'noise.rate=0.5' in page
   assert 'peak m-coh clean (step)' in page
 
 

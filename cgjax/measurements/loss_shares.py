@@ -2,8 +2,10 @@
 examples (Coherent Gradients, Chatterjee 2020), with the permuted null model.
 
 On the training batch of the next update (`loader.batch(step)`, what the
-step from these params descends on), with g the batch gradient and g_p,
-g_c the contributions of its pristine and corrupt examples (g = g_p + g_c):
+step from these params descends on; with `batches` = k > 1, the next k
+training batches together, all at the current params, which lowers the
+estimator's variance), with g the batch gradient and g_p, g_c the
+contributions of its pristine and corrupt examples (g = g_p + g_c):
 
     f_p = <g, g_p> / <g, g>        f_c = <g, g_c> / <g, g>
 
@@ -22,6 +24,8 @@ Metrics: {name}/f_p, f_c, null_f_p, null_f_c, pristine_frac.
 
 Fields:
   null_permutations   permutations of the designation for the null model
+  batches             consecutive training batches measured together (1: the
+                      step's own batch, the paper's definition)
 """
 import jax
 import jax.numpy as jnp
@@ -29,8 +33,9 @@ import numpy as np
 
 from cgjax import losses
 from cgjax import parallel
+from cgjax.data import pipeline
 
-FIELDS = {'null_permutations': 4}
+FIELDS = {'null_permutations': 4, 'batches': 1}
 
 
 def make_inner_products(model):
@@ -67,21 +72,35 @@ def designations(is_noisy: np.ndarray, permutations: int, seed) -> np.ndarray:
 class Measurement:
 
   def __init__(self, name, cfg, ctx):
-    if cfg.null_permutations < 1:
-      raise ValueError(f'measurements.{name}.null_permutations must be >= 1, '
-                       f'got {cfg.null_permutations}')
-    self._name, self._ctx, self._k = name, ctx, cfg.null_permutations
+    for field in ('null_permutations', 'batches'):
+      if cfg[field] < 1:
+        raise ValueError(f'measurements.{name}.{field} must be >= 1, got '
+                         f'{cfg[field]}')
+    self._name, self._ctx = name, ctx
+    self._permutations, self._batches = cfg.null_permutations, cfg.batches
     repl = parallel.replicated(ctx.mesh)
     self._fn = jax.jit(make_inner_products(ctx.model), out_shardings=repl)
 
+  def _batch(self, step):
+    """The global is_noisy and this process's rows of the next `batches`
+    training batches, both in the global array's row order (process-major:
+    each process's rows of every batch, then the next process's)."""
+    loader = self._ctx.loader
+    steps = range(step, step + self._batches)
+    rows = [pipeline.local_rows(loader.global_batch, p, jax.process_count())
+            for p in range(jax.process_count())]
+    is_noisy = loader.split.is_noisy[np.concatenate(
+        [loader.global_indices(s)[r] for r in rows for s in steps])]
+    local = [loader.batch(s) for s in steps]
+    batch = {k: np.concatenate([b[k] for b in local]) for k in local[0]}
+    return is_noisy, parallel.to_global(batch, self._ctx.mesh)
+
   def run(self, state, step):
-    loader, train = self._ctx.loader, self._ctx.dataset.train
-    is_noisy = train.is_noisy[loader.global_indices(step)]
+    is_noisy, batch = self._batch(step)
     if is_noisy.all() or not is_noisy.any():
       return {}
-    rows = designations(is_noisy, self._k,
+    rows = designations(is_noisy, self._permutations,
                         [self._ctx.config.seed, step, 17])
-    batch = parallel.to_global(loader.batch(step), self._ctx.mesh)
     dots = np.asarray(jax.device_get(self._fn(
         state.params, state.batch_stats, batch,
         parallel.replicate(rows, self._ctx.mesh))), np.float64)

@@ -2,7 +2,7 @@
 
 `depth` in {18, 34, 50, 101, 152}. BatchNorm uses batch statistics in
 training and running averages otherwise (train=False), which is also how
-per-example gradients are defined for probes (DESIGN.md). Convs use He-normal
+per-example gradients are defined for probes (losses.make_per_example_loss). Convs use He-normal
 (fan_out) init; `zero_init_residual` zero-initializes the last BN scale of
 each block (Goyal et al. 2017). `dtype` is the compute dtype; params stay
 float32. `small_inputs` swaps the ImageNet stem for a 3x3 stride-1 conv without
