@@ -93,6 +93,11 @@ def killing_write(self, step, scalars):
   if step == kill_at:  # (batches up to data.prefetch steps ahead were read)
     os.kill(os.getpid(), signal.SIGKILL)
 workdir.MetricWriter.write = killing_write
+save = workdir.Checkpointer.save
+def finished_save(self, *args):  # the kill must not race the async write
+  save(self, *args)
+  self._manager.wait_until_finished()
+workdir.Checkpointer.save = finished_save
 sys.argv = ['launch.py'] + sys.argv[1:]
 runpy.run_path('launch.py', run_name='__main__')
 """

@@ -110,13 +110,18 @@ def check(name: str, cfg):
   if unknown:
     raise ValueError(f'measurements.{name} ({cfg.type}) has no field(s) '
                      f'{sorted(unknown)}; fields: {", ".join(sorted(known))}')
-  for field in ('every', 'num_log_spaced'):
-    if cfg[field] < 0:
-      raise ValueError(f'measurements.{name}.{field} must be >= 0, got '
-                       f'{cfg[field]}')
+  at_least(name, cfg, every=0, num_log_spaced=0)
   bad = [s for s in cfg.steps if s < 0]
   if bad:
     raise ValueError(f'measurements.{name}.steps must be >= 0, got {bad}')
+
+
+def at_least(name: str, cfg, **lows):
+  """Raises naming `measurements.{name}.{field}` where cfg.field < low."""
+  for field, low in lows.items():
+    if cfg[field] < low:
+      raise ValueError(f'measurements.{name}.{field} must be >= {low}, got '
+                       f'{cfg[field]}')
 
 
 class Measurements:

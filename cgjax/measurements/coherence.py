@@ -25,6 +25,7 @@ import functools
 import jax
 from cgjax import coherence
 from cgjax import losses
+from cgjax import measurements
 from cgjax import parallel
 from cgjax import workdir as workdir_lib
 from cgjax.data import pipeline
@@ -39,10 +40,7 @@ class Measurement:
     if cfg.statistics not in coherence.STATISTICS:
       raise ValueError(f'measurements.{name}.statistics must be one of '
                        f'{coherence.STATISTICS}, got {cfg.statistics!r}')
-    for field in ('m', 'microbatch_size'):
-      if cfg[field] < 1:
-        raise ValueError(f'measurements.{name}.{field} must be >= 1, got '
-                         f'{cfg[field]}')
+    measurements.at_least(name, cfg, m=1, microbatch_size=1)
     pools = pipeline.pools(ctx.dataset)
     unknown = [s for s in cfg.sets if s not in pools]
     if unknown:

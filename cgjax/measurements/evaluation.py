@@ -29,6 +29,7 @@ import ml_collections
 import numpy as np
 
 from cgjax import losses
+from cgjax import measurements
 from cgjax import parallel
 from cgjax.data import pipeline
 
@@ -84,6 +85,7 @@ def check_sizes(name, sizes, known):
 class Measurement:
 
   def __init__(self, name, cfg, ctx):
+    measurements.at_least(name, cfg, batch_size=1)
     parallel.check_divisible(f'measurements.{name}.batch_size',
                              cfg.batch_size, ctx.mesh)
     pools = pipeline.pools(ctx.dataset)

@@ -34,6 +34,7 @@ import jax
 import numpy as np
 
 from cgjax import data as data_lib
+from cgjax import measurements
 from cgjax import parallel
 from cgjax import workdir as workdir_lib
 from cgjax.data import pipeline
@@ -55,9 +56,7 @@ def update(times: np.ndarray, correct: np.ndarray, step: int) -> np.ndarray:
 class Measurement:
 
   def __init__(self, name, cfg, ctx):
-    if cfg.examples < 0:
-      raise ValueError(f'measurements.{name}.examples must be >= 0 (0 = all),'
-                       f' got {cfg.examples}')
+    measurements.at_least(name, cfg, examples=0, batch_size=1)
     bad = [s for s in cfg.learned_at
            if not 0 <= s <= ctx.config.num_steps]
     if bad:

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cgjax import losses
+from cgjax import measurements
 from cgjax import parallel
 from cgjax.data import pipeline
 
@@ -72,35 +73,37 @@ def designations(is_noisy: np.ndarray, permutations: int, seed) -> np.ndarray:
 class Measurement:
 
   def __init__(self, name, cfg, ctx):
-    for field in ('null_permutations', 'batches'):
-      if cfg[field] < 1:
-        raise ValueError(f'measurements.{name}.{field} must be >= 1, got '
-                         f'{cfg[field]}')
+    measurements.at_least(name, cfg, null_permutations=1, batches=1)
     self._name, self._ctx = name, ctx
     self._permutations, self._batches = cfg.null_permutations, cfg.batches
     repl = parallel.replicated(ctx.mesh)
     self._fn = jax.jit(make_inner_products(ctx.model), out_shardings=repl)
 
   def _batch(self, step):
-    """The global is_noisy and this process's rows of the next `batches`
-    training batches, both in the global array's row order (process-major:
-    each process's rows of every batch, then the next process's)."""
+    """(is_noisy of the next `batches` training batches, one after the
+    other; the position there of each row of the global array, whose rows
+    are process-major: each process's rows of every batch, then the next
+    process's; this process's rows as a global array)."""
     loader = self._ctx.loader
-    steps = range(step, step + self._batches)
-    rows = [pipeline.local_rows(loader.global_batch, p, jax.process_count())
-            for p in range(jax.process_count())]
+    size, steps = loader.global_batch, range(self._batches)
     is_noisy = loader.split.is_noisy[np.concatenate(
-        [loader.global_indices(s)[r] for r in rows for s in steps])]
-    local = [loader.batch(s) for s in steps]
+        [loader.global_indices(step + s) for s in steps])]
+    positions = np.concatenate([
+        np.arange(s * size, (s + 1) * size)[
+            pipeline.local_rows(size, p, jax.process_count())]
+        for p in range(jax.process_count()) for s in steps])
+    local = [loader.batch(step + s) for s in steps]
     batch = {k: np.concatenate([b[k] for b in local]) for k in local[0]}
-    return is_noisy, parallel.to_global(batch, self._ctx.mesh)
+    return is_noisy, positions, parallel.to_global(batch, self._ctx.mesh)
 
   def run(self, state, step):
-    is_noisy, batch = self._batch(step)
+    is_noisy, positions, batch = self._batch(step)
     if is_noisy.all() or not is_noisy.any():
       return {}
+    # Permuted in batch order, then laid out as the rows are: the null model
+    # is the same for any process count.
     rows = designations(is_noisy, self._permutations,
-                        [self._ctx.config.seed, step, 17])
+                        [self._ctx.config.seed, step, 17])[:, positions]
     dots = np.asarray(jax.device_get(self._fn(
         state.params, state.batch_stats, batch,
         parallel.replicate(rows, self._ctx.mesh))), np.float64)
