@@ -132,8 +132,8 @@ def main(argv):
     sys.exit(f'error: {err}')
   if jax.process_index() == 0:
     summary = {k: v for k, v in final.items()
-               if k.startswith('eval/') or k.endswith('/m_coherence')
-               and k.count('/') == 2}
+               if k.startswith('eval/') and ('acc' in k or 'overfit' in k)
+               or k.endswith('/m_coherence') and k.count('/') == 2}
     print('[cgjax] final: ' + ', '.join(f'{k}={v:.4f}'
                                         for k, v in sorted(summary.items())))
     print(f'[cgjax] results in {workdir}: metrics.jsonl, tb/, checkpoints/')

@@ -2,7 +2,7 @@
 
     python -m experiments.fig_accuracy SWEEP_DIR --out plots/
 
-Noisy examples are scored against their noisy (memorized) label (solid) and
+Noisy examples are scored against their noisy (memorized) label (dashed) and
 against their original label (dotted), as in the papers' memorization plots.
 """
 from experiments import runs as runs_lib

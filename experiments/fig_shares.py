@@ -8,7 +8,7 @@ pristine and the corrupt examples of the batch (the `loss_shares`
 measurement; f_p + f_c = 1). Solid: the real designation; dotted: the null
 model with pristine / corrupt randomly permuted within the batch, whose f_p
 is on average the pristine fraction (gray). The CG paper's finding: early in
-training f_p is far above the null (the pristine examples' gradients agree),
+training f_p is above the null (the pristine examples' gradients agree),
 later the corrupt examples take over. Seeds: mean line and min-max band.
 """
 from experiments import runs as runs_lib

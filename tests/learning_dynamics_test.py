@@ -1,0 +1,42 @@
+"""experiments.learning_dynamics on a hand-made run with known answers."""
+import json
+import os
+
+import numpy as np
+
+from experiments import learning_dynamics
+from experiments import runs as runs_lib
+
+
+def _run(path, seed, f_p):
+  os.makedirs(path)
+  config = {'seed': seed, 'num_steps': 100, 'noise': {'rate': 0.5},
+            'measurements': {'learning': {'type': 'learning_times'},
+                             'shares': {'type': 'loss_shares'}}}
+  json.dump(config, open(os.path.join(path, 'config.json'), 'w'))
+  rows = []
+  for step, p in zip((0, 20, 40, 60, 100), f_p):
+    rows += [{'step': step, 'name': 'shares/f_p', 'value': p},
+             {'step': step, 'name': 'shares/null_f_p', 'value': 0.5}]
+  with open(os.path.join(path, 'metrics.jsonl'), 'w') as f:
+    f.writelines(json.dumps(r) + '\n' for r in rows)
+  np.savez(os.path.join(path, 'learning.npz'),
+           is_noisy=np.array([0, 0, 1, 1, 1], bool), steps=np.array([0, 100]),
+           first_correct=np.array([0, 10, 50, -1, 70]),
+           stays_correct=np.array([0, 20, -1, -1, 80]))
+
+
+def test_medians_per_seed_and_over_seeds(tmp_path):
+  _run(str(tmp_path / 'a'), 0, (0.7, 0.6, 0.3, 0.2, 0.1))
+  _run(str(tmp_path / 'b'), 1, (0.9, 0.8, 0.7, 0.2, 0.3))
+  runs = runs_lib.find([str(tmp_path)])
+  one = learning_dynamics.statistics(runs[0], early=40)
+  assert one['median first_correct step, clean'] == 5
+  assert one['median first_correct step, noisy'] == 70  # 50, never, 70
+  assert one['median stays_correct step, noisy'] == np.inf
+  assert one['f_p, early (steps 0-40)'] == 0.6
+  np.testing.assert_allclose(one['f_p - null f_p, early (steps 0-40)'], 0.1)
+  np.testing.assert_allclose(one['f_p, late (steps 50-100)'], 0.15)
+  text = learning_dynamics.table(runs, early=40)
+  # Seeds of one setting in one table: early f_p 0.6 and 0.8, mean 0.7.
+  assert '| f_p, early (steps 0-40) | 0.6 | 0.8 | 0.7 | 0.1 |' in text, text
