@@ -6,8 +6,8 @@
 Adjusted overfit (the CG paper's) = train_acc - [rate / K + (1 - rate) *
 test_acc]: how far training accuracy exceeds what generalization explains;
 0 means no memorization. Bars: mean over seeds; whiskers: lowest and highest
-seed; dots: the seeds. Settings are labeled by the config fields that differ
-between the runs (a sweep's overrides).
+seed; dots: the seeds. Settings are labeled by their sweep overrides (or the
+config fields that differ between the runs).
 """
 import numpy as np
 
@@ -20,8 +20,8 @@ PANELS = {'adjusted_overfit': 'adjusted overfit',
 
 def plot(runs, out_dir):
   groups = runs_lib.settings(runs)
-  fig, axes = runs_lib.panels(len(PANELS), width=max(3.6, 0.9 * len(groups)),
-                              height=3.8)
+  fig, axes = runs_lib.panels(len(PANELS), width=3.4,
+                              height=1.2 + 0.35 * len(groups), sharey=True)
   for ax, (key, title) in zip(axes, PANELS.items()):
     for i, (_, members) in enumerate(groups):
       finals = [r.final(f'{r.measurement("evaluation")}/{key}')
@@ -29,15 +29,16 @@ def plot(runs, out_dir):
       finals = np.array([v for v in finals if v == v])
       if not len(finals):
         continue
-      ax.bar(i, finals.mean(), color=f'C{i % 10}', alpha=0.6)
-      ax.errorbar(i, finals.mean(), color='k', capsize=3,
-                  yerr=[[finals.mean() - finals.min()],
+      ax.barh(i, finals.mean(), color=f'C{i % 10}', alpha=0.6)
+      ax.errorbar(finals.mean(), i, color='k', capsize=3,
+                  xerr=[[finals.mean() - finals.min()],
                         [finals.max() - finals.mean()]])
-      ax.plot([i] * len(finals), finals, 'k.', ms=4)
-    ax.set_xticks(range(len(groups)), [label for label, _ in groups],
-                  rotation=35, ha='right', fontsize=7)
-    ax.set_title(title)
-    ax.axhline(0, color='gray', lw=0.8)
+      ax.plot(finals, [i] * len(finals), 'k.', ms=4)
+    ax.set_title(title, fontsize=10)
+    ax.axvline(0, color='gray', lw=0.8)
+  axes[0].set_yticks(range(len(groups)), [label for label, _ in groups],
+                     fontsize=8)
+  axes[0].invert_yaxis()  # the first setting on top
   return runs_lib.save(fig, out_dir, 'overfit')
 
 

@@ -60,24 +60,39 @@ def load(workdir: str) -> Run:
   return Run(workdir, float(config['noise']['rate']), config, dict(series))
 
 
+def _sweep_overrides(sweep_dir: str) -> dict[str, dict]:
+  """{trial dir name: overrides} from a sweep dir's sweep.json (in its
+  trial order), or {} where there is none."""
+  try:
+    with open(os.path.join(sweep_dir, 'sweep.json')) as f:
+      trials = json.load(f)['trials']
+  except (OSError, ValueError, KeyError):
+    return {}
+  return {t['name']: t['overrides'] for t in trials}
+
+
 def find(paths: list[str]) -> list[Run]:
-  """Runs under `paths` (workdirs or sweep dirs), sorted by noise rate."""
-  found = []
+  """Runs under `paths` (workdirs or sweep dirs), sorted by noise rate, then
+  in sweep order."""
+  found = []  # (workdir, sweep overrides or None)
   for path in paths:
     if not os.path.isdir(path):
       raise SystemExit(f'error: {path!r} is not a directory (a workdir or a '
                        'sweep dir)')
     if os.path.exists(os.path.join(path, 'metrics.jsonl')):
-      found.append(path)
-    else:
-      found += sorted(os.path.join(path, d) for d in os.listdir(path)
-                      if os.path.exists(os.path.join(path, d, 'metrics.jsonl')))
+      found.append((path, None))
+      continue
+    overrides = _sweep_overrides(path)
+    names = [d for d in overrides if os.path.isdir(os.path.join(path, d))]
+    names += sorted(d for d in os.listdir(path) if d not in overrides)
+    found += [(os.path.join(path, d), overrides.get(d)) for d in names
+              if os.path.exists(os.path.join(path, d, 'metrics.jsonl'))]
   if not found:
     raise SystemExit(f'error: no run (a dir with metrics.jsonl) in {paths}')
-  runs = sorted((load(w) for w in found), key=lambda r: r.noise)
-  for run, label in zip(runs, labels(runs)):
+  runs = [load(w) for w, _ in found]
+  for run, label in zip(runs, labels(runs, [o for _, o in found])):
     run.label = label
-  return runs
+  return sorted(runs, key=lambda r: r.noise)
 
 
 def _flat(config: dict, prefix: str = '') -> dict:
@@ -90,21 +105,28 @@ def _flat(config: dict, prefix: str = '') -> dict:
   return out
 
 
-def labels(runs) -> list[str]:
-  """Each run labeled by the config fields that differ between the runs
-  (seeds aside, so that seeds of one setting share a label): a sweep's
-  overrides. 'noise 0.5' where only the noise rate differs."""
+def labels(runs, overrides=None) -> list[str]:
+  """Each run labeled by its sweep overrides where every run has them, else
+  by the config fields that differ between the runs; seeds aside, so that
+  seeds of one setting share a label. 'noise 0.5' where only the noise rate
+  differs."""
+  def short(key):
+    return key.split('.', 1)[-1]
+
   flat = [_flat(r.config) for r in runs]
-  fields = sorted({k for f in flat for k in f if k != 'seed'
-                   and len({g.get(k) for g in flat}) > 1})
+  if overrides and all(o is not None for o in overrides):
+    chosen = [{k: v for k, v in o.items() if k != 'seed'} for o in overrides]
+  else:
+    fields = sorted({k for f in flat for k in f if k != 'seed'
+                     and len({g.get(k) for g in flat}) > 1})
+    chosen = [{k: json.loads(f[k]) if k in f else '-' for k in fields}
+              for f in flat]
   out = []
-  for run, f in zip(runs, flat):
-    if fields in ([], ['noise.rate']):
+  for run, c in zip(runs, chosen):
+    if list(c) == ['noise.rate'] or not c:
       out.append(f'noise {run.noise:g}')
     else:
-      out.append(', '.join(f'{k.split(".", 1)[-1] if "." in k else k}='
-                           f'{json.loads(f[k]) if k in f else "-"}'
-                           for k in fields))
+      out.append(', '.join(f'{short(k)}={v}' for k, v in c.items()))
   return out
 
 

@@ -40,3 +40,25 @@ def test_medians_per_seed_and_over_seeds(tmp_path):
   text = learning_dynamics.table(runs, early=40)
   # Seeds of one setting in one table: early f_p 0.6 and 0.8, mean 0.7.
   assert '| f_p, early (steps 0-40) | 0.6 | 0.8 | 0.7 | 0.1 |' in text, text
+
+
+def test_runs_are_labeled_by_sweep_overrides_seeds_aside():
+  def run(seed, rate, aggregator, c):
+    config = {'seed': seed, 'noise': {'rate': rate},
+              'optim': {'aggregator': aggregator, 'winsorize_c': c}}
+    return runs_lib.Run('', rate, config, {})
+  runs = [run(0, 0.5, 'mean', 1), run(1, 0.5, 'mean', 1),
+          run(0, 0.5, 'winsorize', 4)]
+  overrides = [{'optim.aggregator': 'mean', 'seed': 0},
+               {'optim.aggregator': 'mean', 'seed': 1},
+               {'optim.aggregator': 'winsorize', 'optim.winsorize_c': 4}]
+  assert runs_lib.labels(runs, overrides) == [
+      'aggregator=mean', 'aggregator=mean',
+      'aggregator=winsorize, winsorize_c=4']
+  # Without a sweep.json: the fields that differ (winsorize_c's default of 1
+  # shows because it differs too).
+  assert runs_lib.labels(runs) == [
+      'aggregator=mean, winsorize_c=1', 'aggregator=mean, winsorize_c=1',
+      'aggregator=winsorize, winsorize_c=4']
+  assert runs_lib.labels([run(0, 0.0, 'mean', 1), run(0, 1.0, 'mean', 1)]) == [
+      'noise 0', 'noise 1']
