@@ -21,7 +21,8 @@ def plot(runs, out_dir):
     for key, (name, style) in CURVES.items():
       if key in run.series and any(v == v for v in run.series[key][1]):
         ax.plot(*run.series[key], label=name, **style)
-    ax.set(title=run.label, xlabel='step', ylim=(0, 1.02))
+    runs_lib.title(ax, run.label)
+    ax.set(xlabel='step', ylim=(0, 1.02))
   axes[0].set_ylabel('accuracy')
   runs_lib.legend_once(fig, axes)
   return runs_lib.save(fig, out_dir, 'accuracy')

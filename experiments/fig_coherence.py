@@ -24,7 +24,8 @@ def plot(runs, out_dir):
     ax.axhline(1.0, color='gray', lw=0.8, label='_1')
     if _m(run):
       ax.axhline(_m(run), color='gray', lw=0.8, ls='--', label='_m')
-    ax.set(xscale='log', yscale='log', title=run.label, xlabel='step')
+    runs_lib.title(ax, run.label)
+    ax.set(xscale='log', yscale='log', xlabel='step')
   axes[0].set_ylabel(f'm-coherence (m = {_m(runs[0])})')
   runs_lib.legend_once(fig, axes)
   return runs_lib.save(fig, out_dir, 'coherence')

@@ -34,7 +34,7 @@ def plot(runs, out_dir):
   image = None
   for (row, i), (groups, steps, z) in data.items():
     ax = axes[row][i]
-    ax.set_title(f'{runs[i].label}, {probes[row]}', fontsize=9)
+    runs_lib.title(ax, f'{runs[i].label}, {probes[row]}')
     if groups is None:
       ax.text(0.5, 0.5, f'no {probes[row]} examples', ha='center',
               transform=ax.transAxes)

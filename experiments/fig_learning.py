@@ -50,7 +50,7 @@ def plot(runs, out_dir):
   fig, axes = runs_lib.panels(len(groups), width=4.2, sharey=True)
   for ax, (label, members) in zip(axes, groups):
     loaded = [t for t in map(load_times, members) if t is not None]
-    ax.set_title(label)
+    runs_lib.title(ax, label)
     if not loaded:
       runs_lib.note(ax, 'no learning times\n(no learning_times measurement)')
       continue

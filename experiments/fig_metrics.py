@@ -31,7 +31,7 @@ def plot(runs, out_dir):
       if metric in LOG_Y:
         ax.set_yscale('log')
       if row == 0:
-        ax.set_title(run.label)
+        runs_lib.title(ax, run.label)
       if ax is axes[row][0]:
         ax.set_ylabel(title, fontsize=8)
   for ax in axes[-1]:

@@ -25,7 +25,7 @@ def plot(runs, out_dir):
   groups = runs_lib.settings(runs)
   fig, axes = runs_lib.panels(len(groups), width=4.0, sharey=True)
   for ax, (label, members) in zip(axes, groups):
-    ax.set_title(label)
+    runs_lib.title(ax, label)
     name = members[0].measurement('loss_shares')
     drawn = False
     for key, (word, style) in CURVES.items():

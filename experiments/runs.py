@@ -8,6 +8,7 @@ import collections
 import dataclasses
 import json
 import os
+import textwrap
 
 import matplotlib
 import numpy as np
@@ -156,6 +157,12 @@ def mean_and_spread(ax, series, label=None, **style):
 def metric_series(runs, name) -> list:
   """(steps, values) of `name` in each run that logged it."""
   return [r.series[name] for r in runs if name in r.series]
+
+
+def title(ax, text: str):
+  """A panel title wrapped to the panel's width, so neighbours never overlap."""
+  width = ax.get_position().width * ax.figure.get_size_inches()[0]
+  ax.set_title(textwrap.fill(text, max(12, int(width * 13))), fontsize=9)
 
 
 def note(ax, text):
