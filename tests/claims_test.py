@@ -1,0 +1,75 @@
+"""experiments.claims on hand-made sweeps whose statistics are known."""
+import json
+import os
+
+import numpy as np
+
+from experiments import claims
+from experiments import runs as runs_lib
+
+STEPS = [0, 1, 2, 5, 10, 50, 100, 200, 400, 1000]
+
+
+def _run(path, seed, rate, probes, shares=None, learning=None):
+  os.makedirs(path)
+  config = {'seed': seed, 'num_steps': 1000, 'noise': {'rate': rate},
+            'measurements': {'probe': {'type': 'coherence', 'm': 100},
+                             'learning': {'type': 'learning_times'},
+                             'shares': {'type': 'loss_shares'}}}
+  json.dump(config, open(os.path.join(path, 'config.json'), 'w'))
+  rows = [{'step': s, 'name': f'probe/{name}/m_coherence', 'value': v}
+          for name, values in probes.items() for s, v in zip(STEPS, values)]
+  for name, values in (shares or {}).items():
+    rows += [{'step': s, 'name': f'shares/{name}', 'value': v}
+             for s, v in zip(STEPS, values)]
+  with open(os.path.join(path, 'metrics.jsonl'), 'w') as f:
+    f.writelines(json.dumps(r) + '\n' for r in rows)
+  if learning is not None:
+    np.savez(os.path.join(path, 'learning.npz'), **learning)
+
+
+def _sweep(root, seed, spike):
+  ones = [1.0] * len(STEPS)
+  # Noise 0: one unstable probe (spike) must not make the peak: the
+  # running median of 5 sees 8, 9, 10 around it.
+  real = [5, 8, 9, spike, 10, 9, 8, 7, 6, 5]
+  _run(f'{root}/a', seed, 0.0, {'clean': real, 'test': ones})
+  _run(f'{root}/b', seed, 0.5,
+       {'clean': [4, 6, 6, 6, 6, 6, 6, 6, 6, 2],
+        'noisy': [2, 2, 3, 3, 2, 3, 3, 3, 3, 9]},
+       shares={'f_p': [0.7, 0.8, 0.6, 0.7, 0.7, 0.4, 0.4, 0.4, 0.4, 0.4],
+               'null_f_p': [0.5] * len(STEPS)},
+       learning={'is_noisy': np.array([0, 0, 0, 1, 1], bool),
+                 'first_correct': np.array([1, 2, 5, 100, -1]),
+                 'steps': np.array(STEPS)})
+  _run(f'{root}/c', seed, 1.0, {'noisy': [1, 2, 3, 4, 3, 3, 4, 4, 3, 3]})
+  return runs_lib.find([root])
+
+
+def test_claim_statistics_by_hand(tmp_path):
+  rows = claims.claim_rows(_sweep(str(tmp_path), 0, spike=100))
+  stat = {k.split(':')[0]: v[1] for k, v in rows.items()}
+  holds = {k.split(':')[0]: v[2] for k, v in rows.items()}
+  # Peaks of the running medians of 5: noise 0: 9 (the spike of 100 never a
+  # median); noise 1: 4 (at step 50: median of 4, 3, 3, 4, 4) -> 9 / 4.
+  assert stat['2'] == 2.25 and holds['2']
+  # noise 1, steps >= 100: 4, 4, 3, 3 -> 3.5
+  assert stat['3'] == 3.5 and holds['3']
+  # noise 0.5, steps 1-400: clean/noisy = 3, 2, 2, 3, 2, 2, 2, 2 -> 2
+  assert stat['4a'] == 2.0 and holds['4a']
+  # first-correct medians: clean 2, noisy median(100, never) = inf -> 0
+  assert stat['4b'] == 0.0 and holds['4b']
+  # f_p - null over steps 0-40: 0.2, 0.3, 0.1, 0.2, 0.2 -> 0.2
+  np.testing.assert_allclose(stat['6'], 0.2)
+
+
+def test_table_over_seeds_says_where_a_claim_fails(tmp_path):
+  good = _sweep(str(tmp_path / 's0'), 0, spike=100)
+  bad = _sweep(str(tmp_path / 's1'), 1, spike=100)
+  # seed 1's random-label run is as coherent as the real-label one
+  for run in bad:
+    if run.noise == 1.0:
+      run.series['probe/noisy/m_coherence'] = (STEPS, [9.0] * len(STEPS))
+  text = claims.table([good, bad])
+  row = next(line for line in text.splitlines() if line.startswith('| 2:'))
+  assert '| 2.25 | 1 | 1.62 | 0.62 | NO |' in row, row
