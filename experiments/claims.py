@@ -174,13 +174,8 @@ def main():
   paths = run_sweeps(args.seeds, args.workdir) if args.run else args.paths
   if not paths:
     parser.error('give sweep dirs, or --run')
-  text = table([runs_lib.find([p]) for p in paths])
-  print(text)
-  out = args.out or (args.workdir if args.run else paths[0])
-  os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, 'claims.md'), 'w') as f:
-    f.write(text + '\n')
-  print(f'wrote {os.path.join(out, "claims.md")}')
+  runs_lib.write_text(args.out or (args.workdir if args.run else paths[0]),
+                      'claims.md', table([runs_lib.find([p]) for p in paths]))
 
 
 if __name__ == '__main__':

@@ -20,7 +20,6 @@ seeds. Printed, and written as learning_dynamics.md in --out (default the
 first path).
 """
 import argparse
-import os
 
 import numpy as np
 
@@ -94,13 +93,8 @@ def main():
                       'epoch of the embedded MNIST)')
   parser.add_argument('--out', default='')
   args = parser.parse_args()
-  text = table(runs_lib.find(args.paths), args.early)
-  print(text)
-  out = args.out or args.paths[0]
-  os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, 'learning_dynamics.md'), 'w') as f:
-    f.write(text + '\n')
-  print(f'wrote {os.path.join(out, "learning_dynamics.md")}')
+  runs_lib.write_text(args.out or args.paths[0], 'learning_dynamics.md',
+                      table(runs_lib.find(args.paths), args.early))
 
 
 if __name__ == '__main__':

@@ -188,6 +188,17 @@ def save(fig, out_dir: str, name: str) -> str:
   return path
 
 
+def write_text(out_dir: str, name: str, text: str) -> str:
+  """Prints `text` and writes it to out_dir/name; returns the path."""
+  print(text)
+  os.makedirs(out_dir, exist_ok=True)
+  path = os.path.join(out_dir, name)
+  with open(path, 'w') as f:
+    f.write(text + '\n')
+  print(f'wrote {path}')
+  return path
+
+
 def main(plot, doc: str):
   """CLI of a figure script: `plot(runs, out_dir)` on the given paths."""
   parser = argparse.ArgumentParser(description=doc.split('\n')[0])

@@ -8,7 +8,6 @@ accuracy; printed and written as study.md, with study.png/.pdf showing the
 same over training against examples seen (M3 trials use bigger batches).
 """
 import argparse
-import json
 import os
 
 from experiments import runs as runs_lib
@@ -53,30 +52,14 @@ def plot(runs, out_dir) -> str:
   return runs_lib.save(fig, out_dir, 'study')
 
 
-def _sweep_order(sweep_dir) -> dict[str, int]:
-  """Trial name -> position in sweep.json (SGD first), {} without one."""
-  try:
-    with open(os.path.join(sweep_dir, 'sweep.json')) as f:
-      trials = json.load(f)['trials']
-  except OSError:
-    return {}
-  return {t['name']: i for i, t in enumerate(trials)}
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('sweep_dir')
   parser.add_argument('--out', default='', help='default: SWEEP_DIR/study')
   args = parser.parse_args()
   out = args.out or os.path.join(args.sweep_dir, 'study')
-  runs = runs_lib.find([args.sweep_dir])
-  order = _sweep_order(args.sweep_dir)
-  runs.sort(key=lambda r: order.get(os.path.basename(r.workdir), len(order)))
-  text = table(runs)
-  print(text)
-  os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, 'study.md'), 'w') as f:
-    f.write(text + '\n')
+  runs = runs_lib.find([args.sweep_dir])  # in sweep order
+  runs_lib.write_text(out, 'study.md', table(runs))
   plot(runs, out)
 
 
