@@ -41,14 +41,6 @@ from experiments import runs as runs_lib
 EARLY = 400   # steps: the clean examples are fitted by then (10 epochs)
 LATE = 100    # steps: after the initial transient
 EPOCH = 40    # steps of one epoch of the embedded MNIST at batch 100
-SMOOTH = 5    # probes in the running median
-
-
-def smoothed(steps, values, width=SMOOTH):
-  values = np.asarray(values, float)
-  half = width // 2
-  return np.array([np.median(values[max(0, i - half):i + half + 1])
-                   for i in range(len(values))])
 
 
 def probe(run, name, lo=0, hi=None):
@@ -73,8 +65,8 @@ def claim_rows(sweep):
   rows = {}
   real, random = rates.get(0.0), rates.get(1.0)
   if real and random:
-    peak_real = smoothed(*probe(real, 'clean')).max()
-    peak_random = smoothed(*probe(random, 'noisy')).max()
+    peak_real = real.peak('probe/clean/m_coherence')[0]
+    peak_random = random.peak('probe/noisy/m_coherence')[0]
     rows['2: real-label peak m-coherence far above random-label peak'] = (
         'peak smoothed m-coh noise 0 / noise 1 (>= 2)',
         peak_real / peak_random, peak_real / peak_random >= 2,

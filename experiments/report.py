@@ -6,7 +6,8 @@ Runs each figure script (coherence, accuracy, per-layer heatmaps, metrics
 comparison) on the sweep's runs and writes OUT/index.html next to the PNGs
 and PDFs; open it in a browser. The table gives, per run: final train
 accuracy on clean and noisy examples, test accuracy, and the peak
-m-coherence of each probe set with its step.
+m-coherence of each probe set with its step (the peak of a running median
+over 5 consecutive probes: one unstable probe does not make a peak).
 """
 import argparse
 import html
@@ -34,7 +35,8 @@ FIGURES = {
 
 def table(runs) -> tuple[list[str], list[list[str]]]:
   header = ['run', 'setting', 'train acc (clean)', 'train acc (noisy, noisy label)',
-            'test acc'] + [f'peak m-coh {p} (step)' for p in runs_lib.PROBES]
+            'test acc'] + [f'peak m-coh {p} (step; running median of 5)'
+                         for p in runs_lib.PROBES]
   rows = []
   for run in runs:
     row = [os.path.basename(run.workdir), run.label]

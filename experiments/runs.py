@@ -42,13 +42,24 @@ class Run:
     steps, values = self.series.get(name, ((), ()))
     return values[-1] if values else float('nan')
 
-  def peak(self, name: str) -> tuple[float, int]:
-    """(max value, its step) of a metric; (nan, -1) when absent."""
+  def peak(self, name: str, width: int = 5) -> tuple[float, int]:
+    """(max, its step) of a metric's running median over `width` consecutive
+    values, so that one unstable probe cannot make a peak; (nan, -1) when
+    absent."""
     steps, values = self.series.get(name, ((), ()))
     if not values:
       return float('nan'), -1
-    i = max(range(len(values)), key=values.__getitem__)
-    return values[i], steps[i]
+    smooth = running_median(values, width)
+    i = int(np.argmax(smooth))
+    return float(smooth[i]), steps[i]
+
+
+def running_median(values, width: int) -> np.ndarray:
+  """Median of each value and its width // 2 neighbours on either side."""
+  values = np.asarray(values, float)
+  half = width // 2
+  return np.array([np.median(values[max(0, i - half):i + half + 1])
+                   for i in range(len(values))])
 
 
 def load(workdir: str) -> Run:

@@ -83,7 +83,7 @@ def test_report_builds_every_figure_and_the_table(killed_and_resumed):
       assert os.path.getsize(os.path.join(out, f'{name}.{ext}')) > 1000
   page = open(os.path.join(out, 'index.html')).read()
   assert page.count('<img') == len(names) and 'noise.rate=0.5' in page
-  assert 'peak m-coh clean (step)' in page
+  assert 'peak m-coh clean (step; running median of 5)' in page
 
 
 def test_print_commands_one_per_trial(tmp_path):
