@@ -35,6 +35,7 @@ import sys
 
 import numpy as np
 
+from cgjax import workdir as workdir_lib
 from experiments import fig_learning
 from experiments import runs as runs_lib
 
@@ -167,7 +168,17 @@ def main():
   if not paths:
     parser.error('give sweep dirs, or --run')
   runs_lib.write_text(args.out or (args.workdir if args.run else paths[0]),
-                      'claims.md', table([runs_lib.find([p]) for p in paths]))
+                      'claims.md', table([finished(p) for p in paths]))
+
+
+def finished(sweep_dir):
+  """The sweep's runs whose status is done (the others are named)."""
+  runs = runs_lib.find([sweep_dir])
+  unfinished = [r.workdir for r in runs
+                if workdir_lib.read_status(r.workdir) != 'done']
+  if unfinished:
+    print(f'left out, not finished: {", ".join(unfinished)}')
+  return [r for r in runs if r.workdir not in unfinished]
 
 
 if __name__ == '__main__':

@@ -1,4 +1,4 @@
-"""experiments.learning_dynamics on a hand-made run with known answers."""
+"""The experiment scripts' tables on hand-made runs with known answers."""
 import json
 import os
 
@@ -6,6 +6,7 @@ import numpy as np
 
 from experiments import learning_dynamics
 from experiments import runs as runs_lib
+from experiments import winsorize_study
 
 
 def _run(path, seed, f_p):
@@ -62,3 +63,25 @@ def test_runs_are_labeled_by_sweep_overrides_seeds_aside():
       'aggregator=winsorize, winsorize_c=4']
   assert runs_lib.labels([run(0, 0.0, 'mean', 1), run(0, 1.0, 'mean', 1)]) == [
       'noise 0', 'noise 1']
+
+
+def test_winsorize_study_table_over_seeds(tmp_path):
+  def trial(path, seed, aggregator, noisy_acc):
+    os.makedirs(path)
+    config = {'seed': seed, 'noise': {'rate': 0.5}, 'batch_size': 100,
+              'optim': {'aggregator': aggregator, 'winsorize_c': 4}}
+    json.dump(config, open(os.path.join(path, 'config.json'), 'w'))
+    rows = [{'step': 10, 'name': k, 'value': v} for k, v in (
+        ('eval/clean_acc', 0.9), ('eval/noisy_acc_vs_noisy_label', noisy_acc),
+        ('eval/noisy_acc_vs_clean_label', 0.5), ('eval/test_acc', 0.8))]
+    with open(os.path.join(path, 'metrics.jsonl'), 'w') as f:
+      f.writelines(json.dumps(r) + '\n' for r in rows)
+  for seed, (sgd, wins) in enumerate(((0.30, 0.10), (0.20, 0.06))):
+    trial(str(tmp_path / f's{seed}' / 'mean'), seed, 'mean', sgd)
+    trial(str(tmp_path / f's{seed}' / 'w4'), seed, 'winsorize', wins)
+  runs = runs_lib.find([str(tmp_path / 's0'), str(tmp_path / 's1')])
+  text = winsorize_study.table(runs)
+  # means 0.25 and 0.08, half-ranges 0.05 and 0.02
+  assert '| SGD (mean, c=0) | 0.5 | 0.900 +- 0.000 | 0.250 +- 0.050 |' in text
+  assert '| winsorize c=4 | 0.5 | 0.900 +- 0.000 | 0.080 +- 0.020 |' in text
+  assert 'over 2 seeds' in text
