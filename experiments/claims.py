@@ -57,7 +57,14 @@ def m_of(run):
 
 
 def by_rate(runs):
-  return {round(r.noise, 6): r for r in runs}
+  """{noise rate: run}; a sweep dir holds one seed, so one run per rate."""
+  rates = {}
+  for run in runs:
+    other = rates.setdefault(round(run.noise, 6), run)
+    if other is not run:
+      raise ValueError(f'two runs at noise {run.noise:g} ({other.workdir}, '
+                       f'{run.workdir}): give one sweep dir per seed')
+  return rates
 
 
 def claim_rows(sweep):
@@ -167,8 +174,12 @@ def main():
   paths = run_sweeps(args.seeds, args.workdir) if args.run else args.paths
   if not paths:
     parser.error('give sweep dirs, or --run')
+  try:
+    text = table([finished(p) for p in paths])
+  except ValueError as err:
+    raise SystemExit(f'error: {err}') from None
   runs_lib.write_text(args.out or (args.workdir if args.run else paths[0]),
-                      'claims.md', table([finished(p) for p in paths]))
+                      'claims.md', text)
 
 
 def finished(sweep_dir):

@@ -1,18 +1,21 @@
 """One HTML page with every figure of a sweep and a table of final numbers.
 
-    python -m experiments.report SWEEP_DIR [--out SWEEP_DIR/report]
+    python -m experiments.report SWEEP_DIR [SWEEP_DIR ...] [--out FIRST/report]
 
 Runs each figure script (coherence, accuracy, per-layer heatmaps, metrics
 comparison) on the sweep's runs and writes OUT/index.html next to the PNGs
 and PDFs; open it in a browser. The table gives, per run: final train
 accuracy on clean and noisy examples, test accuracy, and the peak
 m-coherence of each probe set with its step (the peak of a running median
-over 5 consecutive probes: one unstable probe does not make a peak).
+over 5 consecutive probes: one unstable probe does not make a peak). Given
+noise sweeps, one dir per seed, the page also has the claims table of
+experiments/claims.py.
 """
 import argparse
 import html
 import os
 
+from experiments import claims
 from experiments import fig_accuracy
 from experiments import fig_coherence
 from experiments import fig_layers
@@ -51,17 +54,46 @@ def table(runs) -> tuple[list[str], list[list[str]]]:
   return header, rows
 
 
-def build(sweep_dir: str, out_dir: str) -> str:
-  runs = runs_lib.find([sweep_dir])
-  parts = [f'<h1>cgjax sweep {html.escape(sweep_dir)}</h1>',
-           f'<p>{len(runs)} runs; every figure is also a PDF beside its PNG.</p>']
-  header, rows = table(runs)
-  parts.append('<table border="1" cellpadding="4" style="border-collapse:'
-               'collapse"><tr>' + ''.join(f'<th>{html.escape(h)}</th>'
-                                          for h in header) + '</tr>')
-  parts += ['<tr>' + ''.join(f'<td>{html.escape(c)}</td>' for c in r) + '</tr>'
-            for r in rows]
-  parts.append('</table>')
+def _html_table(header, rows) -> str:
+  return ('<table border="1" cellpadding="4" style="border-collapse:collapse">'
+          '<tr>' + ''.join(f'<th>{html.escape(h)}</th>' for h in header)
+          + '</tr>' + ''.join('<tr>' + ''.join(f'<td>{html.escape(c)}</td>'
+                                               for c in r) + '</tr>'
+                              for r in rows) + '</table>')
+
+
+def _markdown_to_html(text: str) -> str:
+  """A pipe table and the lines after it (claims.table's output)."""
+  cells = lambda line: [c.strip() for c in line.strip().strip('|').split('|')]
+  lines = text.splitlines()
+  table_lines = [l for l in lines if l.startswith('|') and '---' not in l]
+  rest = [l for l in lines if l and not l.startswith('|')]
+  return (_html_table(cells(table_lines[0]), map(cells, table_lines[1:]))
+          + ''.join(f'<p style="margin:2px">{html.escape(l)}</p>'
+                    for l in rest))
+
+
+def _claims(sweep_dirs) -> list[str]:
+  """The claims section, where the dirs are noise sweeps (one per seed)."""
+  sweeps = [claims.finished(d) for d in sweep_dirs]
+  try:
+    if not any(claims.claim_rows(s) for s in sweeps):
+      return []
+    text = claims.table(sweeps)
+  except ValueError as err:  # not one run per noise rate
+    return [f'<h2>Claims</h2><p>not computed: {html.escape(str(err))}</p>']
+  doc = claims.__doc__.split('\n\n', 2)[2]
+  return ['<h2>Claims of the papers, per seed</h2>'
+          f'<p style="white-space:pre-wrap">{html.escape(doc)}</p>',
+          _markdown_to_html(text)]
+
+
+def build(sweep_dirs: list[str], out_dir: str) -> str:
+  runs = runs_lib.find(sweep_dirs)
+  parts = [f'<h1>cgjax sweep {html.escape(", ".join(sweep_dirs))}</h1>',
+           f'<p>{len(runs)} runs; every figure is also a PDF beside its PNG.</p>',
+           _html_table(*table(runs))]
+  parts += _claims(sweep_dirs)
   for title, module in FIGURES.items():
     png = module.plot(runs, out_dir)
     doc = html.escape(module.__doc__.split('\n\n', 2)[-1].strip())
@@ -77,10 +109,13 @@ def build(sweep_dir: str, out_dir: str) -> str:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('sweep_dir')
-  parser.add_argument('--out', default='', help='default: SWEEP_DIR/report')
+  parser.add_argument('sweep_dirs', nargs='+',
+                      help='a sweep dir, or one per seed of the same sweep')
+  parser.add_argument('--out', default='',
+                      help='default: FIRST_SWEEP_DIR/report')
   args = parser.parse_args()
-  build(args.sweep_dir, args.out or os.path.join(args.sweep_dir, 'report'))
+  build(args.sweep_dirs,
+        args.out or os.path.join(args.sweep_dirs[0], 'report'))
 
 
 if __name__ == '__main__':
