@@ -84,6 +84,8 @@ def test_report_builds_every_figure_and_the_table(killed_and_resumed):
   page = open(os.path.join(out, 'index.html')).read()
   assert page.count('<img') == len(names) and 'noise.rate=0.5' in page
   assert 'peak m-coh clean (step; running median of 5)' in page
+  # noise 0 and 0.5 of one seed: the claims that need a partial rate
+  assert 'Claims of the papers' in page and '4a: clean more coherent' in page
 
 
 def test_print_commands_one_per_trial(tmp_path):
