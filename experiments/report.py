@@ -41,8 +41,12 @@ def table(runs) -> tuple[list[str], list[list[str]]]:
             'test acc'] + [f'peak m-coh {p} (step; running median of 5)'
                          for p in runs_lib.PROBES]
   rows = []
+  # The path below what all runs share: the trial, or seed dir / trial.
+  top = os.path.commonpath([r.workdir for r in runs]) if len(runs) > 1 else ''
   for run in runs:
-    row = [os.path.basename(run.workdir), run.label]
+    name = (os.path.relpath(run.workdir, top) if top
+            else os.path.basename(run.workdir))
+    row = [name, run.label]
     for key in ('eval/clean_acc', 'eval/noisy_acc_vs_noisy_label',
                 'eval/test_acc'):
       v = run.final(key)
