@@ -122,18 +122,18 @@ def pad_batch(split: Split, index: np.ndarray, size: int) -> dict:
   return batch
 
 
-def fixed_sample(split: Split, candidates: np.ndarray, size: int, seed: int,
-                 tag: str = 'sample') -> np.ndarray:
+def fixed_sample(split: Split, candidates: np.ndarray, size: int,
+                 seed: int) -> np.ndarray:
   """Indices of `size` of the `candidates` (bool [n]; size 0: all of them).
 
-  The examples come in the order of a hash of (seed, tag, example key), so a
+  The examples come in the order of a hash of (seed, example key), so a
   sample depends on the seed and on which examples are candidates, never on
   their positions or on anything else: the test sample is the same at every
   noise rate, and the clean sample of a higher rate is, as far as it goes,
   the clean sample of a lower one. The order is random, so microbatches of a
   sample are random subsets even where a split is sorted by class.
   """
-  order = _hash_order(split.keys, seed, tag)
+  order = _hash_order(split.keys, seed)
   order = order[np.asarray(candidates)[order]]
   return order[:size] if size else order
 
@@ -141,12 +141,14 @@ def fixed_sample(split: Split, candidates: np.ndarray, size: int, seed: int,
 _HASH_ORDERS = {}
 
 
-def _hash_order(keys: np.ndarray, seed: int, tag: str) -> np.ndarray:
-  # Hashing 1.28M ImageNet keys takes seconds; several samples share it.
-  cached = _HASH_ORDERS.get((id(keys), seed, tag))
+def _hash_order(keys: np.ndarray, seed: int) -> np.ndarray:
+  # Hashing 1.28M ImageNet keys takes seconds; every sample of a run shares
+  # one order (so smaller samples are prefixes of larger ones).
+  cached = _HASH_ORDERS.get((id(keys), seed))
   if cached is None or cached[0] is not keys:
-    order = np.argsort(noise_lib.stable_hash(keys, seed, tag), kind='stable')
-    cached = _HASH_ORDERS[(id(keys), seed, tag)] = (keys, order)
+    order = np.argsort(noise_lib.stable_hash(keys, seed, 'sample'),
+                       kind='stable')
+    cached = _HASH_ORDERS[(id(keys), seed)] = (keys, order)
   return cached[1]
 
 
