@@ -38,9 +38,11 @@ FIELDS = {'batch_size': 1000,
               {'train': 0, 'clean': 0, 'noisy': 0, 'test': 0})}
 
 
-def make_predict(model, num_classes: int):
+@functools.lru_cache(maxsize=None)
+def make_predict(model, num_classes: int, mesh):
   """Jitted (params, batch_stats, batch) -> per-example results, replicated
-  on every device (so every process reads all of them)."""
+  on every device (so every process reads all of them). One per (model,
+  mesh): evaluation and learning times share its compilations."""
   k = min(5, num_classes)
 
   def predict(params, batch_stats, batch):
@@ -54,7 +56,7 @@ def make_predict(model, num_classes: int):
             'top5_clean_label': hit(batch['clean_label']),
             'weight': batch['weight']}
 
-  return predict
+  return jax.jit(predict, out_shardings=parallel.replicated(mesh))
 
 
 def run_predict(predict, state, split, index, batch_size, mesh) -> dict:
@@ -100,8 +102,8 @@ class Measurement:
     self._train = [s for s in self._index if s != 'test']
     self._train_index = np.unique(np.concatenate(
         [self._index[s] for s in self._train])) if self._train else None
-    self._predict = jax.jit(make_predict(ctx.model, ctx.dataset.num_classes),
-                            out_shardings=parallel.replicated(ctx.mesh))
+    self._predict = make_predict(ctx.model, ctx.dataset.num_classes,
+                                 ctx.mesh)
     self._top5 = ctx.dataset.num_classes > 5
 
   def _results(self, state) -> dict:

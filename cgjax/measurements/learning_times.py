@@ -30,7 +30,6 @@ Fields:
 """
 import os
 
-import jax
 import numpy as np
 
 from cgjax import data as data_lib
@@ -69,9 +68,8 @@ class Measurement:
         train, np.ones(len(train), bool), cfg.examples, ctx.config.seed))
     self._name, self._ctx, self._cfg = name, ctx, cfg
     self.extra_steps = set(cfg.learned_at)
-    self._predict = jax.jit(
-        evaluation.make_predict(ctx.model, ctx.dataset.num_classes),
-        out_shardings=parallel.replicated(ctx.mesh))
+    self._predict = evaluation.make_predict(ctx.model,
+                                            ctx.dataset.num_classes, ctx.mesh)
     self._times = np.full((len(self._index), len(COLUMNS)), -1, np.int32)
     self._steps = np.zeros(0, np.int32)
 
