@@ -54,7 +54,7 @@ def _config_spec(argv):
   return None
 
 
-def _config_module(spec: str):
+def config_module(spec: str):
   path = spec.partition(':')[0]
   if not os.path.exists(path):
     sys.exit(f'error: config file {path!r} does not exist')
@@ -75,7 +75,7 @@ def check_overrides(argv):
     return
   arg = spec.partition(':')[2]
   try:
-    config = _config_module(spec).get_config(arg or None)
+    config = config_module(spec).get_config(arg or None)
   except ValueError as err:
     sys.exit(f'error: {err}')
   for a in argv:
@@ -147,7 +147,7 @@ def run_sweep(argv):
                          'sweep use --print-commands and launch each trial')
   spec = _config_spec(argv)
   try:
-    trials = sweep.load_trials(_config_module(spec), spec.partition(':')[2])
+    trials = sweep.load_trials(config_module(spec), spec.partition(':')[2])
   except ValueError as err:
     sys.exit(f'error: {err}')
   sweep_dir = _WORKDIR.value or default_workdir(spec, '_sweep')

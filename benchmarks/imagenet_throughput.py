@@ -65,7 +65,7 @@ def jax_resnet50_step(batch: int, image_size: int, dtype: str):
   """A `() -> None` running one cgjax training step, and its first run."""
   from configs import imagenet_resnet50  # pylint: disable=g-import-not-at-top
   from cgjax import models, optim, parallel, train  # pylint: disable=g-import-not-at-top
-  config = imagenet_resnet50.get_config(f'batch={batch}')
+  config = imagenet_resnet50.get_config()
   model = models.get_model('resnet', 1000, depth=50, dtype=dtype)
   mesh = parallel.make_mesh()
   rng = np.random.default_rng(0)

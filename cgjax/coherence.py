@@ -289,22 +289,10 @@ def coherence_stats(per_example_loss: PerExampleLoss, params, examples,
   return _reduce(acc, weights)
 
 
-@functools.partial(jax.jit, static_argnames=('per_example_loss', 'mesh',
-                                             'microbatch_size', 'statistics',
-                                             'fast'))
-def sharded_coherence_stats(per_example_loss: PerExampleLoss, mesh, params,
-                            examples, weights=None, classes=None, extra=(), *,
-                            microbatch_size=None, statistics='all',
-                            fast=True) -> dict:
-  """`coherence_stats` with examples sharded along the mesh's 'data' axis.
-
-  Each device computes the per-example gradients of its own examples
-  (`microbatch_size` is per device) and only the sums are reduced across
-  devices. Leaving the per-example (batch-grouped) conv gradients to the
-  automatic partitioner instead gives wrong norms on XLA:CPU (jax 0.10).
-  """
-  _check_statistics(statistics)
-  weights, classes = _defaults(examples, weights, classes)
+def _sharded_pass(per_example_loss, mesh, params, examples, weights, classes,
+                  extra, microbatch_size, statistics, fast) -> dict:
+  """Sums over all devices' examples (psum) and the per-example values
+  (gathered), not yet reduced: what one chunk of a stream contributes."""
   replicated = jax.sharding.PartitionSpec()
   data = jax.sharding.PartitionSpec('data')
 
@@ -321,10 +309,68 @@ def sharded_coherence_stats(per_example_loss: PerExampleLoss, mesh, params,
   # check_vma=False: with it, the gradient w.r.t. the replicated params would
   # be summed over devices implicitly, and each "per-example" norm would be
   # that of the whole batch's gradient.
-  acc = jax.shard_map(
+  return jax.shard_map(
       local, mesh=mesh, out_specs=replicated, check_vma=False,
       in_specs=(replicated, data, data, data, replicated))(
           params, examples, weights, classes, extra)
+
+
+@functools.partial(jax.jit, static_argnames=('per_example_loss', 'mesh',
+                                             'microbatch_size', 'statistics',
+                                             'fast'))
+def sharded_coherence_stats(per_example_loss: PerExampleLoss, mesh, params,
+                            examples, weights=None, classes=None, extra=(), *,
+                            microbatch_size=None, statistics='all',
+                            fast=True) -> dict:
+  """`coherence_stats` with examples sharded along the mesh's 'data' axis.
+
+  Each device computes the per-example gradients of its own examples
+  (`microbatch_size` is per device) and only the sums are reduced across
+  devices. Leaving the per-example (batch-grouped) conv gradients to the
+  automatic partitioner instead gives wrong norms on XLA:CPU (jax 0.10).
+  All m examples are device arrays for the whole pass;
+  `streamed_coherence_stats` holds one chunk at a time.
+  """
+  _check_statistics(statistics)
+  weights, classes = _defaults(examples, weights, classes)
+  acc = _sharded_pass(per_example_loss, mesh, params, examples, weights,
+                      classes, extra, microbatch_size, statistics, fast)
+  return _reduce(acc, acc.pop('weight'))
+
+
+_chunk_pass = jax.jit(_sharded_pass, static_argnames=(
+    'per_example_loss', 'mesh', 'microbatch_size', 'statistics', 'fast'))
+_add_chunk = jax.jit(_compensated_sum().update)
+
+
+def streamed_coherence_stats(per_example_loss: PerExampleLoss, mesh, params,
+                             chunks, extra=(), *, statistics='all',
+                             fast=True) -> dict:
+  """`sharded_coherence_stats` over an iterable of chunks, one at a time.
+
+  Each chunk is (examples, weights, classes), global arrays sharded along
+  'data' and of one shape for all chunks (pad with weight-0 rows): one
+  compiled pass serves them all, and device memory is that of one chunk
+  whatever the number of examples (the probe sizes of the papers, 40K-80K
+  ImageNet images, never reside on the devices). Sums are carried across
+  chunks with compensation, per-example values gathered on the host.
+  """
+  _check_statistics(statistics)
+  sums, per_example = None, []
+  for examples, weights, classes in chunks:
+    acc = _chunk_pass(per_example_loss, mesh, params, examples, weights,
+                      classes, extra, None, statistics, fast)
+    summed = {k: acc[k] for k in _SUMMED if k in acc}
+    if sums is None:
+      sums = _compensated_sum().init(summed)
+    sums = _add_chunk(sums, summed, None)
+    per_example.append(jax.device_get(
+        {k: acc[k] for k in ('loss', 'sq_norms', 'weight')}))
+  if sums is None:
+    raise ValueError('streamed_coherence_stats: no chunks')
+  acc = {**_compensated_sum().finalize(sums),
+         **{k: np.concatenate([c[k] for c in per_example])
+            for k in ('loss', 'sq_norms', 'weight')}}
   return _reduce(acc, acc.pop('weight'))
 
 

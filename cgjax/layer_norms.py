@@ -16,8 +16,9 @@ kernel tied to an embedding through `attend`):
   nn.Dense      kernel ||sum_t a_t d_t^T||^2 over the positions t of the
                 example (one for an MLP: ||a||^2 ||d||^2), bias ||sum_t d_t||^2
   nn.Conv       the same product over output positions, with a_t the input
-                patch of t (shared weights, no input dilation or feature
-                groups, padding 'SAME', 'VALID' or explicit)
+                patch of t (shared weights, no input dilation, padding
+                'SAME', 'VALID' or explicit); grouped and depthwise convs
+                (feature_group_count) per group, in the explicit form
   nn.BatchNorm  with running averages (eval mode, cgjax's per-example
                 definition): scale ||sum_t d_t xhat_t||^2, bias ||sum_t d_t||^2
 
@@ -81,8 +82,8 @@ def _conv(module: nn.Conv, x: jax.Array):
   strides = _broadcast(module.strides, rank)
   dilation = _broadcast(module.kernel_dilation, rank)
   padding = nn.linear.canonicalize_padding(module.padding, rank)
-  if (not module.shared_weights or module.feature_group_count != 1
-      or module.mask is not None or _broadcast(module.input_dilation, rank)
+  groups = module.feature_group_count
+  if (not module.shared_weights or module.mask is not None or _broadcast(module.input_dilation, rank)
       != (1,) * rank or padding in ('CIRCULAR', 'REFLECT', 'CAUSAL')
       or module.conv_general_dilated is not None
       or module.conv_general_dilated_cls is not None):
@@ -106,11 +107,23 @@ def _conv(module: nn.Conv, x: jax.Array):
                + [x.shape[-1]])
       window = jax.lax.slice(padded, start, limit, (1,) + strides + (1,))
       slices.append(window.reshape(-1, x.shape[-1]))
-    out = [_product_sq_norm(slices, d)]
+    out = [_product_sq_norm(slices, d) if groups == 1
+           else _grouped_sq_norm(slices, d, groups)]
     if module.use_bias:
       out.append(_sum_sq(jnp.sum(d, 0)))
     return jnp.stack(out)
   return norms, x, ('kernel', 'bias') if module.use_bias else ('kernel',)
+
+
+def _grouped_sq_norm(slices: list[jax.Array], d: jax.Array,
+                     groups: int) -> jax.Array:
+  """`_product_sq_norm` of a grouped conv: group j's kernel sees input
+  channels j*K/g.. and feeds output channels j*O/g.. only (explicit product
+  per group: T K O / g flops, e.g. T O for a depthwise conv)."""
+  t = d.shape[0]
+  d = d.reshape(t, groups, -1)
+  return sum(jnp.sum(jnp.square(jnp.einsum(
+      'tgi,tgo->gio', a.reshape(t, groups, -1), d))) for a in slices)
 
 
 def _batch_norm(module: nn.BatchNorm, x: jax.Array, use_running_average):

@@ -1,10 +1,12 @@
 """Sweeps: every trial of a config's `get_sweep(arg)`, one workdir each.
 
 A config module may define `get_sweep(arg) -> list[dict]`, one dict of config
-overrides per trial (e.g. `{'noise.rate': 0.25}`). Each trial is an ordinary
-`launch.py` run in `SWEEP_DIR/<trial name>`, started as its own process (so a
-sweep is just those commands: `--print-commands` hands them to a cluster
-scheduler instead). Relaunching a sweep skips the trials whose status.json
+overrides per trial (e.g. `{'noise.rate': 0.25}`); the key 'arg' adds to the
+config's own arg instead, for settings that change several fields together
+(e.g. `{'arg': 'optimizer=m3'}`: M3's batch, momentum and lr). Each trial
+is an ordinary `launch.py` run in `SWEEP_DIR/<trial name>`, started as its
+own process (so a sweep is just those commands: `--print-commands` hands them
+to a cluster scheduler instead). Relaunching a sweep skips the trials whose status.json
 says 'done' and resumes the others from their checkpoints.
 """
 import json
@@ -17,11 +19,23 @@ import time
 from cgjax import workdir as workdir_lib
 
 
+ARG = 'arg'
+
+
 def trial_name(overrides: dict) -> str:
-  """{'noise.rate': 0.25, 'seed': 1} -> 'noise.rate=0.25,seed=1'."""
+  """{'noise.rate': 0.25, 'seed': 1} -> 'noise.rate=0.25,seed=1'
+  ({'arg': 'optimizer=m3'} -> 'optimizer=m3')."""
   if not overrides:
     return 'default'
-  return ','.join(f'{k}={v}' for k, v in overrides.items()).replace('/', '_')
+  return ','.join(str(v) if k == ARG else f'{k}={v}'
+                  for k, v in overrides.items()).replace('/', '_')
+
+
+def trial_spec(config_spec: str, overrides: dict) -> str:
+  """The config spec with the trial's 'arg' appended to its arg."""
+  if ARG not in overrides:
+    return config_spec
+  return config_spec + (',' if ':' in config_spec else ':') + overrides[ARG]
 
 
 def _check(trials) -> list[dict]:
@@ -57,9 +71,9 @@ def commands(launch: str, config_spec: str, trials: list[dict],
   out = []
   for t in trials:
     workdir = os.path.join(sweep_dir, trial_name(t))
-    argv = [sys.executable, launch, '--config', config_spec,
+    argv = [sys.executable, launch, '--config', trial_spec(config_spec, t),
             '--workdir', workdir, *extra_flags,
-            *[f'--config.{k}={_format(v)}' for k, v in t.items()]]
+            *[f'--config.{k}={_format(v)}' for k, v in t.items() if k != ARG]]
     out.append((workdir, argv))
   return out
 

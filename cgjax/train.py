@@ -35,19 +35,23 @@ class TrainState(train_state.TrainState):
   batch_stats: Any = None
 
 
-def make_train_step(model, optim_cfg, mesh):
+def make_train_step(model, optim_cfg, mesh, seed: int = 0):
   """(state, batch) -> (state, metrics); mean loss over weight-1 rows.
 
   BatchNorm normalizes with the statistics of the global batch (the step is
   jitted over the whole mesh) and updates the running averages. The gradient
-  is combined as `optim_cfg.aggregator` says (cgjax/aggregators.py).
+  is combined as `optim_cfg.aggregator` says (cgjax/aggregators.py). Dropout
+  and stochastic depth draw from a key of (seed, step), so a resumed run
+  drops what the uninterrupted one did (m3's groups share the step's masks).
   """
 
   def train_step(state, batch):
+    rngs = {'dropout': jax.random.fold_in(jax.random.key(seed), state.step)}
+
     def loss_fn(params, batch):
       logits, updates = model.apply(
           {'params': params, 'batch_stats': state.batch_stats},
-          batch['image'], train=True, mutable=['batch_stats'])
+          batch['image'], train=True, mutable=['batch_stats'], rngs=rngs)
       per_example = losses.cross_entropy(logits, batch['label'])
       loss = (jnp.sum(per_example * batch['weight'])
               / jnp.sum(batch['weight']))
@@ -55,7 +59,7 @@ def make_train_step(model, optim_cfg, mesh):
 
     def per_example_loss(params, example):  # models without BatchNorm only
       logits = model.apply({'params': params}, example['image'][None],
-                           train=True)[0]
+                           train=True, rngs=rngs)[0]
       return losses.cross_entropy(logits, example['label'])
 
     gradient_fn = aggregators.make_gradient_fn(optim_cfg, loss_fn,
@@ -80,7 +84,11 @@ def validate(config):
     measurements_lib.check(name, cfg)
   minimum = {'num_steps': 1, 'batch_size': 1, 'log_every': 1,
              'checkpoint_every': 1, 'keep_checkpoints': 1, 'data.image_size': 1,
-             'data.prefetch': 0}
+             'data.prefetch': 0, 'data.heldout_size': 0,
+             'data.train_size': 0}
+  if not 0 < config.data.get('crop_fraction', 0.875) <= 1:
+    raise ValueError('data.crop_fraction must lie in (0, 1], got '
+                     f'{config.data.crop_fraction}')
   for field, low in minimum.items():
     node, *rest = field.split('.')
     value = config[node][rest[0]] if rest else config[node]
@@ -97,9 +105,9 @@ def _eta(seconds):
   return time.strftime('%H:%M:%S', time.gmtime(max(seconds, 0)))
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Runs (or resumes) one training run; returns the last value of each metric."""
-  validate(config)
+def make_context(config, workdir: str = '') -> measurements_lib.Context:
+  """Mesh, data (noise applied), loader and model of a run: what the train
+  loop and every measurement read (benchmarks build one too)."""
   mesh = parallel.make_mesh()
   parallel.check_divisible('batch_size', config.batch_size, mesh)
   dataset = data_lib.load(config.data, config.noise)
@@ -107,7 +115,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                 jax.process_index(), jax.process_count())
   model = models.get_model(config.model.name, dataset.num_classes,
                            **config.model.kwargs)
-  tx = optim.make_optimizer(config.optim, config.num_steps)
   param_shapes = jax.eval_shape(
       functools.partial(model.init, train=False), jax.random.key(0),
       dataset.train.images[:1])
@@ -116,17 +123,35 @@ def train_and_evaluate(config, workdir: str) -> dict:
     raise ValueError(f'optim.aggregator={config.optim.aggregator!r} needs '
                      'per-example gradients, which BatchNorm models do not '
                      f'have; use m3 or rm3 with model {config.model.name!r}')
-  # Measurements check their fields and choose their samples here, before
-  # anything is written.
-  measurements = measurements_lib.Measurements(config, measurements_lib.Context(
+  return measurements_lib.Context(
       config=config, dataset=dataset, model=model, mesh=mesh, loader=loader,
       param_paths=coherence.leaf_paths(param_shapes['params']),
-      group_of=models.layer_group_fn(config.model.name), workdir=workdir))
+      group_of=models.layer_group_fn(config.model.name), workdir=workdir)
 
+
+def initial_state(ctx, tx) -> TrainState:
+  """The train state at step 0 (params from `config.seed`), replicated."""
+  @functools.partial(jax.jit, out_shardings=parallel.replicated(ctx.mesh))
+  def init(rng):
+    variables = ctx.model.init(rng, ctx.dataset.train.images[:1], train=False)
+    return TrainState.create(apply_fn=ctx.model.apply,
+                             params=variables['params'],
+                             batch_stats=variables.get('batch_stats', {}),
+                             tx=tx)
+  return init(jax.random.key(ctx.config.seed))
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Runs (or resumes) one training run; returns the last value of each metric."""
+  validate(config)
+  ctx = make_context(config, workdir)
+  tx = optim.make_optimizer(config.optim, config.num_steps)
+  # Measurements check their fields and choose their samples here, before
+  # anything is written.
+  measurements = measurements_lib.Measurements(config, ctx)
   resuming = workdir_lib.prepare(workdir, config)  # nothing written before
   try:
-    return _run(config, workdir, mesh, dataset, loader, model, tx,
-                measurements, resuming)
+    return _run(config, workdir, ctx, tx, measurements, resuming)
   except Diverged:
     raise
   except BaseException as err:
@@ -138,18 +163,10 @@ class Diverged(FloatingPointError):
   """The training loss became NaN or infinite."""
 
 
-def _run(config, workdir, mesh, dataset, loader, model, tx, measurements,
-         resuming):
+def _run(config, workdir, ctx, tx, measurements, resuming):
+  mesh, dataset, loader, model = ctx.mesh, ctx.dataset, ctx.loader, ctx.model
   repl = parallel.replicated(mesh)
-
-  @functools.partial(jax.jit, out_shardings=repl)
-  def init_state(rng):
-    variables = model.init(rng, dataset.train.images[:1], train=False)
-    return TrainState.create(apply_fn=model.apply, params=variables['params'],
-                             batch_stats=variables.get('batch_stats', {}),
-                             tx=tx)
-
-  state = init_state(jax.random.key(config.seed))
+  state = initial_state(ctx, tx)
   checkpointer = workdir_lib.Checkpointer(workdir, config.keep_checkpoints)
   start = checkpointer.latest_step() if resuming else None
   losses_in_interval = []  # checkpointed: a resumed run logs the same means
@@ -168,7 +185,7 @@ def _run(config, workdir, mesh, dataset, loader, model, tx, measurements,
   start = start or 0
   workdir_lib.set_status(workdir, 'running', start)
 
-  train_step = jax.jit(make_train_step(model, config.optim, mesh),
+  train_step = jax.jit(make_train_step(model, config.optim, mesh, config.seed),
                        donate_argnums=0,
                        in_shardings=(repl, parallel.data_sharded(mesh)),
                        out_shardings=(repl, repl))
@@ -182,14 +199,18 @@ def _run(config, workdir, mesh, dataset, loader, model, tx, measurements,
 
   if start == 0:
     noise = dataset.noise
+    extra = ''.join(f' (+ {name}: {len(split)})'
+                    for name, split in dataset.extra_test.items())
     _log(f'{dataset.name}: {len(dataset.train)} train / {len(dataset.test)} '
-         f'test examples; noise {config.noise.kind} rate {config.noise.rate}: '
+         f'test examples{extra}; noise {config.noise.kind} rate {config.noise.rate}: '
          f'{noise.num_selected} selected, {noise.num_changed} labels changed; '
          f'{mesh.size} device(s), {jax.process_count()} process(es)')
     for line in measurements.describe():
       _log(line)
     writer.write(0, {'noise/num_selected': noise.num_selected,
-                     'noise/num_changed': noise.num_changed})
+                     'noise/num_changed': noise.num_changed,
+                     'data/train_examples': len(dataset.train),
+                     'data/test_examples': len(dataset.test)})
     measure(0, state)
     measurements.finalize(workdir)
 

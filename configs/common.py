@@ -13,11 +13,22 @@ Every field of a cgjax config, documented once here:
                     'tfds:mnist' | 'tfds:cifar10' (prepared TFDS data)
   data.data_dir     TFDS data dir ('' = TFDS default)
   data.image_size   crop size for 'tfds:imagenet2012' (224 ResNet, 299 Inception)
+  data.crop_fraction  'tfds:imagenet2012' center crops: the shorter side is
+                    resized to image_size / crop_fraction (0.875: 256 -> 224;
+                    1.0: resize to the crop, the W&S Inception-V3 recipe)
   data.augment      'tfds:imagenet2012' training crops: Inception-style random
                     resized crop + flip (True) or resize + center crop (False,
                     the papers' choice, so that memorization is visible)
   data.prefetch     training batches read and put on device ahead of the
                     step that uses them, in a background thread (0 = inline)
+  data.include_keys JSON key list (a list, or {'keys': [...]} as
+                    learning_times' learned_at files): train only on these
+                    training examples ('' = all)
+  data.exclude_keys JSON key list of training examples left out ('' = none)
+  data.heldout_size training examples (of those selected, in key-hash order)
+                    held out as the test split; the data set's own test split
+                    is then evaluated as 'validation' (0 = no hold-out)
+  data.train_size   training examples kept after the hold-out (0 = all)
   noise.rate        fraction of train examples whose label is corrupted, [0, 1]
   noise.kind        'uniform': a uniformly random class; 'permute': the
                     selected labels are permuted among themselves
@@ -27,8 +38,10 @@ Every field of a cgjax config, documented once here:
                     'changed' (label differs from the original; default) or
                     'selected' (drawn by the noise process, 1/K of them with
                     their original label under 'uniform')
-  model.name        module in cgjax/models ('mlp', 'cnn')
-  model.kwargs      keyword arguments of that module's Model
+  model.name        module in cgjax/models ('mlp', 'cnn', 'resnet',
+                    'inception_v3', 'vgg', 'efficientnet')
+  model.kwargs      keyword arguments of that module's Model (documented in
+                    its docstring; e.g. normalize='imagenet', dropout)
   optim.*           optimizer and schedule, see cgjax/optim.py
   optim.aggregator  how the batch gradient is formed: 'mean' (SGD),
                     'winsorize' (per-example values clipped to the
@@ -53,7 +66,7 @@ Every field of a cgjax config, documented once here:
                        samples and the test set: batch_size, sizes.{train,
                        clean,noisy,test} (0 = all)
       coherence        m-coherence probes: m, sets, microbatch_size (per
-                       device), statistics ('all' | 'norms')
+                       device), statistics ('all' | 'norms'), layers
       learning_times   per-example first-correct / stays-correct steps:
                        examples (0 = all), batch_size, learned_at
       loss_shares      f_p / f_c of the loss decrease, with the permuted null
@@ -109,7 +122,10 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict({'name': 'mnist_5k', 'data_dir': '',
                                       'image_size': 224, 'augment': False,
-                                      'prefetch': 2})
+                                      'crop_fraction': 0.875,
+                                      'prefetch': 2, 'include_keys': '',
+                                      'exclude_keys': '', 'heldout_size': 0,
+                                      'train_size': 0})
   c.noise = ml_collections.ConfigDict({
       'rate': 0.0, 'kind': 'uniform', 'exclude_true_label': False, 'seed': 0,
       'noisy_means': 'changed'})
@@ -128,74 +144,105 @@ def base_config() -> ml_collections.ConfigDict:
 
 IMAGENET_TRAIN_EXAMPLES = 1_281_167
 
+# name: (cgjax model, kwargs, image size, smallest size for runlocal smoke
+# runs, the layers the papers follow: first
+# conv, an intermediate one, the final dense). Inputs are normalized with the
+# ImageNet mean/std, as the torchvision-trained references are. Every model
+# field is listed, so that --config.model.kwargs.X overrides any of them.
+RESNET = {'width': 64, 'zero_init_residual': False, 'small_inputs': False,
+          'dtype': 'float32'}
+IMAGENET_MODELS = {
+    'resnet18': ('resnet', {'depth': 18, **RESNET}, 224, 32,
+                 ('stem_conv/kernel', 'stage3_block0/conv1/kernel',
+                  'head/kernel')),
+    'resnet50': ('resnet', {'depth': 50, **RESNET}, 224, 32,
+                 ('stem_conv/kernel', 'stage3_block0/conv2/kernel',
+                  'head/kernel')),
+    'inception_v3': ('inception_v3', {'dropout': 0.5, 'dtype': 'float32'},
+                     299, 75,
+                     ('conv_1a/conv/kernel', 'mixed_6b/ConvBN_0/conv/kernel',
+                      'head/kernel')),
+    'vgg13_bn': ('vgg', {'depth': 13, 'width': 64, 'hidden': 4096,
+                         'dropout': 0.5, 'dtype': 'float32'}, 224, 32,
+                 ('block1_conv0/kernel', 'block3_conv0/kernel',
+                  'head/kernel')),
+    'efficientnet_b0': ('efficientnet', {'dropout': 0.2,
+                                         'stochastic_depth': 0.2,
+                                         'dtype': 'float32'}, 224, 32,
+                        ('stem/conv/kernel', 'stage4_block0/expand/conv/kernel',
+                         'head/kernel')),
+}
 
-def imagenet_config(arg, model_name: str, model_kwargs: dict, image_size: int,
-                    runlocal_size: int) -> ml_collections.ConfigDict:
-  """ImageNet label-noise study as in the m-coherence paper (Chatterjee & Zielinski 2020).
 
-  Choices the papers leave open are stated here: batch 4096, SGD momentum 0.9,
-  Goyal et al. schedule (lr 0.1 x batch / 256, 5 warm-up epochs, /10 at epochs
-  30, 60, 80 of 90), no weight decay and no augmentation (resize + center
-  crop) so that memorization is visible. Measurements once per epoch and at
-  20 log-spaced steps: probes of m = 4096 examples per set (the paper used
-  ~40K, the follow-up 50K: raise measurements.probe.m on a pod), with
-  BatchNorm in eval mode, m-coherence from the per-layer fast path
-  (statistics='norms'; 'all' adds GSNR, cosines, stiffness at the cost of
-  per-example gradients); evaluation on fixed samples of 50,000 mixed, clean
-  and noisy training examples and the whole validation split (the authors'
-  trainer); learning times of a fixed 50,000 training examples, with the
-  keys learned at epoch 2 written for the easy/hard study; loss-decrease
-  shares f_p / f_c.
+def imagenet_config(a, *, batch: int, lr: float, momentum: float,
+                    probe_m: int, epochs_per_measurement: int = 1
+                    ) -> ml_collections.ConfigDict:
+  """ImageNet (TFDS imagenet2012) with label noise, for `a` from parse_arg
+  with fields model, noise, seed, epochs, runlocal.
 
-  arg: noise (default 0), seed, batch, epochs, aggregator ('mean'; 'm3',
-  'rm3', 'ra3' run without momentum as in the large-scale CG study; m3 needs
-  a batch divisible by 3, e.g. batch=768 for three groups of 256), runlocal
-  (a few steps at `runlocal_size` px, batch 16, for a laptop smoke run on
-  prepared data).
+  Shared by the papers' configs: no augmentation (resize + center crop) and
+  no weight decay, so that memorization is visible; SGD; measurements every
+  `epochs_per_measurement` epochs and at 20 log-spaced steps: evaluation on
+  fixed samples of 50,000 mixed, clean and noisy training examples and the
+  whole validation split (the authors' trainer); m-coherence probes of
+  `probe_m` examples per set (clean, noisy, mixed, test), streamed in eval
+  mode (BatchNorm running statistics) through the per-layer fast path
+  (statistics='norms'), per-layer series for the model's three named layers;
+  learning times of a fixed 50,000 training examples; loss-decrease shares.
+  The paper's config sets the schedule, then `imagenet_runlocal` where asked.
   """
-  a = parse_arg(arg, noise=0.0, seed=0, batch=4096, epochs=90,
-                aggregator='mean', runlocal=False)
+  if a.model not in IMAGENET_MODELS:
+    raise ValueError(f'unknown model {a.model!r}; choose from '
+                     f'{", ".join(IMAGENET_MODELS)}')
+  name, kwargs, size, _, layers = IMAGENET_MODELS[a.model]
   c = base_config()
   c.seed = a.seed
-  c.data.name = 'tfds:imagenet2012'
-  c.data.image_size = image_size
+  c.data.update(name='tfds:imagenet2012', image_size=size)
   c.noise.rate = a.noise
-  c.model.name = model_name
-  c.model.kwargs = model_kwargs
-  c.batch_size = a.batch
-  steps_per_epoch = IMAGENET_TRAIN_EXAMPLES // a.batch
+  c.model.name = name
+  c.model.kwargs = {**kwargs, 'normalize': 'imagenet'}
+  c.batch_size = batch
+  steps_per_epoch = IMAGENET_TRAIN_EXAMPLES // batch
   c.num_steps = a.epochs * steps_per_epoch
-  c.optim.update(name='sgd', lr=0.1 * a.batch / 256, momentum=0.9,
-                 schedule='step', warmup_steps=5 * steps_per_epoch,
-                 step_boundaries=(30 / 90, 60 / 90, 80 / 90), step_factor=0.1)
-  if a.aggregator != 'mean':
-    c.optim.update(aggregator=a.aggregator, momentum=0.0)
+  c.optim.update(name='sgd', lr=lr, momentum=momentum, weight_decay=0.0)
   c.log_every = 50
   c.checkpoint_every = steps_per_epoch
-  epoch_and_early = dict(every=steps_per_epoch, num_log_spaced=20)
+  schedule = dict(every=epochs_per_measurement * steps_per_epoch,
+                  num_log_spaced=20)
   c.measurements = ml_collections.ConfigDict({
       # The authors' trainer: 50K clean, 50K noisy, 50K mixed training
       # examples and the validation set, each epoch.
       'eval': measurement('evaluation', batch_size=1024, sizes={
           'train': 50_000, 'clean': 50_000, 'noisy': 50_000, 'test': 0},
-                          **epoch_and_early),
-      'probe': measurement('coherence', m=4096, microbatch_size=256,
-                           statistics='norms', **epoch_and_early),
+                          **schedule),
+      # 32 examples per device and chunk: fits every model on a 16 GB TPU v3
+      # core but VGG-13-BN (benchmarks/scale_plan.py).
+      'probe': measurement('coherence', m=probe_m, microbatch_size=32,
+                           sets=('clean', 'noisy', 'train', 'test'),
+                           statistics='norms', layers=layers, **schedule),
       # Learned after 2 epochs: the Weak-and-Strong paper's "easy" examples.
       'learning': measurement('learning_times', examples=50_000,
                               batch_size=1024,
-                              learned_at=(2 * steps_per_epoch,),
-                              **epoch_and_early),
-      'shares': measurement('loss_shares', **epoch_and_early),
+                              learned_at=(min(2 * steps_per_epoch,
+                                              c.num_steps),),
+                              **schedule),
+      'shares': measurement('loss_shares', **schedule),
   })
-  if a.runlocal:
-    c.data.image_size = runlocal_size
-    c.batch_size, c.num_steps, c.optim.warmup_steps = 16, 4, 0
-    c.log_every = c.checkpoint_every = 2
-    for m in c.measurements.values():
-      m.update(every=2, num_log_spaced=0)
-    c.measurements.eval.update(batch_size=16, sizes={
-        'train': 64, 'clean': 64, 'noisy': 64, 'test': 0})
-    c.measurements.probe.update(m=8, microbatch_size=8)
-    c.measurements.learning.update(examples=0, batch_size=16, learned_at=(2,))
+  return c
+
+
+def imagenet_runlocal(c, model: str) -> ml_collections.ConfigDict:
+  """A smoke run of an ImageNet config on prepared (e.g. fake) data: 4 steps
+  at the model's smallest input size, batch 16, the base lr held constant,
+  tiny measurement samples, everything measured at steps 0, 2, 4."""
+  c.data.image_size = IMAGENET_MODELS[model][3]
+  c.batch_size, c.num_steps = 16, 4
+  c.optim.update(schedule='constant', warmup_steps=0)
+  c.log_every = c.checkpoint_every = 2
+  for m in c.measurements.values():
+    m.update(every=2, num_log_spaced=0)
+  c.measurements.eval.update(batch_size=16, sizes={
+      'train': 64, 'clean': 64, 'noisy': 64, 'test': 0})
+  c.measurements.probe.update(m=8, microbatch_size=4)
+  c.measurements.learning.update(examples=0, batch_size=16, learned_at=(2,))
   return c

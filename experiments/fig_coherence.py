@@ -2,9 +2,10 @@
 
     python -m experiments.fig_coherence SWEEP_DIR --out plots/
 
-Clean (solid), noisy (dashed) and test (dotted) probe sets; log-log axes as
-in the m-coherence paper, step 0 drawn at 1; the gray line is the orthogonal
-baseline 1 and the dashed gray line m (all gradients equal).
+Clean (solid), noisy (dashed), test (dotted) and, where measured, mixed
+('train', dash-dot) probe sets; log-log axes as in the m-coherence paper,
+step 0 drawn at 1; the gray line is the orthogonal baseline 1 and the dashed
+gray line m (all gradients equal).
 """
 from experiments import runs as runs_lib
 

@@ -22,18 +22,24 @@ def plot(runs, out_dir):
       squeeze=False, sharex=True)
   for row, (metric, title) in enumerate(METRICS.items()):
     for ax, run in zip(axes[row], runs):
+      drawn = False
       for probe, style in runs_lib.PROBE_STYLE.items():
         key = f'probe/{probe}/{metric}'
         if key in run.series:
           steps, values = run.series[key]
           ax.plot([max(s, 1) for s in steps], values, label=probe, **style)
-      ax.set_xscale('log')
-      if metric in LOG_Y:
-        ax.set_yscale('log')
+          drawn = True
       if row == 0:
         runs_lib.title(ax, run.label)
       if ax is axes[row][0]:
         ax.set_ylabel(title, fontsize=8)
+      if not drawn:  # statistics='norms' measures m-coherence only
+        runs_lib.note(ax, "not measured: probe statistics='norms' "
+                      "('all' adds it)")
+        continue
+      ax.set_xscale('log')
+      if metric in LOG_Y:
+        ax.set_yscale('log')
   for ax in axes[-1]:
     ax.set_xlabel('step')
   runs_lib.legend_once(fig, axes.ravel())

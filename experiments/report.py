@@ -21,6 +21,7 @@ from experiments import fig_coherence
 from experiments import fig_layers
 from experiments import fig_learning
 from experiments import fig_metrics
+from experiments import fig_named_layers
 from experiments import fig_overfit
 from experiments import fig_shares
 from experiments import runs as runs_lib
@@ -29,6 +30,8 @@ FIGURES = {
     'm-coherence over training': fig_coherence,
     'Accuracy on clean, noisy and test examples': fig_accuracy,
     'Per-layer-group m-coherence': fig_layers,
+    'm-coherence of the named layers (first conv, intermediate, final dense)':
+        fig_named_layers,
     'm-coherence and the metrics it is compared with': fig_metrics,
     'When examples are learned': fig_learning,
     'Shares of the loss decrease: pristine vs corrupt': fig_shares,
@@ -100,6 +103,10 @@ def build(sweep_dirs: list[str], out_dir: str) -> str:
   parts += _claims(sweep_dirs)
   for title, module in FIGURES.items():
     png = module.plot(runs, out_dir)
+    if png is None:  # the figure does not apply to these runs
+      parts.append(f'<h2>{html.escape(title)}</h2><p>not drawn: these runs '
+                   'do not measure it</p>')
+      continue
     doc = html.escape(module.__doc__.split('\n\n', 2)[-1].strip())
     parts.append(f'<h2>{html.escape(title)}</h2><p>{doc}</p>'
                  f'<img src="{os.path.basename(png)}" style="max-width:100%">')

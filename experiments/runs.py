@@ -18,10 +18,12 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 from cgjax import workdir as workdir_lib  # pylint: disable=wrong-import-position
 
 PROBES = ('clean', 'noisy', 'test')
-# Fixed per probe set, so a run without clean or noisy examples keeps them.
+# Fixed per probe set, so a run without clean or noisy examples keeps them;
+# 'train' is the mixed set (clean and noisy) of the ImageNet configs.
 PROBE_STYLE = {'clean': dict(ls='-', color='C0'),
                'noisy': dict(ls='--', color='C1'),
-               'test': dict(ls=':', color='C2')}
+               'test': dict(ls=':', color='C2'),
+               'train': dict(ls='-.', color='C3')}
 
 
 @dataclasses.dataclass
@@ -138,7 +140,8 @@ def labels(runs, overrides=None) -> list[str]:
     if list(c) == ['noise.rate'] or not c:
       out.append(f'noise {run.noise:g}')
     else:
-      out.append(', '.join(f'{short(k)}={v}' for k, v in c.items()))
+      out.append(', '.join(str(v) if k == 'arg' else f'{short(k)}={v}'
+                           for k, v in c.items()))
   return out
 
 
@@ -177,9 +180,11 @@ def title(ax, text: str):
 
 
 def note(ax, text):
-  """An empty panel's explanation, instead of blank axes."""
-  ax.text(0.5, 0.5, text, ha='center', va='center', wrap=True, fontsize=8,
-          transform=ax.transAxes)
+  """An empty panel's explanation, instead of blank axes, wrapped to the
+  panel's width."""
+  width = ax.get_position().width * ax.figure.get_size_inches()[0]
+  ax.text(0.5, 0.5, textwrap.fill(text, max(12, int(width * 11))),
+          ha='center', va='center', fontsize=8, transform=ax.transAxes)
   ax.set_xticks([])
   ax.set_yticks([])
 

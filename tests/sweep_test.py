@@ -86,6 +86,9 @@ def test_report_builds_every_figure_and_the_table(killed_and_resumed):
   assert 'peak m-coh clean (step; running median of 5)' in page
   # noise 0 and 0.5 of one seed: the claims that need a partial rate
   assert 'Claims of the papers' in page and '4a: clean more coherent' in page
+  # MNIST names no layers: that figure is left out, and says so.
+  assert 'named layers (first conv, intermediate, final dense)</h2><p>not ' \
+      'drawn' in page
 
 
 def test_print_commands_one_per_trial(tmp_path):
@@ -112,3 +115,17 @@ def test_sweep_errors_name_the_problem(tmp_path):
   bad = run_python(['-m', 'experiments.report', str(tmp_path / 'missing')],
                    check=False)
   assert f"{str(tmp_path / 'missing')!r} is not a directory" in bad.stderr
+
+
+def test_a_trial_arg_extends_the_config_arg():
+  """{'arg': ...} goes into the config spec's arg, other keys are flags."""
+  from cgjax import sweep  # pylint: disable=g-import-not-at-top
+  trials = [{'arg': 'optimizer=m3', 'noise.rate': 0.5}, {'seed': 1}]
+  (w1, argv1), (w2, argv2) = sweep.commands(
+      'launch.py', 'configs/ws_imagenet.py:model=vgg13_bn', trials, 'S', [])
+  assert w1 == os.path.join('S', 'optimizer=m3,noise.rate=0.5')
+  assert argv1[2:] == ['--config', 'configs/ws_imagenet.py:model=vgg13_bn,'
+                       'optimizer=m3', '--workdir', w1,
+                       '--config.noise.rate=0.5']
+  assert argv2[3] == 'configs/ws_imagenet.py:model=vgg13_bn'
+  assert sweep.trial_spec('configs/x.py', {'arg': 'a=1'}) == 'configs/x.py:a=1'

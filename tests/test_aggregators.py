@@ -157,13 +157,16 @@ def test_eight_devices_equal_the_numpy_result():
   assert 'OK' in run_python(['-c', EIGHT_DEVICES], devices=8).stdout
 
 
-def test_imagenet_configs_take_an_aggregator():
-  from cgjax import train  # pylint: disable=g-import-not-at-top
-  from configs import imagenet_resnet50  # pylint: disable=g-import-not-at-top
-  c = imagenet_resnet50.get_config('aggregator=rm3,noise=0.5')
-  assert c.optim.aggregator == 'rm3' and c.optim.momentum == 0.0
-  train.validate(c)
-  with pytest.raises(ValueError, match='m3_groups=3 must be >= 1 and divide '
-                     'the batch size 4096'):
-    train.validate(imagenet_resnet50.get_config('aggregator=m3'))
-  train.validate(imagenet_resnet50.get_config('aggregator=m3,batch=768'))
+def test_weak_and_strong_optimizers_train_at_the_papers_lr():
+  """M3 takes 3 minibatches of 256 per update at lr 0.1, never scaled."""
+  from cgjax import optim, train  # pylint: disable=g-import-not-at-top
+  from configs import ws_imagenet  # pylint: disable=g-import-not-at-top
+  for name in ('sgd', 'm3', 'rm3', 'ra3'):
+    c = ws_imagenet.get_config(f'optimizer={name},noise=0.5')
+    train.validate(c)
+    assert optim.make_schedule(c.optim, c.num_steps)(0) == pytest.approx(0.1)
+    assert c.optim.momentum == (0.9 if name == 'sgd' else 0.0)
+    assert c.optim.aggregator == ('mean' if name == 'sgd' else name)
+    assert c.batch_size == (768 if name == 'm3' else 256)
+    # 90 epochs of ImageNet whatever the batch.
+    assert c.num_steps == 90 * (1_281_167 // c.batch_size)

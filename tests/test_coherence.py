@@ -278,42 +278,9 @@ def test_batchnorm_model_uses_running_statistics_per_example():
   assert abs((other.sum(0) ** 2).sum() / (other ** 2).sum() - expect) > 1e-3
 
 
-SHARDED_CHECK = """
-import jax, numpy as np
-from cgjax import coherence, losses, parallel
-from cgjax.models import cnn, resnet
-from tests.conftest import random_variables
-assert jax.device_count() == 8
-mesh = parallel.make_mesh()
-rng = np.random.default_rng(0)
-for model in (cnn.Model(num_classes=3, channels=(4, 8), hidden=8),
-              resnet.Model(num_classes=3, depth=18, width=8, small_inputs=True)):
-  x = rng.integers(0, 256, (16, 8, 8, 3)).astype(np.uint8)
-  y = rng.integers(0, 3, 16).astype(np.int32)
-  params, stats = random_variables(model, x[:1])
-  loss = losses.make_per_example_loss(model)
-  paths = coherence.leaf_paths(params)
-  # Stiffness pairs lie inside microbatches, which differ between the two
-  # layouts; every all-pairs metric must agree.
-  one = coherence.summarize(coherence.coherence_stats(
-      loss, params, {'image': x, 'label': y}, None, y, (stats,),
-      microbatch_size=4), paths)
-  rows = parallel.to_global({'image': x, 'label': y,
-                             'w': np.ones(16, np.float32)}, mesh)
-  w = rows.pop('w')
-  eight = coherence.summarize(coherence.sharded_coherence_stats(
-      loss, mesh, params, rows, w, rows['label'], (stats,),
-      microbatch_size=1), paths)
-  for k in ('m_coherence', 'sum_of_sq_norms', 'sq_norm_of_sum', 'mean_loss',
-            'avg_cosine', 'gsnr', 'loss', 'grad_norm', 'per_group'):
-    np.testing.assert_allclose(jax.tree.leaves(eight[k]),
-                               jax.tree.leaves(one[k]), rtol=1e-4, atol=1e-7,
-                               err_msg=k)
-print('OK')
-"""
-
-
-def test_sharded_probes_equal_one_device_for_conv_and_batchnorm():
-  """Per-device per-example gradients, sums reduced across 8 devices."""
+def test_streamed_probes_on_eight_devices_equal_one_device():
+  """Per-device per-example gradients, sums reduced across 8 devices and
+  carried across padded chunks, for conv and BatchNorm models, against the
+  one-device pass (tests/sharded_checks.py)."""
   from tests.conftest import run_python  # pylint: disable=g-import-not-at-top
-  assert 'OK' in run_python(['-c', SHARDED_CHECK], devices=8).stdout
+  assert 'OK' in run_python(['-m', 'tests.sharded_checks'], devices=8).stdout

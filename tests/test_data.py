@@ -182,3 +182,50 @@ def test_prefetch_raises_the_reader_error():
     for x in pipeline.prefetch(make, range(10), 2):
       got.append(x)
   assert got == [0, 1, 2]
+
+
+def test_key_lists_restrict_training_and_hold_out_a_test_split(tmp_path):
+  """include/exclude key lists select training examples; a held-out part of
+  them (the same for any seed) becomes the test split and the data set's own
+  test split is kept as 'validation'."""
+  import json  # pylint: disable=g-import-not-at-top
+  full = data_lib.load(_cfg('digits'), _noise())
+  keys = full.train.keys
+  easy = [int(k) for k in keys[::3]]
+  path = tmp_path / 'easy.json'
+  path.write_text(json.dumps({'step': 2, 'keys': easy}))
+  ds = data_lib.load(_cfg('digits', include_keys=str(path), heldout_size=50,
+                          train_size=300), _noise(0.5))
+  assert len(ds.train) == 300 and len(ds.test) == 50
+  together = np.concatenate([ds.train.keys, ds.test.keys])
+  assert set(together) <= set(easy) and len(set(together)) == 350
+  # Held out by key hash alone: a second load holds out the same examples;
+  # held-out examples keep their original labels (noise is on training only).
+  again = data_lib.load(_cfg('digits', include_keys=str(path), heldout_size=50),
+                        _noise(0.0))
+  np.testing.assert_array_equal(np.sort(again.test.keys), np.sort(ds.test.keys))
+  assert len(again.train) == len(easy) - 50
+  np.testing.assert_array_equal(ds.test.labels, ds.test.clean_labels)
+  assert ds.noise.num_selected == 150  # rate 0.5 of the 300 trained on
+  np.testing.assert_array_equal(ds.extra_test['validation'].keys,
+                                full.test.keys)
+  assert set(pipeline.pools(ds)) == {'train', 'clean', 'noisy', 'test',
+                                     'validation'}
+  # exclude_keys: the complement, and the data set's own test split.
+  rest = data_lib.load(_cfg('digits', exclude_keys=str(path)), _noise())
+  assert set(rest.train.keys) == set(keys) - set(easy)
+  assert not rest.extra_test and len(rest.test) == len(full.test)
+
+
+def test_key_list_errors_name_the_field(tmp_path):
+  bad = tmp_path / 'bad.json'
+  bad.write_text('{"keys": ["n01440764_1.JPEG"]}')
+  with pytest.raises(ValueError, match='data.include_keys=.*none of its 1 '
+                     'keys is a training example key'):
+    data_lib.load(_cfg('digits', include_keys=str(bad)), _noise())
+  with pytest.raises(ValueError, match='data.exclude_keys=.*cannot read'):
+    data_lib.load(_cfg('digits', exclude_keys=str(tmp_path / 'none.json')),
+                  _noise())
+  with pytest.raises(ValueError, match=r'data.heldout_size=1000 \+ '
+                     r'data.train_size=1000 > the 1438'):
+    data_lib.load(_cfg('digits', heldout_size=1000, train_size=1000), _noise())

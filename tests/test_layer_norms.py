@@ -84,6 +84,10 @@ CONVS = {
     'explicit_pads_no_bias': {'kernel_size': (2, 3), 'strides': (1, 2),
                               'padding': ((1, 2), (0, 1)), 'use_bias': False},
     'int_padding_1x1': {'kernel_size': (1, 1), 'padding': 1},
+    # 2 input channels, 4 outputs: depthwise with multiplier 2 (EfficientNet's
+    # depthwise convs have multiplier 1), and 2 groups of 1 -> 2.
+    'depthwise_x2': {'kernel_size': (3, 3), 'padding': 'SAME',
+                     'feature_group_count': 2},
 }
 
 
@@ -142,6 +146,7 @@ def test_uncovered_layers_fall_back_to_per_example_gradients():
 # name: (module, kwargs, image shape, reference). The vmap(grad) path is the
 # reference for the small models, the explicit loop (cheaper to compile) for
 # the deep ones; the 8-device test compares with the vmap path for BatchNorm.
+# Every leaf is covered by taps (EfficientNet's depthwise convs too).
 MODELS = {
     'mlp': ('mlp', {}, (28, 28, 1), 'vmap'),
     'cnn': ('cnn', {}, (28, 28, 1), 'vmap'),
@@ -151,6 +156,8 @@ MODELS = {
     'resnet50': ('resnet', {'depth': 50, 'width': 4}, (32, 32, 3),
                  'explicit'),
     'inception_v3': ('inception_v3', {}, (75, 75, 3), 'explicit'),
+    'vgg13_bn': ('vgg', {'width': 4, 'hidden': 16}, (32, 32, 3), 'explicit'),
+    'efficientnet_b0': ('efficientnet', {}, (32, 32, 3), 'explicit'),
 }
 
 

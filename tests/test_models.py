@@ -30,8 +30,9 @@ def test_cnn_output_shape():
 
 
 def test_unknown_model_lists_choices():
-  with pytest.raises(ValueError, match="unknown model 'vgg'.*cnn, inception_v3, mlp, resnet"):
-    models.get_model('vgg', 10)
+  with pytest.raises(ValueError, match="unknown model 'alexnet'.*cnn, "
+                     "efficientnet, inception_v3, mlp, resnet, vgg"):
+    models.get_model('alexnet', 10)
 
 
 def _num_params(name, resolution, **kwargs):
@@ -48,6 +49,8 @@ def _num_params(name, resolution, **kwargs):
     ('resnet', {'depth': 50}, 224, 25_557_032),
     ('resnet', {'depth': 101}, 224, 44_549_160),
     ('inception_v3', {}, 299, 27_161_264 - 3_326_696),
+    ('vgg', {'depth': 13}, 224, 133_053_736),  # torchvision vgg13_bn
+    ('efficientnet', {}, 224, 5_288_548),  # torchvision efficientnet_b0
 ])
 def test_published_parameter_counts(name, kwargs, resolution, published):
   assert _num_params(name, resolution, **kwargs) == published
@@ -91,3 +94,38 @@ def test_resnet_bf16_compute_keeps_float32_params():
   assert {p.dtype for p in jax.tree.leaves(variables['params'])} == {
       np.dtype('float32')}
   assert model.apply(variables, x).dtype == np.float32
+
+
+@pytest.mark.parametrize('name,kwargs', [
+    ('vgg', {'width': 4, 'hidden': 16}),
+    ('efficientnet', {}),
+])
+def test_dropout_draws_per_step_in_training_only(name, kwargs):
+  """Dropout / stochastic depth: off in eval mode (per-example gradients),
+  drawn from the given key in training, where BatchNorm statistics update."""
+  model = models.get_model(name, 10, **kwargs)
+  x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), np.uint8)
+  variables = jax.jit(model.init)(jax.random.key(0), x[:1])
+  evaluate = jax.jit(model.apply)
+  np.testing.assert_array_equal(evaluate(variables, x), evaluate(variables, x))
+  train = jax.jit(lambda key: model.apply(
+      variables, x, train=True, mutable=['batch_stats'], rngs={'dropout': key}))
+  (one, stats), (again, _) = train(jax.random.key(1)), train(jax.random.key(1))
+  np.testing.assert_array_equal(one, again)
+  assert np.abs(one - train(jax.random.key(2))[0]).max() > 1e-4
+  changed = jax.tree.map(lambda a, b: bool(np.any(a != b)),
+                         variables['batch_stats'], stats['batch_stats'])
+  assert all(jax.tree.leaves(changed))  # every BN layer saw the batch
+  with pytest.raises(Exception, match='dropout'):
+    model.apply(variables, x, train=True, mutable=['batch_stats'])
+
+
+def test_imagenet_normalization():
+  """'imagenet' standardizes uint8 pixels with torchvision's mean and std."""
+  x = np.array([[[[0, 128, 255]]]], np.uint8)
+  got = np.asarray(models.to_float(x, 'imagenet'))[0, 0, 0]
+  want = (np.array([0, 128, 255]) / 255 - [0.485, 0.456, 0.406]) / [
+      0.229, 0.224, 0.225]
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  with pytest.raises(ValueError, match="normalize='caffe'"):
+    models.to_float(x, 'caffe')

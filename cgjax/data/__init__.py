@@ -46,6 +46,9 @@ class Dataset:
   test: Split
   num_classes: int
   noise: noise_lib.NoisyLabels
+  # Further test sets evaluated next to `test`, by name: the data set's own
+  # test split ('validation') when `test` is held out of a key subset.
+  extra_test: dict[str, Split] = dataclasses.field(default_factory=dict)
 
 
 def clean_split(images, labels, keys) -> Split:
@@ -97,13 +100,73 @@ def check_name(name: str):
 NOISY_MEANS = ('changed', 'selected')
 
 
+def read_keys(path: str, field: str) -> np.ndarray:
+  """Example keys from a JSON file: a list, or an object with a 'keys' list
+  (as the learning-times measurement writes)."""
+  import json  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  try:
+    content = json.loads(epath.Path(path).read_text())
+  except (OSError, ValueError) as err:
+    raise ValueError(f'{field}={path!r}: cannot read a JSON key list '
+                     f'({type(err).__name__}: {err})') from None
+  keys = content.get('keys') if isinstance(content, dict) else content
+  if not isinstance(keys, list):
+    raise ValueError(f'{field}={path!r}: expected a JSON list of keys or an '
+                     "object with a 'keys' list")
+  return np.asarray(keys)
+
+
+def select(train: Split, test: Split, data_config):
+  """(train, test, extra test sets) after `data.include_keys`,
+  `exclude_keys`, `heldout_size` and `train_size`.
+
+  The held-out test split and the training subset come in the order of a
+  hash of the example key (independent of the run seed and of positions), so
+  every run restricted to one key list holds out the same examples; the data
+  set's own test split is then evaluated as 'validation'.
+  """
+  keep = np.ones(len(train), bool)
+  for field, include in (('include_keys', True), ('exclude_keys', False)):
+    path = data_config.get(field, '')
+    if not path:
+      continue
+    listed = read_keys(path, f'data.{field}')
+    found = np.isin(train.keys, listed)
+    if not found.any():
+      raise ValueError(f'data.{field}={path!r}: none of its {len(listed)} '
+                       f'keys is a training example key of '
+                       f'{data_config.name} (e.g. {train.keys[0]!r})')
+    keep &= found if include else ~found
+  heldout = data_config.get('heldout_size', 0)
+  size = data_config.get('train_size', 0)
+  if heldout < 0 or size < 0:
+    raise ValueError(f'data.heldout_size and data.train_size must be >= 0 '
+                     f'(0 = none / all), got {heldout} and {size}')
+  index = np.flatnonzero(keep)
+  index = index[np.argsort(noise_lib.stable_hash(train.keys[index], 0,
+                                                 'heldout'), kind='stable')]
+  if heldout + size > len(index):
+    raise ValueError(f'data.heldout_size={heldout} + data.train_size={size} '
+                     f'> the {len(index)} selected training examples')
+  if not heldout and len(index) == len(train) and not size:
+    return train, test, {}
+  train_index = index[heldout:heldout + size] if size else index[heldout:]
+  if not heldout:
+    return train.subset(np.sort(train_index)), test, {}
+  return (train.subset(np.sort(train_index)),
+          train.subset(np.sort(index[:heldout])), {'validation': test})
+
+
 def load(data_config, noise_config) -> Dataset:
-  """Loads `data_config.name` and corrupts its train labels per noise_config.
+  """Loads `data_config.name`, restricts it (`select`) and corrupts its train
+  labels per noise_config.
 
   `Split.is_noisy` is what `noise_config.noisy_means` says; every probe,
   evaluation set and metric that splits clean from noisy reads it."""
   check_name(data_config.name)
   train, test, num_classes = _registry()[data_config.name](data_config)
+  train, test, extra_test = select(train, test, data_config)
   noisy = noise_lib.corrupt_labels(
       train.clean_labels, list(train.keys), num_classes=num_classes,
       rate=noise_config.rate, seed=noise_config.seed, kind=noise_config.kind,
@@ -115,4 +178,4 @@ def load(data_config, noise_config) -> Dataset:
               else noisy.labels != train.clean_labels)
   train = dataclasses.replace(train, labels=noisy.labels, is_noisy=is_noisy)
   return Dataset(name=data_config.name, train=train, test=test,
-                 num_classes=num_classes, noise=noisy)
+                 num_classes=num_classes, noise=noisy, extra_test=extra_test)

@@ -10,8 +10,9 @@ a pure function of (seed, step), so a resumed run repeats and skips nothing):
 The stable example key is the image's file name (e.g. 'n01440764_10026.JPEG',
 'ILSVRC2012_val_00000001.JPEG'), so label noise is the same for any host count,
 order or re-preparation. Images are decoded with PIL in a thread pool:
-evaluation resizes the shorter side to size / 0.875 and center-crops `size`
-(the standard 256 -> 224); training does the same unless `data.augment`, which
+evaluation resizes the shorter side to size / crop_fraction and
+center-crops `size` (0.875: the standard 256 -> 224); training does the
+same unless `data.augment`, which
 takes an Inception-style random resized crop (scale 0.08-1, aspect 3/4-4/3)
 and a random horizontal flip, seeded by (seed, step, position in batch).
 """
@@ -26,7 +27,6 @@ from cgjax.data import Split, write_npz_atomically
 
 NAME = 'imagenet2012'
 NUM_CLASSES = 1000
-EVAL_CROP_FRACTION = 0.875
 _POOL = concurrent.futures.ThreadPoolExecutor(16)
 
 
@@ -37,8 +37,9 @@ def _resize_short_side(img: Image.Image, short: int) -> Image.Image:
                     Image.BILINEAR)
 
 
-def center_crop(img: Image.Image, size: int) -> np.ndarray:
-  img = _resize_short_side(img, math.ceil(size / EVAL_CROP_FRACTION))
+def center_crop(img: Image.Image, size: int,
+                crop_fraction: float = 0.875) -> np.ndarray:
+  img = _resize_short_side(img, math.ceil(size / crop_fraction))
   w, h = img.size
   left, top = (w - size) // 2, (h - size) // 2
   return np.asarray(img.crop((left, top, left + size, top + size)))
@@ -71,9 +72,11 @@ class LazyImages:
   `read(index, seeds)` gives training crops, one seed per row.
   """
 
-  def __init__(self, source, rows: np.ndarray, size: int, augment: bool):
+  def __init__(self, source, rows: np.ndarray, size: int, augment: bool,
+               crop_fraction: float = 0.875):
     self._source, self._rows = source, rows
     self.size, self.augment = size, augment
+    self.crop_fraction = crop_fraction
     self.shape = (len(rows), size, size, 3)
     self.dtype = np.dtype(np.uint8)
 
@@ -81,7 +84,8 @@ class LazyImages:
     return len(self._rows)
 
   def view(self, index) -> 'LazyImages':
-    return LazyImages(self._source, self._rows[index], self.size, self.augment)
+    return LazyImages(self._source, self._rows[index], self.size, self.augment,
+                      self.crop_fraction)
 
   def _decode(self, row) -> Image.Image:
     image = self._source[int(row)]['image']
@@ -90,7 +94,8 @@ class LazyImages:
   def read(self, index, seeds=None) -> np.ndarray:
     rows = self._rows[index]
     if seeds is None or not self.augment:
-      work = lambda i: center_crop(self._decode(rows[i]), self.size)
+      work = lambda i: center_crop(self._decode(rows[i]), self.size,
+                                   self.crop_fraction)
     else:
       work = lambda i: random_resized_crop(
           self._decode(rows[i]), self.size, np.random.default_rng(seeds[i]))
@@ -159,7 +164,8 @@ def _split(name, split, config):
   keys, labels = _index(source, split)
   return Split(images=LazyImages(source, np.arange(len(labels)),
                                  config.image_size,
-                                 bool(config.get('augment', False))),
+                                 bool(config.get('augment', False)),
+                                 config.get('crop_fraction', 0.875)),
                labels=labels, clean_labels=labels,
                is_noisy=np.zeros(len(labels), bool), keys=keys)
 

@@ -154,9 +154,12 @@ def _hash_order(keys: np.ndarray, seed: int) -> np.ndarray:
 
 def pools(dataset) -> dict:
   """(split, candidate mask) of each set a measurement can sample: 'train'
-  (all training examples, clean and noisy mixed), 'clean', 'noisy', 'test'."""
+  (all training examples, clean and noisy mixed), 'clean', 'noisy', 'test',
+  and the dataset's extra test sets (e.g. 'validation')."""
   train, test = dataset.train, dataset.test
   return {'train': (train, np.ones(len(train), bool)),
           'clean': (train, ~train.is_noisy),
           'noisy': (train, train.is_noisy),
-          'test': (test, np.ones(len(test), bool))}
+          'test': (test, np.ones(len(test), bool)),
+          **{name: (split, np.ones(len(split), bool))
+             for name, split in dataset.extra_test.items()}}

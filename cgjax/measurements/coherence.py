@@ -2,7 +2,11 @@
 
 Each probe set is a fixed sample of m examples (`pipeline.fixed_sample`:
 chosen by key and seed alone, so every trial of a sweep with one seed probes
-the same test examples), kept on the devices as sharded arrays. Metrics:
+the same test examples). At each probe the examples stream through the
+statistics in chunks of one microbatch per device (each process reads and
+decodes only its own rows of a chunk, the next chunk read while the current
+one runs), so device memory does not grow with m: the papers' 40K-80K
+ImageNet images per set never reside on the devices. Metrics:
 `{name}/{set}/...`, every key of `coherence.summarize` flattened (e.g.
 `probe/clean/m_coherence`, `probe/noisy/per_layer/dense0/kernel/alpha`).
 The probe ids go to `{name}_ids.json` ('probe_ids.json' for the default
@@ -10,10 +14,16 @@ name `probe`) as stable example keys.
 
 Fields:
   m                examples per probe set
-  sets             of 'clean', 'noisy', 'test' and 'train' (clean and noisy
-                   mixed); a set with fewer than m candidates (clean at noise
-                   1, noisy at noise 0) is skipped with a note in the log
-  microbatch_size  examples per microbatch, per device
+  sets             of 'clean', 'noisy', 'test', 'train' (clean and noisy
+                   mixed, the authors' "train sample") and the data's extra
+                   test sets ('validation'); a set with fewer than m
+                   candidates (clean at noise 1, noisy at noise 0) is skipped
+                   with a note in the log
+  microbatch_size  examples per device in one chunk of the stream
+  layers           parameter paths (e.g. 'stem_conv/kernel') whose per-layer
+                   series are written; () = every leaf. The papers follow the
+                   first conv, an intermediate layer and the final dense one
+                   (fig_layers draws them)
   statistics       'all': every metric of cgjax/coherence.py (per-example
                    gradients, vmap); 'norms': m-coherence, alpha, gradient
                    diversity (total, per layer, per group) and quantiles only,
@@ -23,6 +33,7 @@ Fields:
 import functools
 
 import jax
+
 from cgjax import coherence
 from cgjax import losses
 from cgjax import measurements
@@ -31,7 +42,7 @@ from cgjax import workdir as workdir_lib
 from cgjax.data import pipeline
 
 FIELDS = {'m': 500, 'sets': ('clean', 'noisy', 'test'),
-          'microbatch_size': 100, 'statistics': 'all'}
+          'microbatch_size': 100, 'statistics': 'all', 'layers': ()}
 
 
 class Measurement:
@@ -46,8 +57,14 @@ class Measurement:
     if unknown:
       raise ValueError(f'measurements.{name}.sets: unknown set(s) {unknown}; '
                        f'choose from {tuple(pools)}')
+    unknown = [p for p in cfg.layers if p not in ctx.param_paths]
+    if unknown:
+      raise ValueError(f'measurements.{name}.layers: no parameter {unknown} '
+                       f'in model {ctx.config.model.name!r} (e.g. '
+                       f'{", ".join(ctx.param_paths[:3])})')
+    self._layers = tuple(cfg.layers)
     self._name, self._ctx = name, ctx
-    self._index, self._skipped = {}, {}
+    self.samples, self._skipped = {}, {}
     for set_name in cfg.sets:
       split, candidates = pools[set_name]
       if cfg.m > len(split):
@@ -58,11 +75,12 @@ class Measurement:
       if len(index) < cfg.m:
         self._skipped[set_name] = len(index)
       else:
-        self._index[set_name] = (split, index)
-    self._probes = {s: _device_arrays(split, index, cfg.microbatch_size,
-                                      ctx.mesh)
-                    for s, (split, index) in self._index.items()}
-    self._fn = functools.partial(coherence.sharded_coherence_stats,
+        self.samples[set_name] = (split, index)
+    # One microbatch per device per chunk (fewer rows for a probe smaller
+    # than that, so a small probe computes no padding).
+    self._chunk = min(cfg.microbatch_size,
+                      -(-cfg.m // ctx.mesh.size)) * ctx.mesh.size
+    self._fn = functools.partial(coherence.streamed_coherence_stats,
                                  losses.make_per_example_loss(ctx.model),
                                  ctx.mesh, statistics=cfg.statistics)
     self._ids_file = ('probe_ids.json' if name == 'probe'
@@ -72,40 +90,45 @@ class Measurement:
   def describe(self) -> str:
     skipped = ''.join(f'; {s} skipped ({n} candidates < m={self._m})'
                       for s, n in self._skipped.items())
-    return f'{self._name}: {", ".join(self._index) or "no sets"}{skipped}'
+    return f'{self._name}: {", ".join(self.samples) or "no sets"}{skipped}'
 
   def run(self, state, step):
     del step
     out = {}
-    for set_name, (examples, weights, micro) in self._probes.items():
-      stats = self._fn(state.params, examples, weights, examples['label'],
-                       (state.batch_stats,), microbatch_size=micro)
-      out.update(coherence.flatten(
-          coherence.summarize(stats, self._ctx.param_paths,
-                              self._ctx.group_of),
-          f'{self._name}/{set_name}/'))
+    for set_name, (split, index) in self.samples.items():
+      stats = self._fn(state.params, self.chunks(split, index),
+                       (state.batch_stats,))
+      summary = coherence.summarize(stats, self._ctx.param_paths,
+                                    self._ctx.group_of)
+      if self._layers:
+        summary['per_layer'] = {p: summary['per_layer'][p]
+                                for p in self._layers}
+      out.update(coherence.flatten(summary, f'{self._name}/{set_name}/'))
     return out
 
   def summary(self, metrics):
     return 'm-coherence ' + ', '.join(
         f'{s}={metrics[f"{self._name}/{s}/m_coherence"]:.2f}'
-        for s in self._probes)
+        for s in self.samples)
+
+  def chunks(self, split, index):
+    """(examples, weights, classes) of `split`'s examples `index`: global
+    arrays of one shape, one chunk at a time, read one chunk ahead in a
+    background thread. `samples` holds each set's (split, index)."""
+    batches = pipeline.padded_batches(split.subset(index), self._chunk,
+                                      jax.process_index(), jax.process_count())
+
+    def to_device(batch):
+      arrays = parallel.to_global(batch, self._ctx.mesh)
+      return ({'image': arrays['image'], 'label': arrays['label']},
+              arrays['weight'], arrays['label'])
+
+    return pipeline.prefetch(lambda _: to_device(next(batches)),
+                             range(-(-len(index) // self._chunk)), 1)
 
   def finalize(self, workdir):
     workdir_lib.write_json(workdir, self._ids_file, {
         s: split.keys[index].tolist()
-        for s, (split, index) in self._index.items()})
+        for s, (split, index) in self.samples.items()})
 
 
-def _device_arrays(split, index, microbatch_size, mesh):
-  """(examples, weights, per-device microbatch) as sharded global arrays,
-  padded with weight-0 rows to a whole number of microbatches."""
-  micro = min(microbatch_size, len(index))
-  micro = -(-micro // mesh.size) * mesh.size  # round up to the device count
-  padded = -(-len(index) // micro) * micro
-  rows = pipeline.pad_batch(split, index, padded)
-  local = pipeline.local_rows(padded, jax.process_index(), jax.process_count())
-  rows = {k: v[local] for k, v in rows.items()}
-  arrays = parallel.to_global(rows, mesh)
-  return ({k: arrays[k] for k in ('image', 'label')}, arrays['weight'],
-          micro // mesh.size)

@@ -11,6 +11,9 @@ Metrics, under the measurement's name (`eval/...`):
   noisy_acc_vs_noisy_label, noisy_acc_vs_clean_label (memorization and
     generalization), noisy_loss, noisy_top5_vs_{noisy,clean}_label
   test_acc, test_loss, test_top5
+  validation_acc, ...  each extra test set of the data (the data set's own
+                     test split when data.heldout_size holds out the test
+                     split), at the size of `sizes.test`
   adjusted_overfit   train_acc - [rate / K + (1 - rate) * test_acc] (the CG
                      paper's, rate = noise.rate)
 
@@ -93,13 +96,15 @@ class Measurement:
     pools = pipeline.pools(ctx.dataset)
     check_sizes(name, cfg.sizes, pools)
     self._name, self._ctx, self._batch_size = name, ctx, cfg.batch_size
-    self._index = {}
-    for set_name, size in cfg.sizes.items():
+    sizes = {**cfg.sizes, **{s: cfg.sizes.test for s in ctx.dataset.extra_test}}
+    self._index, self._split = {}, {}
+    for set_name, size in sizes.items():
       split, candidates = pools[set_name]
       index = pipeline.fixed_sample(split, candidates, size, ctx.config.seed)
       if len(index):
-        self._index[set_name] = np.sort(index)
-    self._train = [s for s in self._index if s != 'test']
+        self._index[set_name], self._split[set_name] = np.sort(index), split
+    self._train = [s for s in self._index
+                   if self._split[s] is ctx.dataset.train]
     self._train_index = np.unique(np.concatenate(
         [self._index[s] for s in self._train])) if self._train else None
     self._predict = make_predict(ctx.model, ctx.dataset.num_classes,
@@ -110,9 +115,8 @@ class Measurement:
     """{set: per-example results}, each training example evaluated once."""
     run = functools.partial(run_predict, self._predict, state,
                             batch_size=self._batch_size, mesh=self._ctx.mesh)
-    out = {}
-    if 'test' in self._index:
-      out['test'] = run(self._ctx.dataset.test, self._index['test'])
+    out = {s: run(self._split[s], self._index[s]) for s in self._index
+           if s not in self._train}
     if self._train:
       every = run(self._ctx.dataset.train, self._train_index)
       for s in self._train:
@@ -122,10 +126,9 @@ class Measurement:
 
   def run(self, state, step):
     del step
-    train = self._ctx.dataset.train
     metrics = {}
     for set_name, r in self._results(state).items():
-      split = self._ctx.dataset.test if set_name == 'test' else train
+      split = self._split[set_name]
       index = self._index[set_name]
       label, clean = split.labels[index], split.clean_labels[index]
       acc = lambda labels: float(np.mean(r['pred'] == labels))

@@ -25,8 +25,10 @@ Fields:
   batch_size   global evaluation batch (a multiple of the device count)
   learned_at   steps N (measured in addition to the schedule) at which the
                keys of the examples classified as their training label are
-               written to `{name}_learned_at_{N}.json`: the "easy" examples
-               of the Weak-and-Strong paper's easy/hard study
+               written to `{name}_learned_at_{N}.json` (the "easy" examples
+               of the Weak-and-Strong paper's easy/hard study) and those of
+               the others to `{name}_not_learned_at_{N}.json` (the "hard"
+               ones); `data.include_keys` reads either
 """
 import os
 
@@ -85,9 +87,10 @@ class Measurement:
                                          step)], 1)
     self._steps = np.append(self._steps, np.int32(step))
     if step in self.extra_steps:
-      workdir_lib.write_json(self._ctx.workdir, f'{self._name}_learned_at_{step}'
-                             '.json', {'step': step, 'keys': train.keys[
-                                 self._index[correct]].tolist()})
+      for kind, rows in (('learned', correct), ('not_learned', ~correct)):
+        workdir_lib.write_json(
+            self._ctx.workdir, f'{self._name}_{kind}_at_{step}.json',
+            {'step': step, 'keys': train.keys[self._index[rows]].tolist()})
     noisy = train.is_noisy[self._index]
     ever = lambda column, rows: (float(np.mean(self._times[rows, column] >= 0))
                                  if rows.any() else None)

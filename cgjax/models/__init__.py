@@ -26,6 +26,14 @@ def get_model(name: str, num_classes: int, **kwargs):
       num_classes=num_classes, **kwargs)
 
 
+def stage_group(path: str, prefixes: tuple[str, ...]) -> str:
+  """A parameter's top-level module, cut at its first '_' where it starts
+  with one of `prefixes` ('stage2_block1' -> 'stage2'): the named stages of a
+  model as per-group metrics see them."""
+  top = path.split('/')[0]
+  return top.split('_')[0] if top.startswith(prefixes) else top
+
+
 def layer_group_fn(name: str):
   """The model module's `layer_group`, or the top-level module name."""
   from cgjax import coherence  # pylint: disable=g-import-not-at-top
@@ -34,9 +42,22 @@ def layer_group_fn(name: str):
   return getattr(module, 'layer_group', coherence.top_module)
 
 
-def to_float(images):
-  """uint8 pixels -> float32 in [0, 1]; float inputs pass through."""
+# torchvision's ImageNet channel statistics, of pixels in [0, 1] (RGB).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMALIZE = ('unit', 'imagenet')
+
+
+def to_float(images, normalize: str = 'unit'):
+  """uint8 pixels -> float32: in [0, 1] ('unit'), or standardized with the
+  ImageNet mean/std ('imagenet', as torchvision-trained references are); float
+  inputs pass through. Done in the model so batches travel as uint8."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  if jnp.issubdtype(images.dtype, jnp.integer):
-    return images.astype(jnp.float32) / 255.0
-  return images
+  if normalize not in NORMALIZE:
+    raise ValueError(f'model normalize={normalize!r}; choose from {NORMALIZE}')
+  if not jnp.issubdtype(images.dtype, jnp.integer):
+    return images
+  x = images.astype(jnp.float32) / 255.0
+  if normalize == 'imagenet':
+    x = (x - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
+  return x

@@ -2,8 +2,9 @@
 
 Layer layout and widths as in torchvision's inception_v3 (23.8M parameters
 without the aux head, 1000 classes). Every conv is conv (no bias) + BatchNorm
-(eps 1e-3) + ReLU. No dropout before the classifier: the papers train without
-regularization so that memorization is visible. Input 299x299 (75x75 is the
+(eps 1e-3) + ReLU. Dropout before the classifier, 0.5 as in torchvision
+(`dropout=0` for none); it needs the 'dropout' rng in training and is off
+with train=False (per-example gradients). Input 299x299 (75x75 is the
 smallest that works). Mixed blocks are named `mixed_5b` ... `mixed_7c`.
 """
 import functools
@@ -101,13 +102,15 @@ def layer_group(path: str) -> str:
 
 class Model(nn.Module):
   num_classes: int
+  dropout: float = 0.5
   dtype: str = 'float32'
+  normalize: str = 'unit'  # or 'imagenet' (see models.to_float)
 
   @nn.compact
   def __call__(self, images, train: bool = False):
     dtype = jnp.dtype(self.dtype)
     cb = functools.partial(ConvBN, train=train, dtype=dtype)
-    x = to_float(images).astype(dtype)
+    x = to_float(images, self.normalize).astype(dtype)
     x = cb(32, (3, 3), 2, name='conv_1a')(x)
     x = cb(32, (3, 3), name='conv_2a')(x)
     x = _max_pool(cb(64, (3, 3), padding='SAME', name='conv_2b')(x))
@@ -116,5 +119,6 @@ class Model(nn.Module):
     for name, kind, width in BLOCKS:
       x = Mixed(kind, width, train, dtype, name=name)(x)
     x = jnp.mean(x, axis=(1, 2))
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
     return nn.Dense(self.num_classes, dtype=dtype, name='head')(x).astype(
         jnp.float32)

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cgjax.models import to_float
+from cgjax.models import stage_group, to_float
 
 STAGES = {18: ('basic', (2, 2, 2, 2)), 34: ('basic', (3, 4, 6, 3)),
           50: ('bottleneck', (3, 4, 6, 3)), 101: ('bottleneck', (3, 4, 23, 3)),
@@ -26,8 +26,7 @@ conv_init = jax.nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
 def layer_group(path: str) -> str:
   """'stem', 'stage1'..'stage4' or 'head' (per-group coherence metrics)."""
-  top = path.split('/')[0]
-  return top.split('_')[0] if top.startswith(('stem', 'stage')) else top
+  return stage_group(path, ('stem', 'stage'))
 
 
 class Block(nn.Module):
@@ -71,6 +70,7 @@ class Model(nn.Module):
   small_inputs: bool = False
   width: int = 64  # channels of the stem and first stage (64 = standard)
   dtype: str = 'float32'
+  normalize: str = 'unit'  # or 'imagenet' (see models.to_float)
 
   @nn.compact
   def __call__(self, images, train: bool = False):
@@ -79,7 +79,7 @@ class Model(nn.Module):
                        f'{sorted(STAGES)}')
     dtype = jnp.dtype(self.dtype)
     kind, blocks = STAGES[self.depth]
-    x = to_float(images).astype(dtype)
+    x = to_float(images, self.normalize).astype(dtype)
     if self.small_inputs:
       x = nn.Conv(self.width, (3, 3), use_bias=False, dtype=dtype,
                   kernel_init=conv_init, name='stem_conv')(x)
