@@ -17,6 +17,13 @@ Flags:
                   --config.x overrides apply to every trial
   --parallel N    with --sweep: N trials at a time as local processes
   --print-commands  with --sweep: print one command per trial and exit
+  --retry_failed  with --sweep: rerun failed and diverged trials too (they are
+                  skipped, and listed, otherwise)
+  --traceback     print Python tracebacks of errors (one line otherwise)
+
+Exit codes: 0 done; 1 an error (one line naming the bad value, file or path);
+75 preempted (SIGTERM: the current step was checkpointed; relaunch resumes);
+130 interrupted (SIGINT, likewise); 3 diverged.
 """
 import datetime
 import importlib.util
@@ -40,6 +47,10 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0,
 _PROCESS_ID = flags.DEFINE_integer('process_id', -1,
                                    'jax.distributed id of this process.')
 _SWEEP = flags.DEFINE_bool('sweep', False, "Run the config's get_sweep(arg).")
+_RETRY_FAILED = flags.DEFINE_bool('retry_failed', False,
+                                  'With --sweep: rerun failed/diverged trials.')
+_TRACEBACK = flags.DEFINE_bool('traceback', False,
+                               'Print tracebacks of errors.')
 _PARALLEL = flags.DEFINE_integer('parallel', 1, 'Sweep trials run at once.')
 _PRINT_COMMANDS = flags.DEFINE_bool('print-commands', False,
                                     'Print the sweep trial commands and exit.')
@@ -126,10 +137,17 @@ def main(argv):
   if jax.process_index() == 0:
     print(f'[cgjax] workdir: {workdir}', flush=True)
   from cgjax import train  # pylint: disable=g-import-not-at-top
+  from cgjax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   try:
     final = train.train_and_evaluate(_CONFIG.value, workdir)
-  except (ValueError, FileNotFoundError, FloatingPointError) as err:
-    sys.exit(f'error: {err}')
+  except train.Stopped as stopped:
+    print(f'[cgjax] {stopped}', flush=True)
+    sys.exit(stopped.exit_code)
+  except (ValueError, OSError, FloatingPointError, workdir_lib.Locked) as err:
+    if _TRACEBACK.value:
+      raise
+    print(f'error: {err}', file=sys.stderr, flush=True)
+    sys.exit(3 if isinstance(err, train.Diverged) else 1)
   if jax.process_index() == 0:
     summary = {k: v for k, v in final.items()
                if k.startswith('eval/') and ('acc' in k or 'overfit' in k)
@@ -163,7 +181,7 @@ def run_sweep(argv):
   print(f'[sweep] {len(trials)} trials in {sweep_dir}', flush=True)
   try:
     states = sweep.run(launch, spec, trials, sweep_dir, shared,
-                       _PARALLEL.value)
+                       _PARALLEL.value, _RETRY_FAILED.value)
   except ValueError as err:
     sys.exit(f'error: {err}')
   failed = [os.path.basename(w) for w, s in states.items() if s != 'done']

@@ -24,7 +24,6 @@ import os
 import time
 
 import jax
-import numpy as np
 
 from cgjax import coherence, losses, optim, parallel, train
 from cgjax.data import fake_imagenet

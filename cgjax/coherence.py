@@ -39,7 +39,7 @@ of any other layer get their per-example gradients from `vmap(grad)` w.r.t.
 those leaves only. Both give the same numbers (tests/test_layer_norms.py).
 """
 import functools
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp

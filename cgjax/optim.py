@@ -11,6 +11,8 @@ Fields (all documented in configs/common.py):
     by step_factor
   aggregator, winsorize_c, m3_groups: see cgjax/aggregators.py
 """
+import math
+
 import optax
 
 from cgjax import aggregators
@@ -19,7 +21,33 @@ OPTIMIZERS = ('sgd', 'adam', 'adamw')
 SCHEDULES = ('constant', 'cosine', 'step', 'linear')
 
 
+def _check_ranges(cfg):
+  """Raises ValueError naming the first out-of-range `optim` field."""
+  finite = lambda v: isinstance(v, (int, float)) and math.isfinite(v)
+  checks = [
+      ('lr', finite(cfg.lr) and cfg.lr > 0, 'a finite number > 0'),
+      ('momentum', finite(cfg.momentum) and 0 <= cfg.momentum < 1,
+       'in [0, 1)'),
+      ('b1', finite(cfg.b1) and 0 <= cfg.b1 < 1, 'in [0, 1)'),
+      ('b2', finite(cfg.b2) and 0 <= cfg.b2 < 1, 'in [0, 1)'),
+      ('weight_decay', finite(cfg.weight_decay) and cfg.weight_decay >= 0,
+       'a finite number >= 0'),
+      ('warmup_steps', cfg.warmup_steps >= 0, '>= 0'),
+      ('step_factor', finite(cfg.step_factor) and cfg.step_factor > 0,
+       'a finite number > 0'),
+  ]
+  for field, ok, want in checks:
+    if not ok:
+      raise ValueError(f'optim.{field} must be {want}, got {cfg[field]!r}')
+  bounds = list(cfg.step_boundaries)
+  if (any(not finite(b) or not 0 < b < 1 for b in bounds)
+      or bounds != sorted(set(bounds))):
+    raise ValueError('optim.step_boundaries must be fractions of training in '
+                     f'(0, 1), strictly increasing, got {tuple(bounds)}')
+
+
 def make_schedule(cfg, num_steps: int) -> optax.Schedule:
+  _check_ranges(cfg)
   if cfg.schedule not in SCHEDULES:
     raise ValueError(f'unknown optim.schedule {cfg.schedule!r}; '
                      f'choose from {SCHEDULES}')

@@ -78,11 +78,20 @@ def commands(launch: str, config_spec: str, trials: list[dict],
   return out
 
 
+# Trial states a relaunched sweep leaves alone (unless retry_failed for the
+# last two): finished, or ended by an error a rerun would repeat.
+FINAL = ('done', 'failed', 'diverged')
+
+
 def run(launch: str, config_spec: str, trials: list[dict], sweep_dir: str,
-        extra_flags: list[str], parallel: int = 1) -> dict[str, str]:
+        extra_flags: list[str], parallel: int = 1,
+        retry_failed: bool = False) -> dict[str, str]:
   """Runs the unfinished trials, `parallel` at a time; returns their states.
 
-  Each trial's output goes to WORKDIR/log.txt; progress lines go to stdout.
+  Skipped: done trials; failed and diverged ones unless `retry_failed`; a
+  trial whose workdir lock has a live owner (started by another sweep or by
+  hand: never run twice). Each trial's output goes to WORKDIR/log.txt;
+  progress lines and a per-trial summary go to stdout.
   """
   if parallel < 1:
     raise ValueError(f'--parallel must be >= 1, got {parallel}')
@@ -94,10 +103,17 @@ def run(launch: str, config_spec: str, trials: list[dict], sweep_dir: str,
         for t, (w, _) in zip(trials, todo)]}, f, indent=1)
   states, pending, running = {}, [], {}
   for workdir, argv in todo:
-    if workdir_lib.read_status(workdir) == 'done':
-      states[workdir] = 'done'
-      print(f'[sweep] {os.path.basename(workdir)}: done already, skipped',
+    state = workdir_lib.read_status(workdir)
+    owner = workdir_lib.owner_of(workdir, stale_after=float('inf'))
+    if state in FINAL and (state == 'done' or not retry_failed):
+      states[workdir] = state
+      print(f'[sweep] {os.path.basename(workdir)}: {state} already, skipped'
+            + ('' if state == 'done' else ' (--retry_failed reruns it)'),
             flush=True)
+    elif owner is not None:
+      states[workdir] = 'running elsewhere'
+      print(f'[sweep] {os.path.basename(workdir)}: running (pid '
+            f'{owner["pid"]} on {owner["host"]}), skipped', flush=True)
     else:
       pending.append((workdir, argv))
   total, finished = len(pending), 0
@@ -118,11 +134,13 @@ def run(launch: str, config_spec: str, trials: list[dict], sweep_dir: str,
       log.close()
       del running[workdir]
       finished += 1
-      states[workdir] = workdir_lib.read_status(workdir) if proc.returncode == 0 else 'failed'
+      states[workdir] = workdir_lib.read_status(workdir)
       elapsed = time.time() - t0
       print(f'[sweep] {finished}/{total} {os.path.basename(workdir)}: '
             f'{states[workdir]} (exit {proc.returncode}; {elapsed / 60:.1f} '
             f'min so far; log {os.path.join(workdir, "log.txt")})', flush=True)
+  for workdir, state in states.items():
+    print(f'[sweep]   {os.path.basename(workdir)}: {state}', flush=True)
   return states
 
 

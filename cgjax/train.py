@@ -8,7 +8,10 @@ position and the measurements' own state. A relaunch with the same workdir
 resumes from the last checkpoint and reproduces the uninterrupted run
 (bitwise on CPU).
 """
+import contextlib
 import functools
+import signal
+import threading
 import time
 from typing import Any
 
@@ -82,10 +85,14 @@ def validate(config):
   aggregators.check(config.optim, config.batch_size)
   for name, cfg in config.measurements.items():
     measurements_lib.check(name, cfg)
+  models.check_kwargs(config.model.kwargs)
   minimum = {'num_steps': 1, 'batch_size': 1, 'log_every': 1,
              'checkpoint_every': 1, 'keep_checkpoints': 1, 'data.image_size': 1,
              'data.prefetch': 0, 'data.heldout_size': 0,
-             'data.train_size': 0}
+             'data.train_size': 0, 'seed': 0, 'noise.seed': 0}
+  if not config.lock_stale_after > 0:
+    raise ValueError('lock_stale_after must be > 0 seconds, got '
+                     f'{config.lock_stale_after}')
   if not 0 < config.data.get('crop_fraction', 0.875) <= 1:
     raise ValueError('data.crop_fraction must lie in (0, 1], got '
                      f'{config.data.crop_fraction}')
@@ -149,33 +156,116 @@ def train_and_evaluate(config, workdir: str) -> dict:
   # Measurements check their fields and choose their samples here, before
   # anything is written.
   measurements = measurements_lib.Measurements(config, ctx)
-  resuming = workdir_lib.prepare(workdir, config)  # nothing written before
+  lock = workdir_lib.Lock(workdir, config.lock_stale_after).acquire()
+  last_step = [-1]  # the last step reached, for the status of a failure
   try:
-    return _run(config, workdir, ctx, tx, measurements, resuming)
-  except Diverged:
-    raise
-  except BaseException as err:
-    workdir_lib.set_status(workdir, 'failed', -1, f'{type(err).__name__}: {err}')
-    raise
+    resuming = workdir_lib.prepare(workdir, config)  # refuses, or writes
+    try:
+      with _stop_requests() as stop:
+        return _run(config, workdir, ctx, tx, measurements, resuming, stop,
+                    last_step)
+    except (Diverged, Stopped):
+      raise
+    except BaseException as err:
+      try:
+        workdir_lib.set_status(workdir, 'failed', last_step[0],
+                               f'{type(err).__name__}: {err}')
+      except OSError:  # the workdir itself is the problem (full, read-only)
+        pass
+      raise
+  finally:
+    lock.release()
 
 
 class Diverged(FloatingPointError):
-  """The training loss became NaN or infinite."""
+  """The training loss, or an evaluation or probe value, became NaN or inf."""
 
 
-def _run(config, workdir, ctx, tx, measurements, resuming):
+class Stopped(Exception):
+  """SIGTERM (preemption) or SIGINT: the run checkpointed its current step
+  and stopped; relaunching resumes it. `exit_code`: 75 (EX_TEMPFAIL) for
+  SIGTERM, 130 for SIGINT, as launch.py exits."""
+
+  def __init__(self, state: str, step: int, exit_code: int):
+    super().__init__(f'{state} at step {step}: checkpointed; relaunch the '
+                     'same command to resume')
+    self.state, self.step, self.exit_code = state, step, exit_code
+
+
+STOP_SIGNALS = {signal.SIGTERM: ('preempted', 75),
+                signal.SIGINT: ('interrupted', 130)}
+
+
+@contextlib.contextmanager
+def _stop_requests():
+  """A list that SIGTERM / SIGINT append (state, exit code) to; the loop
+  stops at the end of the step it is in. Several processes agree on the step
+  through JAX's preemption sync point (the coordination service)."""
+  requests = []
+  if threading.current_thread() is not threading.main_thread():
+    yield requests  # signals reach the main thread only
+    return
+  previous = {}
+
+  def handle(signum, frame):
+    del frame
+    requests.append(STOP_SIGNALS[signum])
+
+  for signum in STOP_SIGNALS:
+    previous[signum] = signal.signal(signum, handle)
+  try:
+    yield requests
+  finally:
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
+
+
+def _should_stop(stop, step) -> bool:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return bool(stop) or multihost_utils.reached_preemption_sync_point(step)
+  return bool(stop)
+
+
+def _non_finite(scalars: dict) -> list[str]:
+  """Evaluation and probe values that signal divergence when not finite
+  (a probe's m-coherence is 0/0 for all-zero gradients and is not one)."""
+  return [k for k, v in scalars.items()
+          if not np.isfinite(v) and (k.startswith('eval/')
+                                     or k.endswith(('/mean_loss',
+                                                    '/sum_of_sq_norms')))]
+
+
+def _restore(checkpointer, state, measurements):
+  """The newest checkpoint that restores, with a warning for each that does
+  not (moved aside, kept on disk); None where none restores (a fresh start,
+  whose rows replace the old ones)."""
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+      state)
+  for step in checkpointer.steps():
+    try:
+      return (step,) + checkpointer.restore(
+          step, abstract, bool(measurements.state_dict()))
+    except Exception as err:  # pylint: disable=broad-except
+      where = checkpointer.path(step)
+      kept = checkpointer.set_aside(step)
+      _log(f'warning: checkpoint {where} does not restore '
+           f'({type(err).__name__}: {str(err)[:200]}); moved to {kept}, '
+           'trying the previous one')
+  return None
+
+
+def _run(config, workdir, ctx, tx, measurements, resuming, stop, last_step):
   mesh, dataset, loader, model = ctx.mesh, ctx.dataset, ctx.loader, ctx.model
   repl = parallel.replicated(mesh)
   state = initial_state(ctx, tx)
   checkpointer = workdir_lib.Checkpointer(workdir, config.keep_checkpoints)
-  start = checkpointer.latest_step() if resuming else None
+  restored = _restore(checkpointer, state, measurements) if resuming else None
+  start = None
   losses_in_interval = []  # checkpointed: a resumed run logs the same means
-  if start is not None:
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-        state)
-    state, data_state, measured = checkpointer.restore(
-        start, abstract, bool(measurements.state_dict()))
+  if restored is not None:
+    start, state, data_state, measured = restored
     assert data_state['next_step'] == int(state.step) == start, data_state
     measurements.load_state_dict(measured)
     losses_in_interval = [np.float32(x)
@@ -183,6 +273,7 @@ def _run(config, workdir, ctx, tx, measurements, resuming):
     _log(f'resuming {workdir} from step {start}')
   writer = workdir_lib.MetricWriter(workdir, -1 if start is None else start)
   start = start or 0
+  last_step[0] = start
   workdir_lib.set_status(workdir, 'running', start)
 
   train_step = jax.jit(make_train_step(model, config.optim, mesh, config.seed),
@@ -192,19 +283,39 @@ def _run(config, workdir, ctx, tx, measurements, resuming):
   schedule = optim.make_schedule(config.optim, config.num_steps)
   last = {}
 
+  def diverged(step, what):
+    workdir_lib.set_status(workdir, 'diverged', step, what)
+    checkpointer.close()
+    writer.close()
+    raise Diverged(f'training diverged at step {step}: {what}; lower '
+                   f'optim.lr (now {config.optim.lr})')
+
   def measure(step, state):
     scalars = measurements.run(state, step, log=_log)
     writer.write(step, scalars)
     last.update(scalars)
+    bad = _non_finite(scalars)
+    if bad:
+      diverged(step, ', '.join(f'{k} {scalars[k]}' for k in bad[:3]))
+
+  def save(step):
+    checkpointer.save(step, state, {
+        'next_step': step,
+        'interval_losses': [float(x)
+                            for x in jax.device_get(losses_in_interval)]},
+                      measurements.state_dict())
+    measurements.finalize(workdir)
+    writer.flush()
 
   if start == 0:
     noise = dataset.noise
     extra = ''.join(f' (+ {name}: {len(split)})'
                     for name, split in dataset.extra_test.items())
     _log(f'{dataset.name}: {len(dataset.train)} train / {len(dataset.test)} '
-         f'test examples{extra}; noise {config.noise.kind} rate {config.noise.rate}: '
-         f'{noise.num_selected} selected, {noise.num_changed} labels changed; '
-         f'{mesh.size} device(s), {jax.process_count()} process(es)')
+         f'test examples{extra}; noise {config.noise.kind} rate '
+         f'{config.noise.rate}: {noise.num_selected} selected, '
+         f'{noise.num_changed} labels changed; {mesh.size} device(s), '
+         f'{jax.process_count()} process(es)')
     for line in measurements.describe():
       _log(line)
     writer.write(0, {'noise/num_selected': noise.num_selected,
@@ -220,31 +331,34 @@ def _run(config, workdir, ctx, tx, measurements, resuming):
       range(start + 1, config.num_steps + 1), config.data.prefetch)
   for step, batch in zip(range(start + 1, config.num_steps + 1), batches):
     state, metrics = train_step(state, batch)
+    last_step[0] = step
     losses_in_interval.append(metrics['loss'])
     if step % config.log_every == 0 or step == config.num_steps:
       loss = float(np.mean(jax.device_get(losses_in_interval)))
       losses_in_interval = []
       rate = (step - t0_step) / (time.perf_counter() - t0)
       if not np.isfinite(loss):
-        workdir_lib.set_status(workdir, 'diverged', step, f'loss {loss}')
-        checkpointer.close()
-        writer.close()
-        raise Diverged(f'training diverged at step {step}: loss {loss}; '
-                       f'lower optim.lr (now {config.optim.lr})')
+        diverged(step, f'loss {loss}')
       writer.write(step, {'train/loss': loss, 'train/steps_per_sec': rate,
                           'train/lr': float(schedule(step - 1))})
+      workdir_lib.set_status(workdir, 'running', step)
       _log(f'step {step}/{config.num_steps} ({100 * step // config.num_steps}%)'
            f' | loss {loss:.4f} | {rate:.1f} steps/s | '
            f'ETA {_eta((config.num_steps - step) / rate)}')
       t0, t0_step = time.perf_counter(), step
     measure(step, state)
-    if step % config.checkpoint_every == 0 or step == config.num_steps:
-      checkpointer.save(step, state, {
-          'next_step': step,
-          'interval_losses': [float(x)
-                              for x in jax.device_get(losses_in_interval)]},
-                        measurements.state_dict())
-      measurements.finalize(workdir)
+    stopping = _should_stop(stop, step) and step < config.num_steps
+    if (step % config.checkpoint_every == 0 or step == config.num_steps
+        or stopping):
+      save(step)
+    if stopping:
+      how, code = stop[0] if stop else STOP_SIGNALS[signal.SIGTERM]
+      checkpointer.close()  # waits until the checkpoint is finalized
+      writer.close()
+      workdir_lib.set_status(workdir, how, step, 'checkpointed; relaunch to '
+                             'resume')
+      _log(f'{how} at step {step}: checkpointed, exiting ({code})')
+      raise Stopped(how, step, code)
   checkpointer.close()
   writer.close()
   workdir_lib.set_status(workdir, 'done', config.num_steps)

@@ -9,6 +9,9 @@ Every field of a cgjax config, documented once here:
   log_every         steps between train-loss log lines / progress output
   checkpoint_every  steps between orbax checkpoints (and one at the end)
   keep_checkpoints  how many checkpoints to keep
+  lock_stale_after  seconds without a heartbeat (refreshed every 10 s) after
+                    which another launch takes over the workdir lock of an
+                    owner on another host (one on this host is checked by pid)
   data.name         dataset: 'mnist_5k' | 'digits' (embedded, no download) |
                     'tfds:mnist' | 'tfds:cifar10' (prepared TFDS data)
   data.data_dir     TFDS data dir ('' = TFDS default)
@@ -119,6 +122,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every = 100
   c.checkpoint_every = 500
   c.keep_checkpoints = 2
+  c.lock_stale_after = 120.0
 
   c.data = ml_collections.ConfigDict({'name': 'mnist_5k', 'data_dir': '',
                                       'image_size': 224, 'augment': False,

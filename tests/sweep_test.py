@@ -36,6 +36,11 @@ def killed_and_resumed(tmp_path_factory):
     time.sleep(0.1)
   os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its running trial
   proc.wait()
+  # The trial holds its workdir lock until it is gone; a relaunch before
+  # that would rightly leave it to its (dying) owner.
+  while workdir_lib.owner_of(second, stale_after=float('inf')) is not None:
+    assert time.time() < deadline, 'the killed trial never exited'
+    time.sleep(0.1)
   assert workdir_lib.read_status(first) == 'done'
   assert workdir_lib.read_status(second) == 'running'
   with open(os.path.join(first, 'metrics.jsonl'), 'rb') as f:

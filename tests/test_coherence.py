@@ -280,7 +280,7 @@ def test_batchnorm_model_uses_running_statistics_per_example():
 
 def test_streamed_probes_on_eight_devices_equal_one_device():
   """Per-device per-example gradients, sums reduced across 8 devices and
-  carried across padded chunks, for conv and BatchNorm models, against the
-  one-device pass (tests/sharded_checks.py)."""
+  carried across padded chunks, against the one-device pass
+  (tests/sharded_checks.py)."""
   from tests.conftest import run_python  # pylint: disable=g-import-not-at-top
   assert 'OK' in run_python(['-m', 'tests.sharded_checks'], devices=8).stdout

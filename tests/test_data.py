@@ -1,5 +1,4 @@
 """Embedded and TFDS data, batching as a function of step, probe selection."""
-import dataclasses
 
 import ml_collections
 import numpy as np

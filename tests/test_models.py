@@ -58,7 +58,6 @@ def test_published_parameter_counts(name, kwargs, resolution, published):
 
 @pytest.mark.parametrize('name,kwargs,resolution', [
     ('resnet', {'depth': 50, 'zero_init_residual': True}, 64),
-    ('inception_v3', {}, 75),
 ])
 def test_one_train_step_runs_and_updates_batch_stats(name, kwargs, resolution):
   import optax  # pylint: disable=g-import-not-at-top
@@ -98,7 +97,6 @@ def test_resnet_bf16_compute_keeps_float32_params():
 
 @pytest.mark.parametrize('name,kwargs', [
     ('vgg', {'width': 4, 'hidden': 16}),
-    ('efficientnet', {}),
 ])
 def test_dropout_draws_per_step_in_training_only(name, kwargs):
   """Dropout / stochastic depth: off in eval mode (per-example gradients),
@@ -129,3 +127,37 @@ def test_imagenet_normalization():
   np.testing.assert_allclose(got, want, rtol=1e-6)
   with pytest.raises(ValueError, match="normalize='caffe'"):
     models.to_float(x, 'caffe')
+
+
+@pytest.mark.parametrize('name,size', [('inception_v3', 75),
+                                       ('efficientnet', 32)])
+def test_training_mode_draws_dropout(name, size):
+  """Their train mode needs the 'dropout' rng (traced only, not compiled)."""
+  model = models.get_model(name, 10)
+  x = np.zeros((2, size, size, 3), np.uint8)
+  variables = jax.eval_shape(model.init, jax.random.key(0), x[:1])
+  train = lambda **rngs: jax.eval_shape(lambda v: model.apply(
+      v, x, train=True, mutable=['batch_stats'], **rngs), variables)
+  assert train(rngs={'dropout': jax.random.key(1)})[0].shape == (2, 10)
+  with pytest.raises(Exception, match='dropout'):
+    train()
+
+
+def test_stochastic_depth_drops_whole_residual_branches_per_example():
+  """EfficientNet's MBConv: in training each example's branch is kept with
+  probability 1 - rate and rescaled, or dropped (output = its input)."""
+  from cgjax.models import efficientnet  # pylint: disable=g-import-not-at-top
+  block = efficientnet.MBConv(6, 3, 1, 8, drop_rate=0.5, train=True)
+  x = np.random.default_rng(0).normal(size=(64, 4, 4, 8)).astype(np.float32)
+  variables = block.init({'params': jax.random.key(0),
+                          'dropout': jax.random.key(1)}, x)
+  y, _ = block.apply(variables, x, rngs={'dropout': jax.random.key(2)},
+                     mutable=['batch_stats'])
+  dropped = np.all(np.isclose(np.asarray(y), x), axis=(1, 2, 3))
+  assert 16 < dropped.sum() < 48  # about half of 64 (binomial, p = 0.5)
+  kept, _ = efficientnet.MBConv(6, 3, 1, 8, drop_rate=0.0, train=True).apply(
+      variables, x, mutable=['batch_stats'])
+  # Kept branches are the undropped branch scaled by 1 / (1 - rate).
+  np.testing.assert_allclose(np.asarray(y)[~dropped] - x[~dropped],
+                             2 * (np.asarray(kept) - x)[~dropped], rtol=1e-4,
+                             atol=1e-5)

@@ -83,26 +83,6 @@ def test_eight_devices_match_one(ref, tmp_path):
   assert_same_run(workdir, str(tmp_path), 20)
 
 
-KILLER = """
-import os, runpy, signal, sys
-from cgjax import workdir
-write = workdir.MetricWriter.write
-kill_at = int(sys.argv.pop(1))
-def killing_write(self, step, scalars):
-  write(self, step, scalars)
-  if step == kill_at:  # (batches up to data.prefetch steps ahead were read)
-    os.kill(os.getpid(), signal.SIGKILL)
-workdir.MetricWriter.write = killing_write
-save = workdir.Checkpointer.save
-def finished_save(self, *args):  # the kill must not race the async write
-  save(self, *args)
-  self._manager.wait_until_finished()
-workdir.Checkpointer.save = finished_save
-sys.argv = ['launch.py'] + sys.argv[1:]
-runpy.run_path('launch.py', run_name='__main__')
-"""
-
-
 # Killed after the metrics of step 14 (past the step-10 checkpoint), and of
 # step 2 (no checkpoint yet: the relaunch starts over in the same workdir).
 @pytest.mark.parametrize('kill_at,resumed_from', [(14, 10), (2, None)])
@@ -110,7 +90,8 @@ def test_resume_after_kill_is_bitwise_identical(ref, tmp_path, kill_at,
                                                 resumed_from):
   workdir, _ = ref
   args = ['--config', CONFIG, '--workdir', str(tmp_path), *FLAGS]
-  killed = run_python(['-c', KILLER, str(kill_at), *args], check=False)
+  killed = run_python(['-m', 'tests.fault_launch', 'KILL', str(kill_at),
+                       *args], check=False)
   assert killed.returncode == -9, killed.stderr[-2000:]
   assert json.load(open(tmp_path / 'status.json'))['state'] == 'running'
   written = [r['step'] for r in workdir_lib.read_metrics(str(tmp_path))]
@@ -174,9 +155,22 @@ def test_relaunching_a_finished_run_changes_nothing(ref):
 
 
 def test_divergence_is_reported(tmp_path):
+  """Caught by the evaluation after the first step (eval every 2 steps and
+  at every log-spaced step), before the loss is logged at step 4."""
   workdir = str(tmp_path)
-  with pytest.raises(train.Diverged, match='diverged at step 4:'):
+  with pytest.raises(train.Diverged, match='diverged at step 1: '
+                     'eval/train_loss inf'):
     train.train_and_evaluate(_config(**{'optim.lr': 1e9}), workdir)
+  status = json.load(open(os.path.join(workdir, 'status.json')))
+  assert status['state'] == 'diverged' and status['step'] == 1
+
+
+def test_divergence_of_the_loss_alone_is_reported(tmp_path):
+  workdir = str(tmp_path)
+  config = _config(**{'optim.lr': 1e9})
+  config.measurements = {}
+  with pytest.raises(train.Diverged, match='diverged at step 4: loss nan'):
+    train.train_and_evaluate(config, workdir)
   status = json.load(open(os.path.join(workdir, 'status.json')))
   assert status['state'] == 'diverged' and status['step'] == 4
 

@@ -20,8 +20,27 @@ def check_name(name: str):
     raise ValueError(f'unknown model {name!r}; available: {", ".join(names())}')
 
 
+# Model fields that must be positive (sizes) or a probability in [0, 1).
+POSITIVE = ('widths', 'width', 'channels', 'hidden', 'depth')
+RATES = ('dropout', 'stochastic_depth')
+
+
+def check_kwargs(kwargs: dict):
+  """Raises ValueError naming a model.kwargs field out of range."""
+  for key, value in kwargs.items():
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    if key in POSITIVE and any(not isinstance(v, int) or v <= 0
+                               for v in values):
+      raise ValueError(f'model.kwargs.{key} must be positive integers, got '
+                       f'{value!r}')
+    if key in RATES and not (isinstance(value, (int, float))
+                             and 0 <= value < 1):
+      raise ValueError(f'model.kwargs.{key} must lie in [0, 1), got {value!r}')
+
+
 def get_model(name: str, num_classes: int, **kwargs):
   check_name(name)
+  check_kwargs(kwargs)
   return importlib.import_module(f'cgjax.models.{name}').Model(
       num_classes=num_classes, **kwargs)
 

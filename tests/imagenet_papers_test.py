@@ -1,0 +1,117 @@
+"""The papers' ImageNet configs, streamed probes and the easy/hard recipe,
+end to end on a fake ImageNet prepared by the real TFDS builder (a file of
+its own so that the test workers share the ImageNet tests' time)."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from cgjax import workdir as workdir_lib
+from cgjax.data import fake_imagenet
+from tests.conftest import run_python
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return fake_imagenet.build(str(tmp_path_factory.mktemp('imagenet')))
+
+
+@pytest.mark.parametrize('spec,trials,pick,lr', [
+    ('configs/mcoherence_imagenet.py:runlocal', 5, 2, 0.1 * 16 / 256),
+    ('configs/ws_imagenet.py:runlocal', 8, 3, 0.1),  # M3 at noise 0.5
+])
+def test_paper_configs_print_their_grid_and_run(spec, trials, pick, lr,
+                                                data_dir, tmp_path):
+  """--print-commands gives the whole grid; one printed command runs on the
+  fake ImageNet (given the data dir; ResNet-18 narrowed to width 16 for CPU
+  time), at the paper's lr."""
+  out = run_python(['launch.py', '--config', spec, '--sweep',
+                    '--print-commands', '--workdir', str(tmp_path)]).stdout
+  commands = [line.split() for line in out.splitlines()
+              if line.startswith('python launch.py')]
+  assert len(commands) == trials, out
+  argv = commands[pick][1:] + [f'--config.data.data_dir={data_dir}',
+                               '--config.model.kwargs.width=16']
+  if 'ws_imagenet' in spec:
+    assert 'configs/ws_imagenet.py:runlocal,optimizer=m3' in argv, argv
+  run_python(argv)
+  workdir = argv[argv.index('--workdir') + 1]
+  assert workdir_lib.read_status(workdir) == 'done'
+  rows = workdir_lib.read_metrics(workdir)
+  lrs = [r['value'] for r in rows if r['name'] == 'train/lr']
+  assert lrs and all(v == pytest.approx(lr) for v in lrs), lrs
+
+
+def test_streamed_probe_memory_does_not_grow_with_m(data_dir):
+  """One compiled chunk pass for any m; the live device bytes during a probe
+  of 32 examples are those of a probe of 8; the values are the resident
+  pass's (all examples on the device at once)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from cgjax import coherence, losses, optim, parallel, train  # pylint: disable=g-import-not-at-top
+  from cgjax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from cgjax.measurements import coherence as probe_lib  # pylint: disable=g-import-not-at-top
+  from configs import mcoherence_imagenet  # pylint: disable=g-import-not-at-top
+  config = mcoherence_imagenet.get_config('runlocal')
+  config.data.data_dir = data_dir
+  config.model.kwargs.width = 8
+  ctx = train.make_context(config)
+  state = train.initial_state(ctx, optim.make_optimizer(config.optim, 4))
+  loss = losses.make_per_example_loss(ctx.model)
+  peaks, compiled = {}, {}
+  for m in (8, 32):
+    cfg = config.measurements.probe.copy_and_resolve_references()
+    cfg.update(m=m, sets=('train',), microbatch_size=4)
+    probe = probe_lib.Measurement('probe', cfg, ctx)
+    split, index = probe.samples['train']
+    assert len(index) == m
+    live = []
+
+    def watched(chunks):
+      for chunk in chunks:
+        live.append(sum(a.nbytes for a in jax.live_arrays()))
+        yield chunk
+
+    streamed = coherence.summarize(coherence.streamed_coherence_stats(
+        loss, ctx.mesh, state.params, watched(probe.chunks(split, index)),
+        (state.batch_stats,), statistics='norms'), ctx.param_paths)
+    assert len(live) == m // 4
+    peaks[m] = max(live)
+    compiled[m] = coherence._chunk_pass._cache_size()  # pylint: disable=protected-access
+    rows = parallel.to_global(pipeline.pad_batch(split, index, m), ctx.mesh)
+    resident = coherence.summarize(coherence.sharded_coherence_stats(
+        loss, ctx.mesh, state.params,
+        {'image': rows['image'], 'label': rows['label']}, rows['weight'],
+        rows['label'], (state.batch_stats,), statistics='norms'),
+        ctx.param_paths)
+    for key in ('m_coherence', 'sum_of_sq_norms', 'sq_norm_of_sum'):
+      np.testing.assert_allclose(streamed[key], resident[key], rtol=1e-5,
+                                 err_msg=key)
+    del rows
+  assert compiled[32] == compiled[8]  # m = 32 compiled nothing new
+  assert abs(peaks[32] / peaks[8] - 1) < 0.1, peaks
+
+
+def test_easy_hard_recipe_runs_end_to_end(data_dir, tmp_path):
+  workdir = str(tmp_path / 'eh')
+  run_python(['-m', 'experiments.easy_hard', '--config',
+              'configs/ws_imagenet.py:runlocal', '--workdir', workdir,
+              f'--config.data.data_dir={data_dir}',
+              '--config.model.kwargs.width=8'])
+  select = os.path.join(workdir, 'select')
+  easy = json.load(open(os.path.join(select, 'learning_learned_at_2.json')))
+  hard = json.load(open(os.path.join(select,
+                                     'learning_not_learned_at_2.json')))
+  assert not set(easy['keys']) & set(hard['keys'])
+  assert len(easy['keys']) + len(hard['keys']) == 32
+  for name, keys in (('easy', easy['keys']), ('hard', hard['keys'])):
+    rows = {r['name']: r['value']
+            for r in workdir_lib.read_metrics(os.path.join(workdir, name))
+            if r['step'] == 0}
+    # 2 of the subset held out as its test split, the rest trained on; the
+    # original validation split evaluated too.
+    assert rows['data/test_examples'] == 2
+    assert rows['data/train_examples'] == len(keys) - 2
+    assert 'eval/validation_acc' in rows
+  table = open(os.path.join(workdir, 'easy_hard.md')).read()
+  assert '| easy |' in table and '| hard |' in table, table
