@@ -199,10 +199,13 @@ STOP_SIGNALS = {signal.SIGTERM: ('preempted', 75),
 @contextlib.contextmanager
 def _stop_requests():
   """A list that SIGTERM / SIGINT append (state, exit code) to; the loop
-  stops at the end of the step it is in. Several processes agree on the step
-  through JAX's preemption sync point (the coordination service)."""
+  stops at the end of the step it is in. Several processes keep JAX's own
+  SIGTERM handler instead and agree on the step through its preemption sync
+  point (the coordination service): a signal seen by one process alone must
+  not make it checkpoint without the others."""
   requests = []
-  if threading.current_thread() is not threading.main_thread():
+  if (threading.current_thread() is not threading.main_thread()
+      or jax.process_count() > 1):
     yield requests  # signals reach the main thread only
     return
   previous = {}
@@ -221,9 +224,9 @@ def _stop_requests():
 
 
 def _should_stop(stop, step) -> bool:
-  if jax.process_count() > 1:
+  if jax.process_count() > 1:  # every process, at the same step
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    return bool(stop) or multihost_utils.reached_preemption_sync_point(step)
+    return multihost_utils.reached_preemption_sync_point(step)
   return bool(stop)
 
 
