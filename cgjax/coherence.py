@@ -12,13 +12,22 @@ weight-0 rows are padding and count for nothing):
                exact and O(m) (examples with a zero gradient are left out)
   stiffness (Fort et al. 2019)  mean over pairs of sign(g_i . g_j) and of
                cos(g_i, g_j), separately for same-class and different-class
-               pairs. Pairs are those inside blocks of STIFFNESS_BLOCK
-               examples of each microbatch (a strided, so mixed, subset of
-               the probe set): an unbiased estimate of the all-pairs mean at
-               O(m x block) cost, exact when one block holds all m examples.
+               pairs. Pairs are those inside consecutive blocks of each
+               microbatch, ceil(b / STIFFNESS_BLOCK) blocks of equal size
+               for a microbatch of b (the last one padded, so any m works;
+               a copy of the gradients only then): an unbiased estimate of the
+               all-pairs mean at O(m x block) cost, exact when one block
+               holds all m examples.
   GSNR (Liu et al. 2020)  per parameter, mean_i(g)^2 / var_i(g) (population
                variance over the m examples), averaged over the parameters
-               with non-zero variance
+               whose per-example gradient is not constant. The variance is
+               two-pass within a microbatch and merged across microbatches,
+               devices and chunks with Chan et al.'s update (one-pass
+               E[g^2] - E[g]^2 in float32 left every constant coordinate a
+               variance of rounding error: GSNR 54,324 instead of 0.28 with
+               an L2 term). Rule: a coordinate is constant when its standard
+               deviation is at most CONSTANT_RTOL of its root mean square
+               (float32 agreement; a GSNR above 1e10 is not measurable).
   quantiles    of the per-example loss and gradient norm
 
 Per-layer values restrict each g_i to one parameter leaf and per-group values
@@ -50,9 +59,10 @@ from cgjax import layer_norms
 
 PerExampleLoss = Callable[..., jax.Array]
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
-# Stiffness pairs come from blocks of up to this many examples of each
-# microbatch (the largest divisor of the microbatch size not above it).
-STIFFNESS_BLOCK = 32
+# Stiffness pairs come from consecutive blocks of at most this many examples
+# of each microbatch.
+STIFFNESS_BLOCK = 128
+CONSTANT_RTOL = 1e-5
 STATISTICS = ('all', 'norms')
 
 
@@ -91,6 +101,41 @@ def _compensated_sum() -> optax.microbatching.Accumulator:
       aggregate=lambda values: jax.tree.map(lambda v: jnp.sum(v, 0), values))
 
 
+def _merge_moments(a, b):
+  """Chan et al.'s merge of (count, mean, M2) of two disjoint sets."""
+  n = a['n'] + b['n']
+  frac = jnp.where(n > 0, b['n'] / jnp.where(n > 0, n, 1), 0)
+  delta = jax.tree.map(lambda x, y: y - x, a['mean'], b['mean'])
+  return {'n': n,
+          'mean': jax.tree.map(lambda x, d: x + d * frac, a['mean'], delta),
+          'm2': jax.tree.map(lambda x, y, d: x + y + d * d * a['n'] * frac,
+                             a['m2'], b['m2'], delta)}
+
+
+def _pooled_moments(n, mean, m2, total):
+  """(count, mean, M2) of the union of sets with counts n, means `mean` and
+  M2s `m2` (leading axis: the sets, or none inside shard_map), where
+  total(x) sums x over the sets (an axis sum, or a psum over devices)."""
+  weigh = lambda x: n.reshape(n.shape + (1,) * (x.ndim - n.ndim)) * x
+  count = total(n)
+  safe = jnp.where(count > 0, count, 1)
+  pooled = jax.tree.map(lambda x: total(weigh(x)) / safe, mean)
+  return {'n': count, 'mean': pooled, 'm2': jax.tree.map(
+      lambda x, q, p: total(q + weigh(jnp.square(x - p))), mean, m2, pooled)}
+
+
+def _moments() -> optax.microbatching.Accumulator:
+  """Per-coordinate count, mean and M2 across microbatches."""
+  return optax.microbatching.Accumulator(
+      init=lambda value: jax.tree.map(lambda v: jnp.zeros(v.shape, v.dtype),
+                                      value),
+      update=lambda carry, value, _: _merge_moments(carry, value),
+      finalize=lambda carry: carry,
+      aggregate=lambda values: _pooled_moments(
+          values['n'], values['mean'], values['m2'],
+          lambda x: jnp.sum(x, 0)))
+
+
 def _microbatch_stats(per_example_loss, params, examples, weights, classes,
                       extra):
   """Sums of one microbatch, and its per-example losses and squared norms."""
@@ -102,13 +147,17 @@ def _microbatch_stats(per_example_loss, params, examples, weights, classes,
       params, examples, weights)
   grads = jax.tree.map(lambda g: g.astype(jnp.float32), grads)
   b = weights.shape[0]
-  block = max(d for d in range(1, min(b, STIFFNESS_BLOCK) + 1) if b % d == 0)
-  flat = [g.reshape(b // block, block, -1) for g in jax.tree.leaves(grads)]
+  block = -(-b // -(-b // STIFFNESS_BLOCK))  # balanced, <= STIFFNESS_BLOCK
+  padded = -(-b // block) * block  # zero rows: weight 0, norm 0, no pairs
+  flat = [jnp.pad(g.reshape(b, -1), ((0, padded - b), (0, 0))).reshape(
+      padded // block, block, -1) for g in jax.tree.leaves(grads)]
   # Per-leaf Gram matrices of blocks of the microbatch: their diagonals are
   # the per-example squared norms, their off-diagonals the stiffness pairs.
-  grams = [jnp.einsum('gip,gjp->gij', g, g) for g in flat]
-  sq_norms = jnp.stack([jnp.diagonal(x, 0, 1, 2).reshape(b) for x in grams],
-                       1)  # [B, leaves]
+  # One 2-D product per block: XLA:CPU runs the batched einsum of 4 blocks
+  # of 25 at 96 ms per [100, 200704] leaf, the full 100 x 100 Gram at 39.
+  grams = [jnp.stack([x @ x.T for x in g]) for g in flat]
+  sq_norms = jnp.stack([jnp.diagonal(x, 0, 1, 2).reshape(-1)[:b]
+                        for x in grams], 1)  # [B, leaves]
   gram = sum(grams)
   norm = jnp.sqrt(jnp.sum(sq_norms, 1))
   inv_norm = jnp.where(norm > 0, 1 / jnp.where(norm > 0, norm, 1), 0)
@@ -117,7 +166,7 @@ def _microbatch_stats(per_example_loss, params, examples, weights, classes,
   weighted_sum = lambda w, fn: jax.tree.map(
       lambda g: (w @ fn(g.reshape(b, -1))).reshape(g.shape[1:]), grads)
   valid = (norm > 0).astype(jnp.float32)
-  blocks = lambda v: v.reshape(b // block, block)
+  blocks = lambda v: jnp.pad(v, (0, padded - b)).reshape(-1, block)
   inv, w, c, ok = (blocks(v) for v in (inv_norm, weights, classes, valid))
   cos = gram * inv[:, :, None] * inv[:, None, :]
   pair = ((w * ok)[:, :, None] * (w * ok)[:, None, :]
@@ -127,15 +176,28 @@ def _microbatch_stats(per_example_loss, params, examples, weights, classes,
   pairs = jnp.stack([jnp.stack([jnp.sum(x * jnp.sign(gram)),
                                 jnp.sum(x * cos), jnp.sum(x)])
                      for x in (same, diff)])  # [same|diff, sign|cos|count]
+  sum_g = weighted_sum(jnp.ones(b), lambda g: g)
   return {
-      'sum_g': weighted_sum(jnp.ones(b), lambda g: g),
+      'sum_g': sum_g,
       'sum_u': weighted_sum(inv_norm, lambda g: g),
-      'sum_sq': weighted_sum(jnp.ones(b), lambda g: g * g),
+      'moments': _microbatch_moments(grads, weights, sum_g),
       'pairs': pairs,
       'num_nonzero': jnp.sum(valid * weights),
       'loss': losses,
       'sq_norms': sq_norms,
   }
+
+
+def _microbatch_moments(grads, weights, sum_g) -> dict:
+  """(count, mean, M2) per coordinate of a microbatch's per-example
+  gradients [B, ...] (weight-0 rows are zero and excluded), two-pass."""
+  n = jnp.sum(weights)
+  b = weights.shape[0]
+  mean = jax.tree.map(lambda s: s / jnp.where(n > 0, n, 1), sum_g)
+  m2 = jax.tree.map(
+      lambda g, u: (weights @ jnp.square(g - u).reshape(b, -1)).reshape(
+          g.shape[1:]), grads, mean)
+  return {'n': n, 'mean': mean, 'm2': m2}
 
 
 def _squared_norms(grads, b: int) -> jax.Array:
@@ -150,14 +212,12 @@ def _microbatch_norms(per_example_loss, params, examples, weights, classes,
   del classes
   b = weights.shape[0]
   leaves, treedef = jax.tree.flatten(params)
-  paths = leaf_paths(params)
   layers = {}
   if fast:
     first = jax.tree.map(lambda x: x[0], examples)
-    layers = layer_norms.find_layers(
-        lambda: per_example_loss(params, first, *extra))
-  column = {f'{p}/{n}': (p, j) for p, names in layers.items()
-            for j, n in enumerate(names)}
+    layers = layer_norms.find_layers(per_example_loss, params, first, *extra)
+  column = {i: (p, j) for p, names in layers.items()
+            for j, (_, i) in enumerate(names)}
   probes = {p: jnp.zeros((b, len(names)), jnp.float32)
             for p, names in layers.items()}
 
@@ -170,7 +230,7 @@ def _microbatch_norms(per_example_loss, params, examples, weights, classes,
 
   (_, losses), (sum_g, tapped) = jax.value_and_grad(
       total, (0, 1), has_aux=True)(params, probes)
-  rest = [i for i, p in enumerate(paths) if p not in column]
+  rest = [i for i in range(len(leaves)) if i not in column]
   if rest:  # per-example gradients of the uncovered leaves only
 
     def loss_of_rest(sub, example, weight):
@@ -183,9 +243,9 @@ def _microbatch_norms(per_example_loss, params, examples, weights, classes,
     grads = jax.vmap(jax.grad(loss_of_rest), in_axes=(None, 0, 0))(
         [leaves[i] for i in rest], examples, weights)
     rest = dict(zip(rest, jnp.unstack(_squared_norms(grads, b), axis=1)))
-  sq_norms = jnp.stack([tapped[column[p][0]][:, column[p][1]]
-                        if p in column else rest[i]
-                        for i, p in enumerate(paths)], 1)
+  sq_norms = jnp.stack([tapped[column[i][0]][:, column[i][1]]
+                        if i in column else rest[i]
+                        for i in range(len(leaves))], 1)
   return {'sum_g': jax.tree.map(lambda g: g.astype(jnp.float32), sum_g),
           'loss': losses, 'sq_norms': sq_norms}
 
@@ -198,7 +258,7 @@ def _accumulate(per_example_loss, params, examples, weights, classes, extra,
   if statistics == 'all':
     fn = functools.partial(_microbatch_stats, per_example_loss, params,
                            extra=extra)
-    accumulator.update(sum_u=kahan, sum_sq=kahan, pairs=kahan,
+    accumulator.update(sum_u=kahan, moments=_moments(), pairs=kahan,
                        num_nonzero=kahan)
   else:
     fn = functools.partial(_microbatch_norms, per_example_loss, params,
@@ -213,7 +273,7 @@ def _accumulate(per_example_loss, params, examples, weights, classes, extra,
       accumulator=accumulator)(examples, weights, classes)
 
 
-_SUMMED = ('sum_g', 'sum_u', 'sum_sq', 'pairs', 'num_nonzero')
+_SUMMED = ('sum_g', 'sum_u', 'pairs', 'num_nonzero')
 
 
 def _reduce(acc, weights) -> dict:
@@ -228,13 +288,14 @@ def _reduce(acc, weights) -> dict:
       'sq_norm': jnp.sum(acc['sq_norms'], 1),
       'weight': weights,
   }
-  if 'sum_sq' not in acc:  # statistics='norms'
+  if 'moments' not in acc:  # statistics='norms'
     return out
   gsnr_sum, gsnr_count = [], []
-  for s, q in zip(sum_g, jax.tree.leaves(acc['sum_sq'])):
-    mean = s / m
-    var = jnp.maximum(q / m - mean * mean, 0)
-    ok = var > 0
+  moments = acc['moments']
+  for mean, m2 in zip(jax.tree.leaves(moments['mean']),
+                      jax.tree.leaves(moments['m2'])):
+    var = m2 / jnp.maximum(moments['n'], 1)
+    ok = var > CONSTANT_RTOL**2 * (mean * mean + var)  # not constant
     gsnr_sum.append(jnp.sum(jnp.where(ok, mean * mean / jnp.where(ok, var, 1),
                                       0)))
     gsnr_count.append(jnp.sum(ok))
@@ -300,6 +361,9 @@ def _sharded_pass(per_example_loss, mesh, params, examples, weights, classes,
     acc = _accumulate(per_example_loss, p, ex, w, c, e, microbatch_size,
                       statistics, fast)
     summed = jax.lax.psum({k: acc[k] for k in _SUMMED if k in acc}, 'data')
+    if 'moments' in acc:
+      summed['moments'] = _pooled_moments(
+          **acc['moments'], total=lambda x: jax.lax.psum(x, 'data'))
     # Per-example values (m of them) are gathered, so that every process
     # can read them (a data-sharded array spans other hosts' devices).
     gather = lambda x: jax.lax.all_gather(x, 'data', tiled=True)
@@ -340,7 +404,27 @@ def sharded_coherence_stats(per_example_loss: PerExampleLoss, mesh, params,
 
 _chunk_pass = jax.jit(_sharded_pass, static_argnames=(
     'per_example_loss', 'mesh', 'microbatch_size', 'statistics', 'fast'))
-_add_chunk = jax.jit(_compensated_sum().update)
+
+
+_finalize = jax.jit(_compensated_sum().finalize)
+_reduce_jit = jax.jit(_reduce)  # eagerly: 2 s of the quick start's 38
+
+
+@jax.jit
+def _add_chunk(carry, chunk):
+  """carry + one chunk's sums (carry None: the first chunk). Jitted whole:
+  building the compensation zeros eagerly, leaf by leaf, cost 5 s of the
+  quick start's 54."""
+  if carry is None:
+    carry = _compensated_sum().init(
+        {k: v for k, v in chunk.items() if k != 'moments'})
+    if chunk.get('moments') is not None:
+      carry['moments'] = _moments().init(chunk['moments'])
+  moments = carry.pop('moments', None)
+  out = _compensated_sum().update(carry, {k: chunk[k] for k in carry}, None)
+  if moments is not None:
+    out['moments'] = _merge_moments(moments, chunk['moments'])
+  return out
 
 
 def streamed_coherence_stats(per_example_loss: PerExampleLoss, mesh, params,
@@ -353,25 +437,26 @@ def streamed_coherence_stats(per_example_loss: PerExampleLoss, mesh, params,
   compiled pass serves them all, and device memory is that of one chunk
   whatever the number of examples (the probe sizes of the papers, 40K-80K
   ImageNet images, never reside on the devices). Sums are carried across
-  chunks with compensation, per-example values gathered on the host.
+  chunks with compensation (moments with Chan's merge), per-example values
+  gathered on the host.
   """
   _check_statistics(statistics)
   sums, per_example = None, []
   for examples, weights, classes in chunks:
     acc = _chunk_pass(per_example_loss, mesh, params, examples, weights,
                       classes, extra, None, statistics, fast)
-    summed = {k: acc[k] for k in _SUMMED if k in acc}
-    if sums is None:
-      sums = _compensated_sum().init(summed)
-    sums = _add_chunk(sums, summed, None)
+    sums = _add_chunk(sums, {k: acc[k] for k in _SUMMED + ('moments',)
+                             if k in acc})
     per_example.append(jax.device_get(
         {k: acc[k] for k in ('loss', 'sq_norms', 'weight')}))
   if sums is None:
     raise ValueError('streamed_coherence_stats: no chunks')
-  acc = {**_compensated_sum().finalize(sums),
+  moments = sums.pop('moments', None)
+  acc = {**_finalize(sums),
+         **({'moments': moments} if moments is not None else {}),
          **{k: np.concatenate([c[k] for c in per_example])
             for k in ('loss', 'sq_norms', 'weight')}}
-  return _reduce(acc, acc.pop('weight'))
+  return _reduce_jit(acc, acc.pop('weight'))
 
 
 def summarize(stats: dict, paths: list[str],

@@ -69,7 +69,9 @@ Every field of a cgjax config, documented once here:
                        samples and the test set: batch_size, sizes.{train,
                        clean,noisy,test} (0 = all)
       coherence        m-coherence probes: m, sets, microbatch_size (per
-                       device), statistics ('all' | 'norms'), layers
+                       device), statistics ('all' | 'norms'), all_every (the
+                       full set at every N-th probe of a 'norms' probe),
+                       layers
       learning_times   per-example first-correct / stays-correct steps:
                        examples (0 = all), batch_size, learned_at
       loss_shares      f_p / f_c of the loss decrease, with the permuted null

@@ -25,8 +25,11 @@ def _setup(model, shape, m=5, seed=0):
 def _covered(loss, params, examples, batch_stats) -> set[str]:
   """Parameter paths whose norms come from taps (not the fallback)."""
   first = jax.tree.map(lambda x: x[0], examples)
-  found = layer_norms.find_layers(lambda: loss(params, first, batch_stats))
-  return {f'{p}/{n}' for p, names in found.items() for n in names}
+  found = layer_norms.find_layers(loss, params, first, batch_stats)
+  paths = coherence.leaf_paths(params)
+  assert all(paths[i] == f'{p}/{n}' for p, names in found.items()
+             for n, i in names)
+  return {paths[i] for names in found.values() for _, i in names}
 
 
 def _explicit(loss, params, examples, batch_stats):
@@ -137,6 +140,57 @@ def test_uncovered_layers_fall_back_to_per_example_gradients():
   loss = lambda p, ex, s: losses.cross_entropy(
       model.apply({'params': p, 'batch_stats': s}, ex['image'][None],
                   mutable=['batch_stats'])[0][0], ex['label'])
+  assert _covered(loss, params, examples, stats) == {'head/kernel',
+                                                     'head/bias'}
+  _assert_match(_fast(loss, params, examples, stats),
+                _explicit(loss, params, examples, stats))
+
+
+class _Lifted(nn.Module):
+  """A covered layer (Dense) inside one of the constructs the taps cannot
+  see through, then a plain Dense head (covered)."""
+  family: str
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    del train
+    x = x.reshape(x.shape[0], -1)
+    if self.family.startswith('vmap'):
+      shared = self.family == 'vmap_shared'
+      layer = nn.vmap(nn.Dense, variable_axes={'params': None if shared
+                                               else 0},
+                      split_rngs={'params': not shared}, in_axes=1,
+                      out_axes=1)(5)
+      h = layer(jnp.stack([x, 2 * x + 1], 1)).reshape(x.shape[0], -1)
+    elif self.family == 'weight_norm':
+      h = nn.WeightNorm(nn.Dense(5))(x)
+    elif self.family == 'spectral_norm':
+      h = nn.SpectralNorm(nn.Dense(5))(x, update_stats=False)
+    elif self.family == 'map_variables':
+      doubled = nn.map_variables(
+          nn.Dense, 'params', lambda t: jax.tree.map(lambda v: 2 * v, t),
+          init=True)
+      h = doubled(5, name='doubled')(x)
+    elif self.family == 'tied':  # the kernel also read outside the call
+      dense = nn.Dense(6, name='tied')
+      h = jnp.tanh(dense(x)) @ dense.variables['params']['kernel'].T
+    elif self.family == 'l2_in_forward':  # a parameter term in the output
+      dense = nn.Dense(5, name='decayed')
+      h = dense(x) + 0.1 * jnp.sum(dense.variables['params']['kernel'] ** 2)
+    return nn.Dense(3, name='head')(jnp.tanh(h))
+
+
+@pytest.mark.parametrize('family', ['vmap_shared', 'vmap_members',
+                                    'weight_norm', 'spectral_norm',
+                                    'map_variables', 'tied', 'l2_in_forward'])
+def test_layers_the_taps_cannot_see_fall_back(family):
+  """Before the checks in find_layers: vmap_shared, weight_norm,
+  spectral_norm, map_variables (4x), tied and l2 gave wrong norms."""
+  model = _Lifted(family)
+  params, examples, stats = _setup(model, (6,))
+  loss = lambda p, ex, s: losses.cross_entropy(
+      model.apply({'params': p, 'batch_stats': s}, ex['image'][None])[0],
+      ex['label'])  # (batch_stats: SpectralNorm's power iteration vector)
   assert _covered(loss, params, examples, stats) == {'head/kernel',
                                                      'head/bias'}
   _assert_match(_fast(loss, params, examples, stats),

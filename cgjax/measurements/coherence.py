@@ -29,6 +29,13 @@ Fields:
                    diversity (total, per layer, per group) and quantiles only,
                    from per-layer taps in one ordinary backward pass
                    (cgjax/layer_norms.py)
+  all_every        with statistics='norms': every all_every-th step of the
+                   probe schedule (the first, step 0, included) takes
+                   statistics='all' instead (0: never). The full set costs
+                   ~100x the norms on the MLP quick start (per-example
+                   gradients: 1 s vs 10-15 ms a set of 500), so the cosine /
+                   stiffness / GSNR series are sparser and the m-coherence
+                   series stays dense
 """
 import functools
 
@@ -42,7 +49,8 @@ from cgjax import workdir as workdir_lib
 from cgjax.data import pipeline
 
 FIELDS = {'m': 500, 'sets': ('clean', 'noisy', 'test'),
-          'microbatch_size': 100, 'statistics': 'all', 'layers': ()}
+          'microbatch_size': 100, 'statistics': 'all', 'all_every': 0,
+          'layers': ()}
 
 
 class Measurement:
@@ -51,7 +59,10 @@ class Measurement:
     if cfg.statistics not in coherence.STATISTICS:
       raise ValueError(f'measurements.{name}.statistics must be one of '
                        f'{coherence.STATISTICS}, got {cfg.statistics!r}')
-    measurements.at_least(name, cfg, m=1, microbatch_size=1)
+    measurements.at_least(name, cfg, m=1, microbatch_size=1, all_every=0)
+    steps = sorted(measurements.schedule_steps(cfg, ctx.config.num_steps))
+    self._all_steps = (set(steps[::cfg.all_every]) if cfg.all_every
+                       and cfg.statistics == 'norms' else set())
     pools = pipeline.pools(ctx.dataset)
     unknown = [s for s in cfg.sets if s not in pools]
     if unknown:
@@ -82,7 +93,8 @@ class Measurement:
                       -(-cfg.m // ctx.mesh.size)) * ctx.mesh.size
     self._fn = functools.partial(coherence.streamed_coherence_stats,
                                  losses.make_per_example_loss(ctx.model),
-                                 ctx.mesh, statistics=cfg.statistics)
+                                 ctx.mesh)
+    self._statistics = cfg.statistics
     self._ids_file = ('probe_ids.json' if name == 'probe'
                       else f'{name}_ids.json')
     self._m = cfg.m
@@ -90,14 +102,17 @@ class Measurement:
   def describe(self) -> str:
     skipped = ''.join(f'; {s} skipped ({n} candidates < m={self._m})'
                       for s, n in self._skipped.items())
-    return f'{self._name}: {", ".join(self.samples) or "no sets"}{skipped}'
+    full = (f"; statistics='all' at {len(self._all_steps)} of its steps"
+            if self._all_steps else '')
+    return (f'{self._name}: {", ".join(self.samples) or "no sets"}{skipped}'
+            f'{full}')
 
   def run(self, state, step):
-    del step
+    statistics = 'all' if step in self._all_steps else self._statistics
     out = {}
     for set_name, (split, index) in self.samples.items():
       stats = self._fn(state.params, self.chunks(split, index),
-                       (state.batch_stats,))
+                       (state.batch_stats,), statistics=statistics)
       summary = coherence.summarize(stats, self._ctx.param_paths,
                                     self._ctx.group_of)
       if self._layers:
