@@ -7,7 +7,12 @@ For the embedded study's MLP (3 x 256 on 28x28), a small CNN and an MLP of
 4 x 512 (balanced layers), batch 100 (m3: 99, three groups of 33), one jitted
 train step per aggregator: the median step time over --steps steps, its
 ratio to 'mean' measured in the same run, and XLA's compiled temporary
-memory next to batch x params and batch x largest parameter leaf.
+memory next to batch x params and batch x largest parameter leaf. For
+winsorize also the step with the order statistics from the row scan alone
+(`aggregators.TOURNAMENT_MAX_K = 0`, the method before the tournament), timed
+in the same run: scan/now is the tournament's speed-up. On a GPU each row
+also prints examples/s, TFLOP/s and model-flops utilization
+(benchmarks/device.py).
 
 Then the memory scaling of winsorize: MLPs of --depths layers of 512 units,
 compiled temporary memory of a winsorize step (c = 1 and 4) as depth grows.
@@ -21,7 +26,8 @@ import time
 import jax
 import numpy as np
 
-from cgjax import models, optim, parallel, train
+from benchmarks import device
+from cgjax import aggregators, models, optim, parallel, train
 from configs import common
 
 TRIALS = [('mean', {}), ('winsorize', {'winsorize_c': 1}),
@@ -35,8 +41,8 @@ MODELS = {'mlp 3x256': ('mlp', {}), 'cnn (32, 64) + 128': ('cnn', {}),
 
 
 def time_step(model, cfg, batch_size: int, steps: int):
-  """(median seconds per step, compiled temp bytes, params); steps=0 only
-  compiles."""
+  """(median seconds per step, compiled temp bytes, params, compiled);
+  steps=0 only compiles."""
   mesh = parallel.make_mesh()
   rng = np.random.default_rng(0)
   batch = parallel.to_global({
@@ -52,7 +58,7 @@ def time_step(model, cfg, batch_size: int, steps: int):
   memory = compiled.memory_analysis()
   temp = getattr(memory, 'temp_size_in_bytes', float('nan'))
   if not steps:  # memory only
-    return float('nan'), temp, params
+    return float('nan'), temp, params, compiled
   state, metrics = compiled(state, batch)
   jax.block_until_ready(metrics)
   times = []
@@ -61,7 +67,7 @@ def time_step(model, cfg, batch_size: int, steps: int):
     state, metrics = compiled(state, batch)
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - t)
-  return float(np.median(times)), temp, params
+  return float(np.median(times)), temp, params, compiled
 
 
 def main():
@@ -80,16 +86,27 @@ def main():
     base = None
     print(f'\n{model_name}, batch 100:')
     print(f'  {"aggregator":16s} {"ms/step":>8s} {"x mean":>7s} '
-          f'{"temp MB":>8s}')
+          f'{"temp MB":>8s} {"scan ms":>8s} {"scan/now":>8s}')
     for name, extra in TRIALS:
       cfg = common.base_config().optim
       cfg.update(aggregator=name, **extra)
       batch_size = 99 if name == 'm3' else 100
-      seconds, temp, params = time_step(model, cfg, batch_size, args.steps)
+      seconds, temp, params, compiled = time_step(model, cfg, batch_size,
+                                                  args.steps)
       base = base or seconds
       label = name + ''.join(f' {k.split("_")[-1]}={v}' for k, v in extra.items())
+      scan = ''
+      if name == 'winsorize':  # the order statistics by the row scan alone
+        limit = aggregators.TOURNAMENT_MAX_K
+        aggregators.TOURNAMENT_MAX_K = 0
+        before = time_step(model, cfg, batch_size, args.steps)[0]
+        aggregators.TOURNAMENT_MAX_K = limit
+        scan = f' {1000 * before:8.1f} {before / seconds:8.2f}'
+      utilization = (f'  {batch_size / seconds:.0f} examples/s, '
+                     f'{device.mfu(compiled, seconds)}'
+                     if jax.default_backend() == 'gpu' else '')
       print(f'  {label:16s} {1000 * seconds:8.1f} {seconds / base:7.2f} '
-            f'{temp / 2**20:8.1f}', flush=True)
+            f'{temp / 2**20:8.1f}{scan}{utilization}', flush=True)
     sizes = [x.size for x in jax.tree.leaves(params)]
     print(f'  (batch x params: {100 * sum(sizes) * 4 / 2**20:.1f} MB; batch x '
           f'largest leaf: {100 * max(sizes) * 4 / 2**20:.1f} MB)')
@@ -104,7 +121,7 @@ def main():
     for c in (1, 4):
       cfg = common.base_config().optim
       cfg.update(aggregator='winsorize', winsorize_c=c)
-      _, temp, params = time_step(model, cfg, 100, 0)
+      _, temp, params, _ = time_step(model, cfg, 100, 0)
       temps.append(temp / 2**20)
     sizes = [x.size for x in jax.tree.leaves(params)]
     print(f'  {depth:5d} {temps[0]:7.0f} {temps[1]:7.0f} '

@@ -18,7 +18,8 @@ For each model and m, the median wall time of:
 
 as ratios to the plain pass of the same framework measured in the same run
 (timed round robin; cgjax fast: the median of its per-round ratios to plain),
-and XLA's compiled temporary memory. plain and fast take all m examples at
+and XLA's compiled temporary memory; on a GPU each row also prints its
+TFLOP/s and model-flops utilization (benchmarks/device.py). plain and fast take all m examples at
 once; the per-example-gradient paths (optax, cgjax vmap, torch) hold
 per-example gradients, so they go in microbatches of the most examples whose
 gradients fit --per_example_budget_gb (all m where that fits). On XLA:CPU a
@@ -39,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from benchmarks import device
 from cgjax import coherence, losses, models
 
 MODELS = {  # name: (module, kwargs, image shape)
@@ -48,11 +50,6 @@ MODELS = {  # name: (module, kwargs, image shape)
     'resnet50': ('resnet', {'depth': 50}, None),
 }
 NUM_CLASSES = 10
-
-
-def _temp_mb(jitted, *args) -> float:
-  memory = jitted.lower(*args).compile().memory_analysis()
-  return getattr(memory, 'temp_size_in_bytes', float('nan')) / 2**20
 
 
 def _microbatch(name, m, shape, budget_gb) -> int:
@@ -116,8 +113,14 @@ def jax_rows(name, m, microbatch, shape, repeats):
   rows = {}
   for label, (fn, args) in fns.items():
     seconds = statistics.median(times[label])
-    rows[label] = (seconds, _temp_mb(fn, *args))
-    print(f'    {label:12s} {1000 * seconds:9.1f} ms', flush=True)
+    compiled = fn.lower(*args).compile()
+    memory = compiled.memory_analysis()
+    rows[label] = (seconds, getattr(memory, 'temp_size_in_bytes',
+                                    float('nan')) / 2**20)
+    utilization = (f', {device.mfu(compiled, seconds)}'
+                   if jax.default_backend() == 'gpu' else '')
+    print(f'    {label:12s} {1000 * seconds:9.1f} ms, {m / seconds:9.0f} '
+          f'examples/s{utilization}', flush=True)
   rows['fast ratio'] = statistics.median(
       f / p for f, p in zip(times['cgjax fast'], times['plain']))
   return rows

@@ -3,10 +3,11 @@
     python -m benchmarks.imagenet_throughput                  # fake set, temp dir
     python -m benchmarks.imagenet_throughput --data_dir=/data/tfds   # real one
 
-Part 1 (always): images/s of cgjax's ImageNet reader (JPEG decode + crop in
-the PIL thread pool) with eval preprocessing and with Inception training
-crops, and through `pipeline.prefetch` onto the devices, as the training loop
-reads it. Without --data_dir a fake ImageNet with photo-sized JPEGs (300-500
+Part 1 (always): images/s of cgjax's ImageNet reader (JPEG decode at the
+crop's DCT scale + crop in the thread pool) with eval preprocessing and with
+Inception training crops, next to the same reader with full-resolution PIL
+decoding (the path before scaled decoding) in the same run, and through
+`pipeline.prefetch` onto the devices, as the training loop reads it. Without --data_dir a fake ImageNet with photo-sized JPEGs (300-500
 px a side) is prepared by the real TFDS builder in a temp dir first.
 
 Part 2 (on a GPU, or on CPU with --model_on_cpu at a small size): images/s of
@@ -17,11 +18,16 @@ benchmarks/torch_models.py's definition with the identical 25,557,032 params), i
 the same run; ratio = cgjax / PyTorch.
 """
 import argparse
+import io
+import os
 import tempfile
 import time
 
 import jax
 import numpy as np
+from PIL import Image
+
+from benchmarks import device
 
 
 def _rate(fn, n_items: int, repeats: int) -> float:
@@ -34,35 +40,48 @@ def _rate(fn, n_items: int, repeats: int) -> float:
   return n_items / best
 
 
+def _full_decode(data: bytes, min_width: int, min_height: int):
+  """The decode before scaled decoding: PIL at full resolution."""
+  del min_width, min_height
+  return Image.open(io.BytesIO(data)).convert('RGB')
+
+
 def input_pipeline(data_dir: str, batch: int, steps: int, image_size: int):
-  import ml_collections  # pylint: disable=g-import-not-at-top
+  """(label, images/s now, images/s with full-resolution PIL decoding)."""
+  from configs import common  # pylint: disable=g-import-not-at-top
   from cgjax import data as data_lib, parallel  # pylint: disable=g-import-not-at-top
-  from cgjax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from cgjax.data import imagenet, pipeline  # pylint: disable=g-import-not-at-top
   mesh = parallel.make_mesh()
   rows = []
   for augment in (False, True):
-    cfg = ml_collections.ConfigDict({'name': 'tfds:imagenet2012',
-                                     'data_dir': data_dir, 'augment': augment,
-                                     'image_size': image_size})
-    noise = ml_collections.ConfigDict({'rate': 0.5, 'kind': 'uniform',
-                                       'exclude_true_label': False, 'seed': 0})
-    train = data_lib.load(cfg, noise).train
+    config = common.base_config()  # the data and noise fields a run has
+    config.data.update(name='tfds:imagenet2012', data_dir=data_dir,
+                       augment=augment, image_size=image_size)
+    config.noise.rate = 0.5
+    train = data_lib.load(config.data, config.noise).train
     loader = pipeline.TrainLoader(train, batch, seed=0)
     loader.batch(0)  # warm the thread pool and file handles
     kind = 'train crops' if augment else 'eval crops'
-    rows.append((f'read + decode, {kind}', _rate(
-        lambda: [loader.batch(s) for s in range(steps)], batch * steps, 2)))
+    read = lambda: [loader.batch(s) for s in range(steps)]
+    now = _rate(read, batch * steps, 3)
+    scaled, imagenet.decode = imagenet.decode, _full_decode
+    try:
+      before = _rate(read, batch * steps, 3)
+    finally:
+      imagenet.decode = scaled
+    rows.append((f'read + decode, {kind}', now, before))
     def to_device():
       for b in pipeline.prefetch(
           lambda s: parallel.to_global(loader.batch(s), mesh), range(steps), 2):
         jax.block_until_ready(b)
     rows.append((f'  + prefetch to device, {kind}',
-                 _rate(to_device, batch * steps, 2)))
+                 _rate(to_device, batch * steps, 2), None))
   return rows
 
 
 def jax_resnet50_step(batch: int, image_size: int, dtype: str):
-  """A `() -> None` running one cgjax training step, and its first run."""
+  """(a `() -> None` running one cgjax training step, already run once, and
+  the compiled step)."""
   from configs import imagenet_resnet50  # pylint: disable=g-import-not-at-top
   from cgjax import models, optim, parallel, train  # pylint: disable=g-import-not-at-top
   config = imagenet_resnet50.get_config()
@@ -83,12 +102,13 @@ def jax_resnet50_step(batch: int, image_size: int, dtype: str):
   state = jax.device_put(state, parallel.replicated(mesh))
   step = jax.jit(train.make_train_step(model, config.optim, mesh),
                  donate_argnums=0)
+  compiled = step.lower(state, data).compile()
   box = [state]
   def run():
-    box[0], metrics = step(box[0], data)
+    box[0], metrics = compiled(box[0], data)
     jax.block_until_ready(metrics)
-  run()  # compile
-  return run
+  run()
+  return run, compiled
 
 
 def torch_resnet50():
@@ -128,19 +148,20 @@ def torch_resnet50_step(batch: int, image_size: int, bf16: bool, device: str):
 def model_steps(batch: int, image_size: int, steps: int):
   rows = []
   for dtype in ('float32', 'bfloat16'):
-    run = jax_resnet50_step(batch, image_size, dtype)
+    run, compiled = jax_resnet50_step(batch, image_size, dtype)
     ours = _rate(lambda: [run() for _ in range(steps)], batch * steps, 2)
+    utilization = device.mfu(compiled, batch / ours, dtype)
     ref = None
     try:
       import torch  # pylint: disable=g-import-not-at-top
-      device = 'cuda' if torch.cuda.is_available() else 'cpu'
+      torch_device = 'cuda' if torch.cuda.is_available() else 'cpu'
       trun, name, count = torch_resnet50_step(batch, image_size,
-                                              dtype == 'bfloat16', device)
+                                              dtype == 'bfloat16', torch_device)
       ref = _rate(lambda: [trun() for _ in range(steps)], batch * steps, 2)
-      note = f'{name}, {count:,} params, {device}, eager, channels_last'
+      note = f'{name}, {count:,} params, {torch_device}, eager, channels_last'
     except ImportError:
       note = 'PyTorch not installed: no reference'
-    rows.append((dtype, ours, ref, note))
+    rows.append((dtype, ours, ref, f'{note}; cgjax {utilization}'))
   return rows
 
 
@@ -172,17 +193,25 @@ def main():
             '300-500 px) with the TFDS builder ...', flush=True)
       data_dir = fake_imagenet.build(tmp, num_classes=8, per_class=per_class,
                                      num_val=16, sizes=(300, 500))
-    print(f'\nInput pipeline, {args.image_size} px, batch {args.batch}:')
-    for name, rate in input_pipeline(data_dir, args.batch, args.steps,
-                                     args.image_size):
-      print(f'  {name:40s} {rate:8.1f} images/s')
+    cores = os.cpu_count()
+    print(f'\nInput pipeline, {args.image_size} px, batch {args.batch}, '
+          f'{cores} cores (images/s; per core; before = full-resolution PIL '
+          'decode, same run):')
+    print(f'  {"":40s} {"now":>8s} {"/core":>7s} {"before":>8s} {"/core":>7s} '
+          f'{"now/before":>10s}')
+    for name, rate, before in input_pipeline(data_dir, args.batch, args.steps,
+                                             args.image_size):
+      then = (f' {before:8.1f} {before / cores:7.1f} {rate / before:10.2f}'
+              if before else '')
+      print(f'  {name:40s} {rate:8.1f} {rate / cores:7.1f}{then}')
 
   if jax.default_backend() != 'gpu' and not args.model_on_cpu:
     print('\nResNet-50 train step: skipped (no GPU; --model_on_cpu runs it '
           'here at a small size)')
     return
   print(f'\nResNet-50 train step, {args.model_image_size} px, batch '
-        f'{args.model_batch}, {args.model_steps} steps, best of 2:')
+        f'{args.model_batch}, {args.model_steps} steps, best of 2 (MFU: '
+        'XLA cost-analysis flops / time / device peak, benchmarks/device.py):')
   print(f'  {"compute":9s} {"cgjax img/s":>12s} {"torch img/s":>12s} '
         f'{"ratio":>6s}  reference')
   for dtype, ours, ref, note in model_steps(args.model_batch, args.model_image_size,

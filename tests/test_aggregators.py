@@ -56,8 +56,10 @@ def _per_example_grads(params, batch, per_example_loss):
   return jax.tree.map(lambda *g: np.stack(g), *grads)
 
 
-@pytest.mark.parametrize('c', [0, 1, 3])
-def test_winsorize_matches_numpy_sorting_with_ties(c):
+# c + 1 <= aggregators.TOURNAMENT_MAX_K: tournament; above it: the row scan.
+@pytest.mark.parametrize('c', [0, 1, 2, 3])
+def test_winsorize_matches_numpy_sorting_with_ties(c, monkeypatch):
+  monkeypatch.setattr(aggregators, 'TILE', 7)  # several tiles, the last padded
   params, batch, loss_fn, per_ex = _problem()
   fn = aggregators.make_gradient_fn(_cfg('winsorize', c=c), loss_fn, per_ex,
                                     parallel.make_mesh())
