@@ -406,25 +406,37 @@ _chunk_pass = jax.jit(_sharded_pass, static_argnames=(
     'per_example_loss', 'mesh', 'microbatch_size', 'statistics', 'fast'))
 
 
-_finalize = jax.jit(_compensated_sum().finalize)
-_reduce_jit = jax.jit(_reduce)  # eagerly: 2 s of the quick start's 38
+def _zero_sums(chunk) -> dict:
+  """The carry of `_add_chunk` before any chunk, as host zeros (made
+  eagerly leaf by leaf on the device, they cost 5 s of the quick start's
+  54)."""
+  zeros = lambda v: np.zeros(v.shape, v.dtype)
+  out = {k: jax.tree.map(lambda v: (zeros(v), zeros(v)), v)
+         for k, v in chunk.items() if k != 'moments'}
+  if 'moments' in chunk:
+    out['moments'] = jax.tree.map(zeros, chunk['moments'])
+  return out
 
 
 @jax.jit
 def _add_chunk(carry, chunk):
-  """carry + one chunk's sums (carry None: the first chunk). Jitted whole:
-  building the compensation zeros eagerly, leaf by leaf, cost 5 s of the
-  quick start's 54."""
-  if carry is None:
-    carry = _compensated_sum().init(
-        {k: v for k, v in chunk.items() if k != 'moments'})
-    if chunk.get('moments') is not None:
-      carry['moments'] = _moments().init(chunk['moments'])
+  """carry + one chunk's sums: compensated sums, moments by Chan's merge."""
   moments = carry.pop('moments', None)
   out = _compensated_sum().update(carry, {k: chunk[k] for k in carry}, None)
   if moments is not None:
     out['moments'] = _merge_moments(moments, chunk['moments'])
   return out
+
+
+@jax.jit
+def _finish(sums, per_example):
+  """The stream's sums and per-example values -> `_reduce` (one compiled
+  program: run eagerly, `_reduce` cost 2 s of the quick start's 38)."""
+  moments = sums.pop('moments', None)
+  acc = {**_compensated_sum().finalize(sums), **per_example}
+  if moments is not None:
+    acc['moments'] = moments
+  return _reduce(acc, acc.pop('weight'))
 
 
 def streamed_coherence_stats(per_example_loss: PerExampleLoss, mesh, params,
@@ -445,18 +457,14 @@ def streamed_coherence_stats(per_example_loss: PerExampleLoss, mesh, params,
   for examples, weights, classes in chunks:
     acc = _chunk_pass(per_example_loss, mesh, params, examples, weights,
                       classes, extra, None, statistics, fast)
-    sums = _add_chunk(sums, {k: acc[k] for k in _SUMMED + ('moments',)
-                             if k in acc})
+    summed = {k: acc[k] for k in _SUMMED + ('moments',) if k in acc}
+    sums = _add_chunk(_zero_sums(summed) if sums is None else sums, summed)
     per_example.append(jax.device_get(
         {k: acc[k] for k in ('loss', 'sq_norms', 'weight')}))
   if sums is None:
     raise ValueError('streamed_coherence_stats: no chunks')
-  moments = sums.pop('moments', None)
-  acc = {**_finalize(sums),
-         **({'moments': moments} if moments is not None else {}),
-         **{k: np.concatenate([c[k] for c in per_example])
-            for k in ('loss', 'sq_norms', 'weight')}}
-  return _reduce_jit(acc, acc.pop('weight'))
+  return _finish(sums, {k: np.concatenate([c[k] for c in per_example])
+                        for k in ('loss', 'sq_norms', 'weight')})
 
 
 def summarize(stats: dict, paths: list[str],
