@@ -27,7 +27,11 @@ def plot(runs, out_dir):
         key = f'probe/{probe}/{metric}'
         if key in run.series:
           steps, values = run.series[key]
-          ax.plot([max(s, 1) for s in steps], values, label=probe, **style)
+          # A sparse series (probe.all_every) gets markers: its few points
+          # are measurements, the lines between them are not.
+          marker = {'marker': 'o', 'markersize': 3} if len(steps) <= 12 else {}
+          ax.plot([max(s, 1) for s in steps], values, label=probe, **style,
+                  **marker)
           drawn = True
       if row == 0:
         runs_lib.title(ax, run.label)

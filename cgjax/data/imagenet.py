@@ -44,11 +44,12 @@ def image_size(data: bytes) -> tuple[int, int]:
 def decode(data: bytes, min_width: int, min_height: int) -> Image.Image:
   """The RGB image, decoded at 1/2, 1/4 or 1/8 scale where that keeps it at
   least min_width x min_height (the IDCT then skips what the crop's resize
-  would throw away), else at full size. libjpeg-turbo (simplejpeg) with its
-  fast IDCT and upsampling: 1.2x PIL's decode; its n/8 scales other than
-  powers of two cost more than a full decode (1.39 vs 0.96 ms at 6/8 for a
-  500 x 375 photo). Non-JPEGs (ImageNet has a PNG and CMYK JPEGs) through
-  PIL."""
+  would throw away), else at full size, by libjpeg-turbo (simplejpeg: 0.97
+  ms where PIL takes 1.13 for a 500 x 375 photo). Its n/8 scales other than
+  powers of two cost more than a full decode (1.39 ms at 6/8), and its fast
+  IDCT changed the fake ImageNet's images enough to break the 1-device vs
+  2-process agreement of a 4-step ResNet run: accurate IDCT. Non-JPEGs
+  (ImageNet has a PNG and CMYK JPEGs) go through PIL."""
   try:
     height, width, _, _ = simplejpeg.decode_jpeg_header(data)
   except ValueError:
@@ -60,7 +61,7 @@ def decode(data: bytes, min_width: int, min_height: int) -> Image.Image:
          and height // (2 * factor) >= min_height):
     factor *= 2
   return Image.fromarray(simplejpeg.decode_jpeg(
-      data, 'RGB', fastdct=True, fastupsample=True,
+      data, 'RGB', fastdct=False, fastupsample=False,
       min_width=-(-width // factor) if factor > 1 else 0,
       min_height=-(-height // factor) if factor > 1 else 0))
 
