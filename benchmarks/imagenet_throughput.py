@@ -3,11 +3,10 @@
     python -m benchmarks.imagenet_throughput                  # fake set, temp dir
     python -m benchmarks.imagenet_throughput --data_dir=/data/tfds   # real one
 
-Part 1 (always): images/s of cgjax's ImageNet reader (JPEG decode at the
-crop's DCT scale + crop in the thread pool) with eval preprocessing and with
-Inception training crops, next to the same reader with full-resolution PIL
-decoding (the path before scaled decoding) in the same run, and through
-`pipeline.prefetch` onto the devices, as the training loop reads it. Without --data_dir a fake ImageNet with photo-sized JPEGs (300-500
+Part 1 (always): images/s (and per core) of cgjax's ImageNet reader (JPEG
+decode + crop in the PIL thread pool) with eval preprocessing and with
+Inception training crops, and through `pipeline.prefetch` onto the devices,
+as the training loop reads it. Without --data_dir a fake ImageNet with photo-sized JPEGs (300-500
 px a side) is prepared by the real TFDS builder in a temp dir first.
 
 Part 2 (on a GPU, or on CPU with --model_on_cpu at a small size): images/s of
@@ -18,14 +17,12 @@ benchmarks/torch_models.py's definition with the identical 25,557,032 params), i
 the same run; ratio = cgjax / PyTorch.
 """
 import argparse
-import io
 import os
 import tempfile
 import time
 
 import jax
 import numpy as np
-from PIL import Image
 
 from benchmarks import device
 
@@ -40,17 +37,11 @@ def _rate(fn, n_items: int, repeats: int) -> float:
   return n_items / best
 
 
-def _full_decode(data: bytes, min_width: int, min_height: int):
-  """The decode before scaled decoding: PIL at full resolution."""
-  del min_width, min_height
-  return Image.open(io.BytesIO(data)).convert('RGB')
-
-
 def input_pipeline(data_dir: str, batch: int, steps: int, image_size: int):
-  """(label, images/s now, images/s with full-resolution PIL decoding)."""
+  """(label, images/s)."""
   from configs import common  # pylint: disable=g-import-not-at-top
   from cgjax import data as data_lib, parallel  # pylint: disable=g-import-not-at-top
-  from cgjax.data import imagenet, pipeline  # pylint: disable=g-import-not-at-top
+  from cgjax.data import pipeline  # pylint: disable=g-import-not-at-top
   mesh = parallel.make_mesh()
   rows = []
   for augment in (False, True):
@@ -62,20 +53,14 @@ def input_pipeline(data_dir: str, batch: int, steps: int, image_size: int):
     loader = pipeline.TrainLoader(train, batch, seed=0)
     loader.batch(0)  # warm the thread pool and file handles
     kind = 'train crops' if augment else 'eval crops'
-    read = lambda: [loader.batch(s) for s in range(steps)]
-    now = _rate(read, batch * steps, 3)
-    scaled, imagenet.decode = imagenet.decode, _full_decode
-    try:
-      before = _rate(read, batch * steps, 3)
-    finally:
-      imagenet.decode = scaled
-    rows.append((f'read + decode, {kind}', now, before))
+    rows.append((f'read + decode, {kind}', _rate(
+        lambda: [loader.batch(s) for s in range(steps)], batch * steps, 3)))
     def to_device():
       for b in pipeline.prefetch(
           lambda s: parallel.to_global(loader.batch(s), mesh), range(steps), 2):
         jax.block_until_ready(b)
     rows.append((f'  + prefetch to device, {kind}',
-                 _rate(to_device, batch * steps, 2), None))
+                 _rate(to_device, batch * steps, 2)))
   return rows
 
 
@@ -195,15 +180,11 @@ def main():
                                      num_val=16, sizes=(300, 500))
     cores = os.cpu_count()
     print(f'\nInput pipeline, {args.image_size} px, batch {args.batch}, '
-          f'{cores} cores (images/s; per core; before = full-resolution PIL '
-          'decode, same run):')
-    print(f'  {"":40s} {"now":>8s} {"/core":>7s} {"before":>8s} {"/core":>7s} '
-          f'{"now/before":>10s}')
-    for name, rate, before in input_pipeline(data_dir, args.batch, args.steps,
-                                             args.image_size):
-      then = (f' {before:8.1f} {before / cores:7.1f} {rate / before:10.2f}'
-              if before else '')
-      print(f'  {name:40s} {rate:8.1f} {rate / cores:7.1f}{then}')
+          f'{cores} cores:')
+    print(f'  {"":40s} {"images/s":>8s} {"per core":>8s}')
+    for name, rate in input_pipeline(data_dir, args.batch, args.steps,
+                                     args.image_size):
+      print(f'  {name:40s} {rate:8.1f} {rate / cores:8.1f}')
 
   if jax.default_backend() != 'gpu' and not args.model_on_cpu:
     print('\nResNet-50 train step: skipped (no GPU; --model_on_cpu runs it '

@@ -28,6 +28,7 @@ from cgjax import measurements as measurements_lib
 from cgjax import models
 from cgjax import optim
 from cgjax import parallel
+from cgjax import progress
 from cgjax import workdir as workdir_lib
 from cgjax.data import noise as noise_lib
 from cgjax.data import pipeline
@@ -106,10 +107,6 @@ def validate(config):
 def _log(*args):
   if workdir_lib.is_writer():
     print('[cgjax]', *args, flush=True)
-
-
-def _eta(seconds):
-  return time.strftime('%H:%M:%S', time.gmtime(max(seconds, 0)))
 
 
 def make_context(config, workdir: str = '') -> measurements_lib.Context:
@@ -192,6 +189,9 @@ class Stopped(Exception):
     self.state, self.step, self.exit_code = state, step, exit_code
 
 
+# A progress line at least this often (besides log_every's, which also
+# write train/ metrics).
+PROGRESS_SECONDS = 30
 STOP_SIGNALS = {signal.SIGTERM: ('preempted', 75),
                 signal.SIGINT: ('interrupted', 130)}
 
@@ -293,8 +293,16 @@ def _run(config, workdir, ctx, tx, measurements, resuming, stop, last_step):
     raise Diverged(f'training diverged at step {step}: {what}; lower '
                    f'optim.lr (now {config.optim.lr})')
 
+  checkpoint_steps = {s for s in range(start + 1, config.num_steps + 1)
+                      if s % config.checkpoint_every == 0} | {config.num_steps}
+  tracker = progress.Progress(config.num_steps, start,
+                              measurements.schedules(), checkpoint_steps)
+
   def measure(step, state):
-    scalars = measurements.run(state, step, log=_log)
+    if not measurements.due(step):
+      return
+    jax.block_until_ready(state)  # the queued train steps are training time
+    scalars = measurements.run(state, step, log=_log, timed=tracker.timed)
     writer.write(step, scalars)
     last.update(scalars)
     bad = _non_finite(scalars)
@@ -302,13 +310,25 @@ def _run(config, workdir, ctx, tx, measurements, resuming, stop, last_step):
       diverged(step, ', '.join(f'{k} {scalars[k]}' for k in bad[:3]))
 
   def save(step):
-    checkpointer.save(step, state, {
-        'next_step': step,
-        'interval_losses': [float(x)
-                            for x in jax.device_get(losses_in_interval)]},
-                      measurements.state_dict())
-    measurements.finalize(workdir)
-    writer.flush()
+    jax.block_until_ready(state)
+    with tracker.timed('checkpoint'):
+      checkpointer.save(step, state, {
+          'next_step': step,
+          'interval_losses': [float(x)
+                              for x in jax.device_get(losses_in_interval)]},
+                        measurements.state_dict())
+      measurements.finalize(workdir)
+      writer.flush()
+
+  def report(step, loss):
+    eta = tracker.eta(step)
+    rate = tracker.rate()
+    _log(f'step {step}/{config.num_steps} ({100 * step // config.num_steps}%)'
+         f' | loss {loss:.4f} | '
+         + (f'{rate:.1f} steps/s training | ' if rate else '')
+         + f'elapsed {progress.duration(time.perf_counter() - tracker.started)}'
+         f' | ETA {progress.duration(eta) if eta is not None else "?"}'
+         f' | time: {tracker.split()}')
 
   if start == 0:
     noise = dataset.noise
@@ -328,7 +348,7 @@ def _run(config, workdir, ctx, tx, measurements, resuming, stop, last_step):
     measure(0, state)
     measurements.finalize(workdir)
 
-  t0, t0_step = time.perf_counter(), start
+  last_report = time.perf_counter()
   batches = pipeline.prefetch(
       lambda step: parallel.to_global(loader.batch(step - 1), mesh),
       range(start + 1, config.num_steps + 1), config.data.prefetch)
@@ -336,19 +356,23 @@ def _run(config, workdir, ctx, tx, measurements, resuming, stop, last_step):
     state, metrics = train_step(state, batch)
     last_step[0] = step
     losses_in_interval.append(metrics['loss'])
-    if step % config.log_every == 0 or step == config.num_steps:
+    logged = step % config.log_every == 0 or step == config.num_steps
+    # A line right after the first step (its compile booked apart) and at
+    # least every PROGRESS_SECONDS, besides the metrics' log_every.
+    if (logged or step == start + 1
+        or time.perf_counter() - last_report >= PROGRESS_SECONDS):
       loss = float(np.mean(jax.device_get(losses_in_interval)))
-      losses_in_interval = []
-      rate = (step - t0_step) / (time.perf_counter() - t0)
-      if not np.isfinite(loss):
-        diverged(step, f'loss {loss}')
-      writer.write(step, {'train/loss': loss, 'train/steps_per_sec': rate,
-                          'train/lr': float(schedule(step - 1))})
-      workdir_lib.set_status(workdir, 'running', step)
-      _log(f'step {step}/{config.num_steps} ({100 * step // config.num_steps}%)'
-           f' | loss {loss:.4f} | {rate:.1f} steps/s | '
-           f'ETA {_eta((config.num_steps - step) / rate)}')
-      t0, t0_step = time.perf_counter(), step
+      tracker.point(step)
+      if logged:
+        losses_in_interval = []
+        if not np.isfinite(loss):
+          diverged(step, f'loss {loss}')
+        writer.write(step, {'train/loss': loss,
+                            'train/steps_per_sec': tracker.rate() or 0.0,
+                            'train/lr': float(schedule(step - 1))})
+        workdir_lib.set_status(workdir, 'running', step)
+      report(step, loss)
+      last_report = time.perf_counter()
     measure(step, state)
     stopping = _should_stop(stop, step) and step < config.num_steps
     if (step % config.checkpoint_every == 0 or step == config.num_steps

@@ -1,7 +1,5 @@
 """ImageNet end to end on a fake set prepared by the real TFDS builder."""
 import json
-import io
-import math
 import os
 
 import ml_collections
@@ -91,52 +89,15 @@ def test_index_cache_is_used_and_checked(data_dir, monkeypatch):
   np.testing.assert_array_equal(np.load(path)['keys'], fresh.train.keys)
 
 
-def _photo(width=400, height=300, fmt='JPEG', mode='RGB') -> bytes:
-  """A smooth synthetic photo (gradients and a disc), encoded."""
-  y, x = np.mgrid[:height, :width]
-  rgb = np.stack([x * 255 // width, y * 255 // height,
-                  np.where((x - 150) ** 2 + (y - 120) ** 2 < 60 ** 2, 230, 40)],
-                 -1).astype(np.uint8)
-  out = io.BytesIO()
-  Image.fromarray(rgb).convert(mode).save(out, fmt, quality=95)
-  return out.getvalue()
-
-
-def _reference(data, box, size):
-  """Full-resolution PIL decode, crop, bilinear resize."""
-  img = Image.open(io.BytesIO(data)).convert('RGB')
-  return np.asarray(img.crop(box).resize((size, size), Image.BILINEAR),
-                    np.float64)
-
-
-@pytest.mark.parametrize('fmt, mode', [('JPEG', 'RGB'), ('JPEG', 'CMYK'),
-                                       ('PNG', 'RGB')])
-def test_scaled_decode_crops_match_full_resolution(fmt, mode):
-  """DCT-scaled JPEG decoding (and PIL for CMYK / PNG) against a full
-  decode, crop and resize: the same crop, within JPEG rounding."""
-  data = _photo(fmt=fmt, mode=mode)
-  assert imagenet.image_size(data) == (400, 300)
-  # Eval: shorter side 300 -> 64 / 0.875 = 74 (x 400 / 300 = 98.67 -> 99),
-  # center 64 x 64: columns 17..81 of 99, rows 5..69 of 74.
-  box = (17 * 400 / 99, 5 * 300 / 74, 81 * 400 / 99, 69 * 300 / 74)
-  got = imagenet.center_crop(data, 64).astype(np.float64)
-  assert got.shape == (64, 64, 3)
-  assert np.abs(got - _reference(data, box, 64)).mean() < 3
-  # Training: the crop box the seed draws (the reference draws it alike).
-  rng = np.random.default_rng(5)
-  area = 400 * 300 * rng.uniform(0.08, 1.0)
-  aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
-  cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
-  left, top = rng.integers(0, 400 - cw + 1), rng.integers(0, 300 - ch + 1)
-  expect = _reference(data, (left, top, left + cw, top + ch), 48)
-  if rng.random() < 0.5:
-    expect = expect[:, ::-1]
-  a = imagenet.random_resized_crop(data, 48, np.random.default_rng(5))
-  assert np.abs(a - expect).mean() < 3
-  np.testing.assert_array_equal(
-      a, imagenet.random_resized_crop(data, 48, np.random.default_rng(5)))
-  assert (a != imagenet.random_resized_crop(
-      data, 48, np.random.default_rng(6))).any()
+def test_crops():
+  img = Image.fromarray(np.arange(100 * 80 * 3, dtype=np.uint8).reshape(80, 100, 3))
+  assert imagenet.center_crop(img, 32).shape == (32, 32, 3)
+  a = imagenet.random_resized_crop(img, 24, np.random.default_rng(5))
+  b = imagenet.random_resized_crop(img, 24, np.random.default_rng(5))
+  c = imagenet.random_resized_crop(img, 24, np.random.default_rng(6))
+  assert a.shape == (24, 24, 3)
+  np.testing.assert_array_equal(a, b)
+  assert (a != c).any()
 
 
 def test_not_prepared_says_how(tmp_path):

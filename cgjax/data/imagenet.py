@@ -9,8 +9,7 @@ a pure function of (seed, step), so a resumed run repeats and skips nothing):
 
 The stable example key is the image's file name (e.g. 'n01440764_10026.JPEG',
 'ILSVRC2012_val_00000001.JPEG'), so label noise is the same for any host count,
-order or re-preparation. Images are decoded in a thread pool, JPEGs by
-libjpeg-turbo (simplejpeg) at the smallest DCT scale the crop needs:
+order or re-preparation. Images are decoded with PIL in a thread pool:
 evaluation resizes the shorter side to size / crop_fraction and
 center-crops `size` (0.875: the standard 256 -> 224); training does the
 same unless `data.augment`, which
@@ -23,7 +22,6 @@ import math
 
 import numpy as np
 from PIL import Image
-import simplejpeg
 
 from cgjax.data import Split, write_npz_atomically
 
@@ -32,83 +30,38 @@ NUM_CLASSES = 1000
 _POOL = concurrent.futures.ThreadPoolExecutor(16)
 
 
-def image_size(data: bytes) -> tuple[int, int]:
-  """(width, height) from the header alone."""
-  try:
-    height, width, _, _ = simplejpeg.decode_jpeg_header(data)
-    return width, height
-  except ValueError:  # not a JPEG (ImageNet has a PNG and CMYK JPEGs)
-    return Image.open(io.BytesIO(data)).size
+def _resize_short_side(img: Image.Image, short: int) -> Image.Image:
+  w, h = img.size
+  scale = short / min(w, h)
+  return img.resize((max(short, round(w * scale)), max(short, round(h * scale))),
+                    Image.BILINEAR)
 
 
-def decode(data: bytes, min_width: int, min_height: int) -> Image.Image:
-  """The RGB image, decoded at 1/2, 1/4 or 1/8 scale where that keeps it at
-  least min_width x min_height (the IDCT then skips what the crop's resize
-  would throw away), else at full size, by libjpeg-turbo (simplejpeg: 0.97
-  ms where PIL takes 1.13 for a 500 x 375 photo). Its n/8 scales other than
-  powers of two cost more than a full decode (1.39 ms at 6/8), and its fast
-  IDCT changed the fake ImageNet's images enough to break the 1-device vs
-  2-process agreement of a 4-step ResNet run: accurate IDCT. Non-JPEGs
-  (ImageNet has a PNG and CMYK JPEGs) go through PIL."""
-  try:
-    height, width, _, _ = simplejpeg.decode_jpeg_header(data)
-  except ValueError:
-    img = Image.open(io.BytesIO(data))
-    img.draft('RGB', (min_width, min_height))
-    return img.convert('RGB')
-  factor = 1
-  while (factor < 8 and width // (2 * factor) >= min_width
-         and height // (2 * factor) >= min_height):
-    factor *= 2
-  return Image.fromarray(simplejpeg.decode_jpeg(
-      data, 'RGB', fastdct=False, fastupsample=False,
-      min_width=-(-width // factor) if factor > 1 else 0,
-      min_height=-(-height // factor) if factor > 1 else 0))
-
-
-def _resized(data: bytes, box: tuple[float, float, float, float],
-             out: tuple[int, int]) -> Image.Image:
-  """The region box (left, top, right, bottom; full-resolution pixels) of
-  the encoded image, resized to out (bilinear)."""
-  width, height = image_size(data)
-  left, top, right, bottom = box
-  img = decode(data, math.ceil(out[0] * width / (right - left)),
-               math.ceil(out[1] * height / (bottom - top)))
-  sx, sy = img.width / width, img.height / height
-  return img.resize(out, Image.BILINEAR,
-                    box=(left * sx, top * sy, right * sx, bottom * sy))
-
-
-def center_crop(data: bytes, size: int,
+def center_crop(img: Image.Image, size: int,
                 crop_fraction: float = 0.875) -> np.ndarray:
-  """Shorter side resized to size / crop_fraction, then the center size^2."""
-  width, height = image_size(data)
-  short = math.ceil(size / crop_fraction)
-  scale = short / min(width, height)
-  resized = (max(short, round(width * scale)), max(short, round(height * scale)))
-  left, top = (resized[0] - size) // 2, (resized[1] - size) // 2
-  # The crop in full-resolution coordinates, resized straight to size.
-  box = (left / resized[0] * width, top / resized[1] * height,
-         (left + size) / resized[0] * width, (top + size) / resized[1] * height)
-  return np.asarray(_resized(data, box, (size, size)))
+  img = _resize_short_side(img, math.ceil(size / crop_fraction))
+  w, h = img.size
+  left, top = (w - size) // 2, (h - size) // 2
+  return np.asarray(img.crop((left, top, left + size, top + size)))
 
 
-def random_resized_crop(data: bytes, size: int,
+def random_resized_crop(img: Image.Image, size: int,
                         rng: np.random.Generator) -> np.ndarray:
   """Inception-style crop: 10 tries at a random area and aspect, then center."""
-  w, h = image_size(data)
+  w, h = img.size
   for _ in range(10):
     area = w * h * rng.uniform(0.08, 1.0)
     aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
     cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
     if 0 < cw <= w and 0 < ch <= h:
       left, top = rng.integers(0, w - cw + 1), rng.integers(0, h - ch + 1)
+      img = img.crop((left, top, left + cw, top + ch))
       break
   else:
-    cw = ch = min(w, h)
-    left, top = (w - cw) // 2, (h - ch) // 2
-  out = np.asarray(_resized(data, (left, top, left + cw, top + ch),
-                            (size, size)))
+    side = min(w, h)
+    img = img.crop(((w - side) // 2, (h - side) // 2,
+                    (w - side) // 2 + side, (h - side) // 2 + side))
+  out = np.asarray(img.resize((size, size), Image.BILINEAR))
   return out[:, ::-1] if rng.random() < 0.5 else out
 
 
@@ -134,17 +87,18 @@ class LazyImages:
     return LazyImages(self._source, self._rows[index], self.size, self.augment,
                       self.crop_fraction)
 
-  def _encoded(self, row) -> bytes:
-    return self._source[int(row)]['image']
+  def _decode(self, row) -> Image.Image:
+    image = self._source[int(row)]['image']
+    return Image.open(io.BytesIO(image)).convert('RGB')
 
   def read(self, index, seeds=None) -> np.ndarray:
     rows = self._rows[index]
     if seeds is None or not self.augment:
-      work = lambda i: center_crop(self._encoded(rows[i]), self.size,
+      work = lambda i: center_crop(self._decode(rows[i]), self.size,
                                    self.crop_fraction)
     else:
       work = lambda i: random_resized_crop(
-          self._encoded(rows[i]), self.size, np.random.default_rng(seeds[i]))
+          self._decode(rows[i]), self.size, np.random.default_rng(seeds[i]))
     out = list(_POOL.map(work, range(len(rows))))
     return np.stack(out) if out else np.zeros((0, *self.shape[1:]), np.uint8)
 

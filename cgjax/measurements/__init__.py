@@ -18,6 +18,8 @@ and optionally, on the class,
       extra_steps: set[int]                        # run there too
 
       def summary(self, metrics) -> str            # its progress line
+      def kind(self, step) -> str                  # a step's kind of run,
+                                                   # timed apart for the ETA
       def describe(self) -> str                    # a line at the start
       def state_dict(self) -> dict[str, np.ndarray]   # checkpointed with the
       def load_state_dict(self, arrays)            # train state, restored
@@ -29,6 +31,7 @@ the `Context` below, and `state` the train state (params, batch_stats).
 Constructors check their fields and raise ValueError naming the bad one:
 they run before anything is written to the workdir.
 """
+import contextlib
 import copy
 import dataclasses
 import importlib
@@ -143,13 +146,32 @@ class Measurements:
             + (f': {item.describe()}' if hasattr(item, 'describe') else '')
             for name, item, steps in self._items]
 
-  def run(self, state, step: int, log=print) -> dict[str, float]:
-    """Metrics of every measurement due at `step`; logs their summaries."""
+  def _phase(self, name, item, step) -> str:
+    kind = item.kind(step) if hasattr(item, 'kind') else ''
+    return f'{name}/{kind}' if kind else name
+
+  def schedules(self) -> dict[str, set[int]]:
+    """{phase: its steps}: a measurement's name, or name/kind where it says
+    a step's kind of run (`kind(step)`: probe/all costs ~100x probe)."""
     out = {}
-    for _, item, steps in self._items:
+    for name, item, steps in self._items:
+      for step in steps:
+        out.setdefault(self._phase(name, item, step), set()).add(step)
+    return out
+
+  def due(self, step: int) -> bool:
+    return any(step in steps for _, _, steps in self._items)
+
+  def run(self, state, step: int, log=print,
+          timed=lambda name: contextlib.nullcontext()) -> dict[str, float]:
+    """Metrics of every measurement due at `step`; logs their summaries.
+    Each runs inside `timed(name)` (the run's Progress books its time)."""
+    out = {}
+    for name, item, steps in self._items:
       if step not in steps:
         continue
-      metrics = item.run(state, step)
+      with timed(self._phase(name, item, step)):
+        metrics = item.run(state, step)
       out.update(metrics)
       if metrics and hasattr(item, 'summary'):
         log(f'step {step}: {item.summary(metrics)}')

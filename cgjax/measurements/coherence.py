@@ -107,6 +107,10 @@ class Measurement:
     return (f'{self._name}: {", ".join(self.samples) or "no sets"}{skipped}'
             f'{full}')
 
+  def kind(self, step) -> str:
+    """'all' where a 'norms' probe takes the full statistics (~100x)."""
+    return 'all' if step in self._all_steps else ''
+
   def run(self, state, step):
     statistics = 'all' if step in self._all_steps else self._statistics
     out = {}
