@@ -52,6 +52,10 @@ _RETRY_FAILED = flags.DEFINE_bool('retry_failed', False,
 _TRACEBACK = flags.DEFINE_bool('traceback', False,
                                'Print tracebacks of errors.')
 _PARALLEL = flags.DEFINE_integer('parallel', 1, 'Sweep trials run at once.')
+_JAX_CACHE = flags.DEFINE_string(
+    'jax_cache_dir', '', "XLA's persistent compilation cache (default: "
+    "WORKDIR/../.jax_cache, shared by a sweep's trials and by resumes; "
+    "'none': off).")
 _PRINT_COMMANDS = flags.DEFINE_bool('print-commands', False,
                                     'Print the sweep trial commands and exit.')
 
@@ -136,6 +140,11 @@ def main(argv):
     workdir = default_workdir(_config_spec(sys.argv))
   if jax.process_index() == 0:
     print(f'[cgjax] workdir: {workdir}', flush=True)
+  cache = _JAX_CACHE.value or os.path.join(
+      os.path.dirname(os.path.abspath(workdir)), '.jax_cache')
+  if cache != 'none':  # resumes and sweep trials skip recompiling
+    jax.config.update('jax_compilation_cache_dir', cache)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
   from cgjax import train  # pylint: disable=g-import-not-at-top
   from cgjax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   try:
@@ -192,5 +201,12 @@ def run_sweep(argv):
 
 
 if __name__ == '__main__':
-  check_overrides(sys.argv)
-  app.run(main)
+  try:
+    check_overrides(sys.argv)
+    app.run(main)
+  except KeyboardInterrupt:  # Ctrl-C outside the train loop's own handler
+    # (setup, compile, a sweep's wait): one line, no traceback; whatever was
+    # checkpointed resumes with the same command.
+    print('\n[cgjax] interrupted; relaunch the same command to resume',
+          file=sys.stderr, flush=True)
+    sys.exit(130)

@@ -263,7 +263,16 @@ def _accumulate(per_example_loss, params, examples, weights, classes, extra,
   else:
     fn = functools.partial(_microbatch_norms, per_example_loss, params,
                            extra=extra, fast=fast)
-  if microbatch_size in (None, weights.shape[0]):
+  m = weights.shape[0]
+  if microbatch_size is not None and (microbatch_size < 1
+                                      or m % microbatch_size):
+    divisors = [d for d in range(1, min(m, microbatch_size) + 1) if m % d == 0]
+    raise ValueError(
+        f'microbatch_size={microbatch_size} does not divide the {m} examples'
+        f' (per device, if sharded): use a divisor such as {divisors[-1]}, or '
+        'pad the examples with weight-0 rows (coherence_stats(weights=...))'
+        if divisors else f'microbatch_size={microbatch_size} must be >= 1')
+  if microbatch_size in (None, m):
     # One microbatch: no loop (XLA:CPU runs convolutions inside a while loop
     # several times slower).
     return fn(examples, weights, classes)
@@ -547,7 +556,7 @@ def m_coherence(per_example_loss: PerExampleLoss, params, examples, *,
     examples: pytree whose leaves have a leading axis of size m.
     classes: optional int [m], the classes for same/different-class stiffness.
     microbatch_size: per-example gradients materialized at once (None: all
-      m). Must divide m.
+      m). Must divide m (a ValueError names the nearest divisor below it).
     group_of: parameter path -> layer group name (default: top module).
     statistics: 'all', or 'norms' for only the metrics of the summed gradient
       and per-example norms (no gsnr, avg_cosine, stiffness).

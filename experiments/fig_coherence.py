@@ -15,6 +15,8 @@ def _m(run):
 
 
 def plot(runs, out_dir):
+  if not runs_lib.measuring(runs, 'coherence', 'coherence'):
+    return None
   fig, axes = runs_lib.panels(len(runs), sharey=True)
   for ax, run in zip(axes, runs):
     for probe, style in runs_lib.PROBE_STYLE.items():

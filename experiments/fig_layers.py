@@ -24,6 +24,8 @@ def _matrix(run, probe):
 
 
 def plot(runs, out_dir):
+  if not runs_lib.measuring(runs, 'coherence', 'layers'):
+    return None
   probes = ('clean', 'noisy')
   fig, axes = runs_lib.plt.subplots(
       len(probes), len(runs), figsize=(3.6 * len(runs), 6), squeeze=False,

@@ -46,6 +46,8 @@ def cumulative(times, rows, column):
 
 
 def plot(runs, out_dir):
+  if not runs_lib.measuring(runs, 'learning_times', 'learning'):
+    return None
   groups = runs_lib.settings(runs)
   fig, axes = runs_lib.panels(len(groups), width=4.2, sharey=True)
   for ax, (label, members) in zip(axes, groups):

@@ -17,6 +17,8 @@ LOG_Y = ('alpha', 'gsnr', 'gradient_diversity')
 
 
 def plot(runs, out_dir):
+  if not runs_lib.measuring(runs, 'coherence', 'metrics'):
+    return None
   fig, axes = runs_lib.plt.subplots(
       len(METRICS), len(runs), figsize=(3.4 * len(runs), 2.3 * len(METRICS)),
       squeeze=False, sharex=True)

@@ -25,6 +25,8 @@ def named_layers(runs) -> list[str]:
 
 def plot(runs, out_dir):
   """The figure's PNG path; None (nothing drawn) when no run names layers."""
+  if not runs_lib.measuring(runs, 'coherence', 'named layers'):
+    return None
   layers = named_layers(runs)
   if not layers:
     print('no named layers in these runs (measurements.probe.layers is empty):'

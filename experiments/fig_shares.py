@@ -22,6 +22,8 @@ CURVES = {'f_p': ('f_p (pristine)', dict(color='C0')),
 
 
 def plot(runs, out_dir):
+  if not runs_lib.measuring(runs, 'loss_shares', 'shares'):
+    return None
   groups = runs_lib.settings(runs)
   fig, axes = runs_lib.panels(len(groups), width=4.0, sharey=True)
   for ax, (label, members) in zip(axes, groups):

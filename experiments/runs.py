@@ -173,6 +173,15 @@ def metric_series(runs, name) -> list:
   return [r.series[name] for r in runs if name in r.series]
 
 
+def measuring(runs, type_name: str, figure: str) -> bool:
+  """Whether any run has a measurement of `type_name`; if none does, says
+  so (the figure is then not drawn: no grid of empty panels)."""
+  if any(run.measurement(type_name) for run in runs):
+    return True
+  print(f'{figure}: not drawn, no run has a {type_name} measurement')
+  return False
+
+
 def title(ax, text: str):
   """A panel title wrapped to the panel's width, so neighbours never overlap."""
   width = ax.get_position().width * ax.figure.get_size_inches()[0]

@@ -5,6 +5,7 @@ import os
 import numpy as np
 
 from experiments import learning_dynamics
+from experiments import report
 from experiments import runs as runs_lib
 from experiments import winsorize_study
 
@@ -85,3 +86,9 @@ def test_winsorize_study_table_over_seeds(tmp_path):
   assert '| SGD (mean, c=0) | 0.5 | 0.900 +- 0.000 | 0.250 +- 0.050 |' in text
   assert '| winsorize c=4 | 0.5 | 0.900 +- 0.000 | 0.080 +- 0.020 |' in text
   assert 'over 2 seeds' in text
+  # The report of runs that measure accuracy only: those figures, and a note
+  # for each of the others instead of a grid of empty panels.
+  page = open(report.build([str(tmp_path / 's0')], str(tmp_path / 'r'))).read()
+  assert page.count('not drawn: these runs do not measure it') == 6
+  assert sorted(f for f in os.listdir(tmp_path / 'r') if f.endswith(
+      '.png')) == ['accuracy.png', 'overfit.png']

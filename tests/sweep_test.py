@@ -75,6 +75,9 @@ def test_relaunch_skips_finished_and_completes_the_rest(killed_and_resumed):
     assert f.read() == first_metrics  # not redone
   assert os.path.getmtime(os.path.join(first, 'metrics.jsonl')) == first_mtime
   assert '2/2 trials done' in out
+  # The trials share one persistent XLA cache beside them (launch.py's
+  # --jax_cache_dir default), which the resumed trial read from.
+  assert os.listdir(os.path.join(sweep_dir, '.jax_cache'))
 
 
 def test_report_builds_every_figure_and_the_table(killed_and_resumed):

@@ -202,6 +202,15 @@ def test_prime_m_and_an_l2_term_match_explicit_float64_loops(m, microbatch,
                                rtol=1e-3, atol=1e-6, err_msg=k)
 
 
+def test_a_microbatch_that_does_not_divide_m_is_named():
+  """The README's m_coherence(..., microbatch_size=100) at m = 256 failed
+  deep inside optax."""
+  with pytest.raises(ValueError, match='microbatch_size=100 does not divide '
+                     'the 256 examples.*such as 64'):
+    coherence.m_coherence(lambda p, ex: jnp.sum(p * ex), jnp.ones(3),
+                          jnp.ones((256, 3)), microbatch_size=100)
+
+
 def test_float32_accumulation_stays_accurate_for_m_4096():
   """4096 examples in 256 sequential microbatches whose gradients cancel.
 
