@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax.training import train_state
 
@@ -143,6 +144,17 @@ def initial_state(ctx, tx) -> TrainState:
                              batch_stats=variables.get('batch_stats', {}),
                              tx=tx)
   return init(jax.random.key(ctx.config.seed))
+
+
+def _flat_config(config, prefix: str = '') -> dict:
+  """{'optim.lr': 0.1, ...}: the config's leaves by dotted name."""
+  out = {}
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict) or isinstance(value, dict):
+      out.update(_flat_config(value, f'{prefix}{key}.'))
+    else:
+      out[f'{prefix}{key}'] = value
+  return out
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -331,6 +343,22 @@ def _run(config, workdir, ctx, tx, measurements, resuming, stop, last_step):
          f' | time: {tracker.split()}')
 
   if start == 0:
+    flat = _flat_config(config)
+    _log('config (resolved, also in config.json and TensorBoard):\n'
+         + '\n'.join(f'    {k} = {v!r}' for k, v in sorted(flat.items())))
+    writer.write_config(flat)
+    sizes = {}
+    for path, leaf in zip(ctx.param_paths, jax.tree.leaves(state.params)):
+      group = ctx.group_of(path)
+      sizes[group] = sizes.get(group, 0) + leaf.size
+    total = sum(sizes.values())
+    _log(f'model {config.model.name}: {total:,} parameters\n' + '\n'.join(
+        f'    {group:24s} {n:>14,} {100 * n / total:6.1f}%'
+        for group, n in sizes.items()))
+    device = jax.devices()[0]
+    _log(f'{jax.device_count()} {device.platform} device(s) '
+         f'({device.device_kind}), {jax.process_count()} process(es); mesh '
+         f'{dict(mesh.shape)}')
     noise = dataset.noise
     extra = ''.join(f' (+ {name}: {len(split)})'
                     for name, split in dataset.extra_test.items())

@@ -275,6 +275,17 @@ class MetricWriter:
       self._tb.add_scalar(name, float(value), int(step))
     self._file.flush()
 
+  def write_config(self, flat: dict):
+    """The resolved config to TensorBoard: a text table and hparams (scalar
+    and string fields), so runs can be compared by setting there."""
+    if not self._active:
+      return
+    self._tb.add_text('config', '\n'.join(
+        f'    {k} = {v!r}' for k, v in sorted(flat.items())), 0)
+    hparams = {k: v for k, v in flat.items()
+               if isinstance(v, (bool, int, float, str))}
+    self._tb.add_hparams(hparams, {}, name='.', global_step=0)
+
   def flush(self):
     """Metrics are flushed at every write; TensorBoard here (checkpoints)."""
     if self._active:

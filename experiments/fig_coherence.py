@@ -3,9 +3,9 @@
     python -m experiments.fig_coherence SWEEP_DIR --out plots/
 
 Clean (solid), noisy (dashed), test (dotted) and, where measured, mixed
-('train', dash-dot) probe sets; log-log axes as in the m-coherence paper,
-step 0 drawn at 1; the gray line is the orthogonal baseline 1 and the dashed
-gray line m (all gradients equal).
+('train', dash-dot) probe sets; log axes as in the m-coherence paper (the
+step axis linear between 0 and 1, so step 0 shows); the gray line is the
+orthogonal baseline 1 and the dashed gray line m (all gradients equal).
 """
 from experiments import runs as runs_lib
 
@@ -23,12 +23,13 @@ def plot(runs, out_dir):
       key = f'probe/{probe}/m_coherence'
       if key in run.series:
         steps, values = run.series[key]
-        ax.plot([max(s, 1) for s in steps], values, label=probe, **style)
+        ax.plot(steps, values, label=probe, **style)
     ax.axhline(1.0, color='gray', lw=0.8, label='_1')
     if _m(run):
       ax.axhline(_m(run), color='gray', lw=0.8, ls='--', label='_m')
     runs_lib.title(ax, run.label)
-    ax.set(xscale='log', yscale='log', xlabel='step')
+    ax.set(yscale='log', xlabel='step')
+    runs_lib.step_axis(ax)
   axes[0].set_ylabel(f'm-coherence (m = {_m(runs[0])})')
   runs_lib.legend_once(fig, axes)
   return runs_lib.save(fig, out_dir, 'coherence')

@@ -4,8 +4,10 @@
 
 One row of panels per probe set (clean, noisy), one column per noise level;
 colour is log10 m-coherence of each layer group (the model's `layer_group`,
-e.g. ResNet stages) at each probe step, input side at the top.
+e.g. ResNet stages) at each probe step, input side at the top: red above
+m-coherence 1, blue below it; steps on a log axis that still shows step 0.
 """
+import matplotlib
 import numpy as np
 
 from experiments import runs as runs_lib
@@ -20,7 +22,7 @@ def _matrix(run, probe):
   steps = run.series[f'{prefix}{groups[0]}/m_coherence'][0]
   values = np.array([run.series[f'{prefix}{g}/m_coherence'][1]
                      for g in groups])
-  return groups, steps, np.log10(np.maximum(values, 1e-3))
+  return groups, steps, np.log10(np.maximum(values, 1e-6))
 
 
 def plot(runs, out_dir):
@@ -32,7 +34,12 @@ def plot(runs, out_dir):
       layout='constrained')
   data = {(row, i): _matrix(run, probe) for row, probe in enumerate(probes)
           for i, run in enumerate(runs)}
-  top = max([z.max() for _, _, z in data.values() if z is not None] + [1e-3])
+  drawn = [z for _, _, z in data.values() if z is not None]
+  # Diverging around m-coherence 1 (log10 = 0): a layer below 1, the papers'
+  # "first layer below 1" finding, shows blue instead of clipping to 1.
+  low = min([z.min() for z in drawn] + [-0.1])
+  high = max([z.max() for z in drawn] + [0.1])
+  norm = matplotlib.colors.TwoSlopeNorm(vmin=low, vcenter=0, vmax=high)
   image = None
   for (row, i), (groups, steps, z) in data.items():
     ax = axes[row][i]
@@ -42,13 +49,21 @@ def plot(runs, out_dir):
               transform=ax.transAxes)
       ax.axis('off')
       continue
-    image = ax.imshow(z, aspect='auto', cmap='viridis', vmin=0, vmax=top)
-    ticks = np.linspace(0, len(steps) - 1, min(5, len(steps))).astype(int)
-    ax.set_xticks(ticks, [steps[i] for i in ticks], fontsize=7)
-    ax.set_yticks(range(len(groups)), groups, fontsize=7)
-    ax.set_xlabel('probe step (log-spaced, labelled)', fontsize=7)
+    # Cells span the midpoints between probe steps on the step axis.
+    mid = [(a + b) / 2 for a, b in zip(steps[:-1], steps[1:])]
+    edges = ([steps[0] - (mid[0] - steps[0]) if mid else steps[0] - 0.5]
+             + mid + [steps[-1] + (steps[-1] - mid[-1]) if mid
+                      else steps[-1] + 0.5])
+    edges[0] = max(edges[0], 0)
+    image = ax.pcolormesh(edges, np.arange(len(groups) + 1), z,
+                          cmap='RdBu_r', norm=norm)
+    ax.invert_yaxis()  # input side at the top
+    ax.set_yticks(np.arange(len(groups)) + 0.5, groups, fontsize=7)
+    runs_lib.step_axis(ax)
+    ax.set_xlabel('step', fontsize=7)
   if image is not None:
-    fig.colorbar(image, ax=axes.ravel().tolist(), label='log10 m-coherence')
+    fig.colorbar(image, ax=axes.ravel().tolist(),
+                 label='log10 m-coherence (0: m-coherence 1)')
   return runs_lib.save(fig, out_dir, 'layers')
 
 

@@ -32,8 +32,7 @@ def plot(runs, out_dir):
           # A sparse series (probe.all_every) gets markers: its few points
           # are measurements, the lines between them are not.
           marker = {'marker': 'o', 'markersize': 3} if len(steps) <= 12 else {}
-          ax.plot([max(s, 1) for s in steps], values, label=probe, **style,
-                  **marker)
+          ax.plot(steps, values, label=probe, **style, **marker)
           drawn = True
       if row == 0:
         runs_lib.title(ax, run.label)
@@ -43,7 +42,7 @@ def plot(runs, out_dir):
         runs_lib.note(ax, "not measured: probe statistics='norms' "
                       "('all' adds it)")
         continue
-      ax.set_xscale('log')
+      runs_lib.step_axis(ax)
       if metric in LOG_Y:
         ax.set_yscale('log')
   for ax in axes[-1]:

@@ -42,7 +42,7 @@ def plot(runs, out_dir):
       ax = axes[row][col]
       drawn = False
       for probe, style in runs_lib.PROBE_STYLE.items():
-        series = [([max(s, 1) for s in steps], values) for steps, values in
+        series = [(steps, values) for steps, values in
                   runs_lib.metric_series(
                       members, f'probe/{probe}/per_layer/{layer}/m_coherence')
                   if np.isfinite(values).all()]
@@ -53,7 +53,8 @@ def plot(runs, out_dir):
                       'finite (a probe whose gradients are all zero)')
         continue
       ax.axhline(1.0, color='gray', lw=0.8, label='_1')
-      ax.set(xscale='log', yscale='log', xlabel='step', ylabel='m-coherence')
+      ax.set(yscale='log', xlabel='step', ylabel='m-coherence')
+      runs_lib.step_axis(ax)
   runs_lib.legend_once(fig, axes.ravel())
   return runs_lib.save(fig, out_dir, 'named_layers')
 

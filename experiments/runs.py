@@ -182,6 +182,13 @@ def measuring(runs, type_name: str, figure: str) -> bool:
   return False
 
 
+def step_axis(ax):
+  """Steps on a log axis that still shows step 0: symlog, linear in [0, 1]
+  (drawing step 0 at x = 1 made a vertical segment up to step 1)."""
+  ax.set_xscale('symlog', linthresh=1, linscale=0.4)
+  ax.set_xlim(left=0)
+
+
 def title(ax, text: str):
   """A panel title wrapped to the panel's width, so neighbours never overlap."""
   width = ax.get_position().width * ax.figure.get_size_inches()[0]
