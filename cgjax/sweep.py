@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 
+from cgjax import progress
 from cgjax import workdir as workdir_lib
 
 
@@ -83,6 +84,22 @@ def commands(launch: str, config_spec: str, trials: list[dict],
 FINAL = ('done', 'failed', 'diverged')
 
 
+PROGRESS_SECONDS = 60  # between the sweep's lines on its running trials
+
+
+def _last_progress(log_path: str) -> str:
+  """The last progress line ('step a/b (x%) | ... | ETA ...') of a trial's
+  log, without its '[cgjax] ' prefix; '' if none yet."""
+  try:
+    with open(log_path, 'rb') as f:
+      f.seek(max(os.path.getsize(log_path) - 65536, 0))
+      lines = f.read().decode(errors='replace').splitlines()
+  except OSError:
+    return ''
+  found = [l for l in lines if ' | ETA ' in l]
+  return found[-1].removeprefix('[cgjax] ') if found else ''
+
+
 def run(launch: str, config_spec: str, trials: list[dict], sweep_dir: str,
         extra_flags: list[str], parallel: int = 1,
         retry_failed: bool = False) -> dict[str, str]:
@@ -91,7 +108,9 @@ def run(launch: str, config_spec: str, trials: list[dict], sweep_dir: str,
   Skipped: done trials; failed and diverged ones unless `retry_failed`; a
   trial whose workdir lock has a live owner (started by another sweep or by
   hand: never run twice). Each trial's output goes to WORKDIR/log.txt;
-  progress lines and a per-trial summary go to stdout.
+  stdout gets each running trial's latest progress line every
+  PROGRESS_SECONDS, a line per finished trial with the sweep's ETA (the
+  remaining trials at the rate trials have finished), and a summary.
   """
   if parallel < 1:
     raise ValueError(f'--parallel must be >= 1, got {parallel}')
@@ -117,7 +136,7 @@ def run(launch: str, config_spec: str, trials: list[dict], sweep_dir: str,
     else:
       pending.append((workdir, argv))
   total, finished = len(pending), 0
-  t0 = time.time()
+  t0 = last_report = time.time()
   while pending or running:
     while pending and len(running) < parallel:
       workdir, argv = pending.pop(0)
@@ -128,6 +147,12 @@ def run(launch: str, config_spec: str, trials: list[dict], sweep_dir: str,
       running[workdir] = (subprocess.Popen(argv, stdout=log,
                                            stderr=subprocess.STDOUT), log)
     time.sleep(0.5)
+    if time.time() - last_report >= PROGRESS_SECONDS:
+      for workdir in running:  # each running trial's latest progress line
+        line = _last_progress(os.path.join(workdir, 'log.txt'))
+        if line:
+          print(f'[sweep] {os.path.basename(workdir)}: {line}', flush=True)
+      last_report = time.time()
     for workdir, (proc, log) in list(running.items()):
       if proc.poll() is None:
         continue
@@ -136,9 +161,13 @@ def run(launch: str, config_spec: str, trials: list[dict], sweep_dir: str,
       finished += 1
       states[workdir] = workdir_lib.read_status(workdir)
       elapsed = time.time() - t0
+      # Trials finish at this rate, `parallel` at a time.
+      eta = elapsed / finished * (total - finished)
       print(f'[sweep] {finished}/{total} {os.path.basename(workdir)}: '
-            f'{states[workdir]} (exit {proc.returncode}; {elapsed / 60:.1f} '
-            f'min so far; log {os.path.join(workdir, "log.txt")})', flush=True)
+            f'{states[workdir]} (exit {proc.returncode}; '
+            f'{progress.duration(elapsed)} so far, sweep ETA '
+            f'{progress.duration(eta)}; log '
+            f'{os.path.join(workdir, "log.txt")})', flush=True)
   for workdir, state in states.items():
     print(f'[sweep]   {os.path.basename(workdir)}: {state}', flush=True)
   return states

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from cgjax import sweep
 from cgjax import workdir as workdir_lib
 from tests.conftest import ROOT, run_python
 
@@ -75,6 +76,7 @@ def test_relaunch_skips_finished_and_completes_the_rest(killed_and_resumed):
     assert f.read() == first_metrics  # not redone
   assert os.path.getmtime(os.path.join(first, 'metrics.jsonl')) == first_mtime
   assert '2/2 trials done' in out
+  assert 'sweep ETA' in out
   # The trials share one persistent XLA cache beside them (launch.py's
   # --jax_cache_dir default), which the resumed trial read from.
   assert os.listdir(os.path.join(sweep_dir, '.jax_cache'))
@@ -137,3 +139,14 @@ def test_a_trial_arg_extends_the_config_arg():
                        '--config.noise.rate=0.5']
   assert argv2[3] == 'configs/ws_imagenet.py:model=vgg13_bn'
   assert sweep.trial_spec('configs/x.py', {'arg': 'a=1'}) == 'configs/x.py:a=1'
+
+
+def test_a_running_trials_latest_progress_line(tmp_path):
+  log = tmp_path / 'log.txt'
+  assert sweep._last_progress(str(log)) == ''  # not started yet
+  log.write_text('[cgjax] step 0: test_acc=0.1\n'
+                 '[cgjax] step 200/4000 (5%) | loss 1.8 | ETA 25.0s | time: x\n'
+                 '[cgjax] step 400/4000 (10%) | loss 1.4 | ETA 17.7s | time: y\n'
+                 '[cgjax] step 400: m-coherence clean=7.49\n')
+  assert sweep._last_progress(str(log)) == (
+      'step 400/4000 (10%) | loss 1.4 | ETA 17.7s | time: y')
