@@ -200,7 +200,9 @@ def run_sweep(argv):
     sys.exit(f'error: trials not done: {", ".join(failed)} (see their log.txt)')
 
 
-if __name__ == '__main__':
+def run():
+  """The command line: `python launch.py`, `python -m cgjax.launch` or the
+  installed `cgjax-train`."""
   try:
     check_overrides(sys.argv)
     app.run(main)
@@ -210,3 +212,7 @@ if __name__ == '__main__':
     print('\n[cgjax] interrupted; relaunch the same command to resume',
           file=sys.stderr, flush=True)
     sys.exit(130)
+
+
+if __name__ == '__main__':
+  run()

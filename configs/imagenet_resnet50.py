@@ -10,8 +10,8 @@ the orthogonal baseline peaks near 40 with real labels, below about 5 with
 random ones). arg: noise, seed, probe, epochs, runlocal; the sweep is the
 noise grid 0, 0.25, 0.5, 0.75, 1.
 """
-from configs import common
-from configs import mcoherence_imagenet
+from cgjax.configs import common
+from cgjax.configs import mcoherence_imagenet
 
 
 def get_config(arg=None):

@@ -31,7 +31,7 @@ the paper's noise grid 0, 0.25, 0.5, 0.75, 1 for the chosen model.
 """
 import ml_collections
 
-from configs import common
+from cgjax.configs import common
 
 MODELS = ('resnet18', 'inception_v3', 'efficientnet_b0')
 

@@ -2,7 +2,7 @@
 
 arg: noise, seed, epochs, runlocal (see mnist_mlp.py).
 """
-from configs import common
+from cgjax.configs import common
 
 
 def get_config(arg=None):

@@ -20,7 +20,7 @@ arg (comma-separated, e.g. 'noise=0.5,width=2048,depth=1'):
 """
 import ml_collections
 
-from configs import common
+from cgjax.configs import common
 
 
 def get_config(arg=None):

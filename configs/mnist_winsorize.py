@@ -21,8 +21,8 @@ arg: noise (0.5), epochs (25), width (128), depth (3), seed, runlocal.
     python launch.py --config configs/mnist_winsorize.py --sweep --workdir runs/winsorize
     python -m experiments.winsorize_study runs/winsorize
 """
-from configs import common
-from configs import mnist_mlp
+from cgjax.configs import common
+from cgjax.configs import mnist_mlp
 
 NUM_TRAIN = 4000
 

@@ -39,7 +39,7 @@ optimizer x noise (0, 0.5) for the chosen model.
   easy examples              | classified correctly after 2 epochs of    | authors' README
                              | SGD (learning.learned_at)                 |
 """
-from configs import common
+from cgjax.configs import common
 
 MODELS = ('resnet18', 'vgg13_bn', 'inception_v3')
 OPTIMIZERS = ('sgd', 'm3', 'rm3', 'ra3')

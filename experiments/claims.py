@@ -36,8 +36,8 @@ import sys
 import numpy as np
 
 from cgjax import workdir as workdir_lib
-from experiments import fig_learning
-from experiments import runs as runs_lib
+from . import fig_learning
+from . import runs as runs_lib
 
 EARLY = 400   # steps: the clean examples are fitted by then (10 epochs)
 LATE = 100    # steps: after the initial transient

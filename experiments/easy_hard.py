@@ -24,7 +24,7 @@ import sys
 
 from cgjax import sweep
 from cgjax import workdir as workdir_lib
-from experiments import runs as runs_lib
+from . import runs as runs_lib
 
 SUBSETS = {'easy': 'learned', 'hard': 'not_learned'}
 

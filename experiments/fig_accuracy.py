@@ -5,7 +5,7 @@
 Noisy examples are scored against their noisy (memorized) label (dashed) and
 against their original label (dotted), as in the papers' memorization plots.
 """
-from experiments import runs as runs_lib
+from . import runs as runs_lib
 
 CURVES = {'eval/clean_acc': ('train, clean examples', dict(ls='-', color='C0')),
           'eval/noisy_acc_vs_noisy_label': ('train, noisy (noisy label)',

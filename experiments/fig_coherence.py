@@ -7,7 +7,7 @@ Clean (solid), noisy (dashed), test (dotted) and, where measured, mixed
 step axis linear between 0 and 1, so step 0 shows); the gray line is the
 orthogonal baseline 1 and the dashed gray line m (all gradients equal).
 """
-from experiments import runs as runs_lib
+from . import runs as runs_lib
 
 
 def _m(run):

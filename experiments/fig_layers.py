@@ -10,7 +10,7 @@ m-coherence 1, blue below it; steps on a log axis that still shows step 0.
 import matplotlib
 import numpy as np
 
-from experiments import runs as runs_lib
+from . import runs as runs_lib
 
 
 def _matrix(run, probe):

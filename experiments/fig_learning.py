@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from experiments import runs as runs_lib
+from . import runs as runs_lib
 
 # Clean drawn wide underneath: noisy examples against their original label
 # often follow it closely (the network generalizes before it memorizes).

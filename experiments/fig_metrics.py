@@ -6,7 +6,7 @@ Rows: alpha (= m-coherence / m), average pairwise cosine, cosine stiffness
 (same class, different class), GSNR and gradient diversity (= 1 /
 m-coherence); columns: noise levels; lines: clean / noisy / test probes.
 """
-from experiments import runs as runs_lib
+from . import runs as runs_lib
 
 METRICS = {'alpha': 'alpha = m-coh / m', 'avg_cosine': 'avg pairwise cosine',
            'stiffness/cos_same_class': 'cos stiffness, same class',

@@ -11,7 +11,7 @@ baseline 1.
 """
 import numpy as np
 
-from experiments import runs as runs_lib
+from . import runs as runs_lib
 
 
 def named_layers(runs) -> list[str]:

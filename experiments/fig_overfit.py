@@ -11,7 +11,7 @@ config fields that differ between the runs).
 """
 import numpy as np
 
-from experiments import runs as runs_lib
+from . import runs as runs_lib
 
 PANELS = {'adjusted_overfit': 'adjusted overfit',
           'test_acc': 'test accuracy',

@@ -11,7 +11,7 @@ is on average the pristine fraction (gray). The CG paper's finding: early in
 training f_p is above the null (the pristine examples' gradients agree),
 later the corrupt examples take over. Seeds: mean line and min-max band.
 """
-from experiments import runs as runs_lib
+from . import runs as runs_lib
 
 CURVES = {'f_p': ('f_p (pristine)', dict(color='C0')),
           'f_c': ('f_c (corrupt)', dict(color='C1')),

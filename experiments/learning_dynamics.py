@@ -23,8 +23,8 @@ import argparse
 
 import numpy as np
 
-from experiments import fig_learning
-from experiments import runs as runs_lib
+from . import fig_learning
+from . import runs as runs_lib
 
 NEVER = np.inf
 

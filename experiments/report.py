@@ -15,16 +15,16 @@ import argparse
 import html
 import os
 
-from experiments import claims
-from experiments import fig_accuracy
-from experiments import fig_coherence
-from experiments import fig_layers
-from experiments import fig_learning
-from experiments import fig_metrics
-from experiments import fig_named_layers
-from experiments import fig_overfit
-from experiments import fig_shares
-from experiments import runs as runs_lib
+from . import claims
+from . import fig_accuracy
+from . import fig_coherence
+from . import fig_layers
+from . import fig_learning
+from . import fig_metrics
+from . import fig_named_layers
+from . import fig_overfit
+from . import fig_shares
+from . import runs as runs_lib
 
 FIGURES = {
     'm-coherence over training': fig_coherence,

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from experiments import runs as runs_lib
+from . import runs as runs_lib
 
 COLUMNS = {'eval/clean_acc': 'train acc, clean',
            'eval/noisy_acc_vs_noisy_label': 'train acc, noisy (noisy label)',
