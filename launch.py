@@ -195,7 +195,8 @@ def run_sweep(argv):
     sys.exit(f'error: {err}')
   failed = [os.path.basename(w) for w, s in states.items() if s != 'done']
   print(f'[sweep] {len(states) - len(failed)}/{len(states)} trials done in '
-        f'{sweep_dir}; report: python -m experiments.report {sweep_dir}')
+        f'{sweep_dir}; report: cgjax-report {sweep_dir} (in a checkout: '
+        f'python -m experiments.report {sweep_dir})')
   if failed:
     sys.exit(f'error: trials not done: {", ".join(failed)} (see their log.txt)')
 
