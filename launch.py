@@ -143,8 +143,14 @@ def main(argv):
   cache = _JAX_CACHE.value or os.path.join(
       os.path.dirname(os.path.abspath(workdir)), '.jax_cache')
   if cache != 'none':  # resumes and sweep trials skip recompiling
-    jax.config.update('jax_compilation_cache_dir', cache)
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+    try:
+      os.makedirs(cache, exist_ok=True)
+      jax.config.update('jax_compilation_cache_dir', cache)
+      jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+    except OSError as err:  # a cache is no reason to fail the run
+      print(f'[cgjax] warning: --jax_cache_dir={cache!r} is not usable '
+            f'({err.strerror}); compiling without a persistent cache',
+            file=sys.stderr, flush=True)
   from cgjax import train  # pylint: disable=g-import-not-at-top
   from cgjax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   try:

@@ -533,12 +533,13 @@ def summarize(stats: dict, paths: list[str],
   return out
 
 
-def flatten(metrics: dict, prefix: str = '') -> dict[str, float]:
-  """{'a': {'b': 1.0}} -> {'a/b': 1.0}: metric names for metrics.jsonl."""
+def flatten(metrics: dict, prefix: str = '', sep: str = '/') -> dict:
+  """{'a': {'b': 1.0}} -> {'a/b': 1.0}: metric names for metrics.jsonl
+  (sep='.': a config's dotted field names)."""
   out = {}
   for k, v in metrics.items():
     if isinstance(v, dict):
-      out.update(flatten(v, f'{prefix}{k}/'))
+      out.update(flatten(v, f'{prefix}{k}{sep}', sep))
     else:
       out[f'{prefix}{k}'] = v
   return out

@@ -17,7 +17,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from flax.training import train_state
 
@@ -144,17 +143,6 @@ def initial_state(ctx, tx) -> TrainState:
                              batch_stats=variables.get('batch_stats', {}),
                              tx=tx)
   return init(jax.random.key(ctx.config.seed))
-
-
-def _flat_config(config, prefix: str = '') -> dict:
-  """{'optim.lr': 0.1, ...}: the config's leaves by dotted name."""
-  out = {}
-  for key, value in config.items():
-    if isinstance(value, ml_collections.ConfigDict) or isinstance(value, dict):
-      out.update(_flat_config(value, f'{prefix}{key}.'))
-    else:
-      out[f'{prefix}{key}'] = value
-  return out
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -343,7 +331,7 @@ def _run(config, workdir, ctx, tx, measurements, resuming, stop, last_step):
          f' | time: {tracker.split()}')
 
   if start == 0:
-    flat = _flat_config(config)
+    flat = coherence.flatten(config.to_dict(), sep='.')
     _log('config (resolved, also in config.json and TensorBoard):\n'
          + '\n'.join(f'    {k} = {v!r}' for k, v in sorted(flat.items())))
     writer.write_config(flat)

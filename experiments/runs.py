@@ -15,6 +15,7 @@ import numpy as np
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from cgjax import coherence  # pylint: disable=wrong-import-position
 from cgjax import workdir as workdir_lib  # pylint: disable=wrong-import-position
 
 PROBES = ('clean', 'noisy', 'test')
@@ -109,16 +110,6 @@ def find(paths: list[str]) -> list[Run]:
   return sorted(runs, key=lambda r: r.noise)
 
 
-def _flat(config: dict, prefix: str = '') -> dict:
-  out = {}
-  for k, v in config.items():
-    if isinstance(v, dict):
-      out.update(_flat(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = json.dumps(v)
-  return out
-
-
 def labels(runs, overrides=None) -> list[str]:
   """Each run labeled by its sweep overrides where every run has them, else
   by the config fields that differ between the runs; seeds aside, so that
@@ -127,7 +118,8 @@ def labels(runs, overrides=None) -> list[str]:
   def short(key):
     return key.split('.', 1)[-1]
 
-  flat = [_flat(r.config) for r in runs]
+  flat = [{k: json.dumps(v) for k, v in coherence.flatten(
+      r.config, sep='.').items()} for r in runs]
   if overrides and all(o is not None for o in overrides):
     chosen = [{k: v for k, v in o.items() if k != 'seed'} for o in overrides]
   else:
