@@ -19,6 +19,11 @@ Flags:
   --print-commands  with --sweep: print one command per trial and exit
   --retry_failed  with --sweep: rerun failed and diverged trials too (they are
                   skipped, and listed, otherwise)
+  --evaluate      no training: every measurement of the config, once, on the
+                  checkpoint of --workdir at --step (default: the newest);
+                  the config may differ from the run's in measurements only;
+                  results in WORKDIR/evaluations/step_STEP/
+  --step          with --evaluate: the checkpoint's step
   --traceback     print Python tracebacks of errors (one line otherwise)
 
 Exit codes: 0 done; 1 an error (one line naming the bad value, file or path);
@@ -56,6 +61,11 @@ _JAX_CACHE = flags.DEFINE_string(
     'jax_cache_dir', '', "XLA's persistent compilation cache (default: "
     "WORKDIR/../.jax_cache, shared by a sweep's trials and by resumes; "
     "'none': off).")
+_EVALUATE = flags.DEFINE_bool(
+    'evaluate', False, "Measure the checkpoint of --workdir at --step; no "
+    'training.')
+_STEP = flags.DEFINE_integer('step', None, 'With --evaluate: the checkpoint '
+                             'step (default: the newest).')
 _PRINT_COMMANDS = flags.DEFINE_bool('print-commands', False,
                                     'Print the sweep trial commands and exit.')
 
@@ -129,6 +139,10 @@ def main(argv):
     return run_sweep(sys.argv)
   if _PRINT_COMMANDS.value or _PARALLEL.present:
     raise app.UsageError('--print-commands and --parallel need --sweep')
+  if _STEP.present and not _EVALUATE.value:
+    raise app.UsageError('--step needs --evaluate')
+  if _EVALUATE.value and not _WORKDIR.value:
+    raise app.UsageError('--evaluate needs --workdir (the run to measure)')
   from cgjax import parallel  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                   _PROCESS_ID.value)
@@ -154,7 +168,10 @@ def main(argv):
   from cgjax import train  # pylint: disable=g-import-not-at-top
   from cgjax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   try:
-    final = train.train_and_evaluate(_CONFIG.value, workdir)
+    if _EVALUATE.value:
+      final = train.evaluate(_CONFIG.value, workdir, _STEP.value)
+    else:
+      final = train.train_and_evaluate(_CONFIG.value, workdir)
   except train.Stopped as stopped:
     print(f'[cgjax] {stopped}', flush=True)
     sys.exit(stopped.exit_code)
@@ -169,7 +186,9 @@ def main(argv):
                or k.endswith('/m_coherence') and k.count('/') == 2}
     print('[cgjax] final: ' + ', '.join(f'{k}={v:.4f}'
                                         for k, v in sorted(summary.items())))
-    print(f'[cgjax] results in {workdir}: metrics.jsonl, tb/, checkpoints/')
+    if not _EVALUATE.value:
+      print(f'[cgjax] results in {workdir}: metrics.jsonl, tb/, '
+            'checkpoints/')
 
 
 def run_sweep(argv):

@@ -29,32 +29,13 @@ Weight decay, where configured, is added after winsorize / m3 (it is the same
 for every example and group, so clipping and medians commute with it) and
 before rm3 / ra3, as in the authors' code.
 """
+import dataclasses
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
-
-NAMES = ('mean', 'winsorize', 'm3', 'rm3', 'ra3')
-PER_EXAMPLE = ('winsorize',)
-
-
-def check(cfg, batch_size: int | None = None):
-  """Raises ValueError naming a bad `optim.aggregator` setting."""
-  name = cfg.get('aggregator', 'mean')
-  if name not in NAMES:
-    raise ValueError(f'unknown optim.aggregator {name!r}; choose from {NAMES}')
-  if name == 'winsorize':
-    c = cfg.winsorize_c
-    if c < 0 or (batch_size is not None and 2 * (c + 1) > batch_size):
-      raise ValueError(f'optim.winsorize_c={c} must be >= 0 and leave two '
-                       f'order statistics in a batch of {batch_size}')
-  if name == 'm3':
-    k = cfg.m3_groups
-    if k < 1 or (batch_size is not None and batch_size % k):
-      raise ValueError(f'optim.m3_groups={k} must be >= 1 and divide the '
-                       f'batch size {batch_size}')
-
 
 # Columns per tile of the tournament: a tile's [batch, TILE] block and its
 # merges stay in cache.
@@ -209,31 +190,6 @@ def ra3() -> optax.GradientTransformation:
   return _ring_of_three(lambda a, b, c: (a + b + c) / 3)
 
 
-def transformation(cfg) -> optax.GradientTransformation | None:
-  """The optax stage of rm3 / ra3 (None for aggregators inside the step)."""
-  return {'rm3': rm3, 'ra3': ra3}.get(cfg.get('aggregator', 'mean'),
-                                      lambda: None)()
-
-
-def make_gradient_fn(cfg, loss_fn, per_example_loss_fn, mesh):
-  """(params, batch) -> (mean loss, aggregated grads, aux) for the step.
-
-  loss_fn(params, batch) -> (mean loss, aux) is the ordinary batch loss;
-  per_example_loss_fn(params, example) -> scalar is one example's loss.
-  """
-  name = cfg.get('aggregator', 'mean')
-  if name in ('mean', 'rm3', 'ra3'):
-    def plain(params, batch):
-      (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params,
-                                                                    batch)
-      return loss, grads, aux
-    return plain
-  if name == 'm3':
-    return functools.partial(_m3, loss_fn, cfg.m3_groups)
-  return functools.partial(_winsorize, per_example_loss_fn, cfg.winsorize_c,
-                           mesh)
-
-
 def _m3(loss_fn, k, params, batch):
   # Column-major split (as optax.microbatching): group g = rows g, g+k, ...,
   # which keeps each group spread over the devices of a sharded batch.
@@ -266,3 +222,83 @@ def _winsorize(per_example_loss_fn, c, mesh, params, batch):
                               out_specs=replicated, check_vma=False)(
                                   params, batch)
   return loss, grads, None
+
+
+def _plain(cfg, loss_fn, per_example_loss_fn, mesh):
+  del cfg, per_example_loss_fn, mesh
+
+  def gradient(params, batch):
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params,
+                                                                  batch)
+    return loss, grads, aux
+  return gradient
+
+
+def _check_winsorize(cfg, batch_size):
+  c = cfg.winsorize_c
+  if c < 0 or (batch_size is not None and 2 * (c + 1) > batch_size):
+    raise ValueError(f'optim.winsorize_c={c} must be >= 0 and leave two '
+                     f'order statistics in a batch of {batch_size}')
+
+
+def _check_m3(cfg, batch_size):
+  k = cfg.m3_groups
+  if k < 1 or (batch_size is not None and batch_size % k):
+    raise ValueError(f'optim.m3_groups={k} must be >= 1 and divide the '
+                     f'batch size {batch_size}')
+
+
+@dataclasses.dataclass(frozen=True)
+class Aggregator:
+  """One `optim.aggregator`: the step's gradient, (cfg, loss_fn,
+  per_example_loss_fn, mesh) -> gradient_fn; an optax stage run before the
+  optimizer, or None; a check of its fields, (cfg, batch_size or None),
+  raising ValueError; and whether it needs per-example gradients (no
+  BatchNorm)."""
+  gradient: Callable
+  stage: Callable[[], optax.GradientTransformation] | None = None
+  check: Callable = lambda cfg, batch_size: None
+  per_example: bool = False
+
+
+# The one place a name is dispatched: check, step and optimizer read it here.
+AGGREGATORS = {
+    'mean': Aggregator(_plain),
+    'winsorize': Aggregator(
+        lambda cfg, _, per_example_loss_fn, mesh: functools.partial(
+            _winsorize, per_example_loss_fn, cfg.winsorize_c, mesh),
+        check=_check_winsorize, per_example=True),
+    'm3': Aggregator(lambda cfg, loss_fn, *_: functools.partial(
+        _m3, loss_fn, cfg.m3_groups), check=_check_m3),
+    'rm3': Aggregator(_plain, stage=rm3),
+    'ra3': Aggregator(_plain, stage=ra3),
+}
+
+
+def get(cfg) -> Aggregator:
+  """The Aggregator `cfg.aggregator` names; ValueError naming it if none."""
+  name = cfg.get('aggregator', 'mean')
+  if name not in AGGREGATORS:
+    raise ValueError(f'unknown optim.aggregator {name!r}; choose from '
+                     f'{tuple(AGGREGATORS)}')
+  return AGGREGATORS[name]
+
+
+def check(cfg, batch_size: int | None = None):
+  """Raises ValueError naming a bad `optim.aggregator` setting."""
+  get(cfg).check(cfg, batch_size)
+
+
+def transformation(cfg) -> optax.GradientTransformation | None:
+  """The aggregator's optax stage (rm3 / ra3), None for those in the step."""
+  stage = get(cfg).stage
+  return stage() if stage else None
+
+
+def make_gradient_fn(cfg, loss_fn, per_example_loss_fn, mesh):
+  """(params, batch) -> (mean loss, aggregated grads, aux) for the step.
+
+  loss_fn(params, batch) -> (mean loss, aux) is the ordinary batch loss;
+  per_example_loss_fn(params, example) -> scalar is one example's loss.
+  """
+  return get(cfg).gradient(cfg, loss_fn, per_example_loss_fn, mesh)

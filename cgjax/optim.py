@@ -1,6 +1,6 @@
 """Optimizers and learning-rate schedules built from `config.optim`.
 
-Fields (all documented in configs/common.py):
+Fields (documented one by one in configs/common.py and docs/config.md):
   name: 'sgd' | 'adam' | 'adamw'
   lr, momentum (sgd; 0 = vanilla SGD), nesterov (sgd), b1, b2 (adam/adamw)
   weight_decay: sgd/adam add weight_decay * w to the gradient (coupled L2);

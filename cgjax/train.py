@@ -10,6 +10,7 @@ resumes from the last checkpoint and reproduces the uninterrupted run
 """
 import contextlib
 import functools
+import os
 import signal
 import threading
 import time
@@ -122,7 +123,7 @@ def make_context(config, workdir: str = '') -> measurements_lib.Context:
   param_shapes = jax.eval_shape(
       functools.partial(model.init, train=False), jax.random.key(0),
       dataset.train.images[:1])
-  if (config.optim.aggregator in aggregators.PER_EXAMPLE
+  if (aggregators.get(config.optim).per_example
       and param_shapes.get('batch_stats')):
     raise ValueError(f'optim.aggregator={config.optim.aggregator!r} needs '
                      'per-example gradients, which BatchNorm models do not '
@@ -172,6 +173,48 @@ def train_and_evaluate(config, workdir: str) -> dict:
       raise
   finally:
     lock.release()
+
+
+def evaluate(config, workdir: str, step: int | None = None) -> dict:
+  """Every measurement of `config` once, on the run's checkpoint at `step`
+  (default: the newest), without training and without touching the run's
+  own files: scalars go to WORKDIR/evaluations/step_STEP/metrics.json, the
+  measurements' per-example files beside it. `config` may differ from the
+  run's in `measurements` only (a bigger probe, other sets, a new type), so
+  a new measurement can be applied to the checkpoints of finished runs.
+  Returns the scalars."""
+  validate(config)
+  changed = [d for d in workdir_lib.config_changes(workdir, config)
+             if not d.startswith('measurements.')]
+  if changed:
+    raise ValueError(f'evaluating {workdir}: the config differs from the '
+                     'run\'s in more than measurements:\n  '
+                     + '\n  '.join(changed))
+  checkpointer = workdir_lib.Checkpointer(workdir, config.keep_checkpoints)
+  saved = checkpointer.steps()
+  step = saved[0] if step is None and saved else step
+  if step not in saved:
+    checkpointer.close()
+    raise ValueError(f'{checkpointer.path()} has no checkpoint at step {step}'
+                     f'; saved steps: {sorted(saved) or "none"}')
+  out_dir = os.path.join(workdir, 'evaluations', f'step_{step}')
+  if workdir_lib.is_writer():
+    os.makedirs(out_dir, exist_ok=True)
+  ctx = make_context(config, out_dir)
+  measurements = measurements_lib.Measurements(config, ctx)
+  state = initial_state(ctx, optim.make_optimizer(config.optim,
+                                                  config.num_steps))
+  state = checkpointer.restore(step, _abstract(state), False)[0]
+  checkpointer.close()
+  _log(f'evaluating {workdir} at step {step} (checkpoint)')
+  for line in measurements.describe():
+    _log(line)
+  scalars = measurements.run(state, step, log=_log, every=True)
+  measurements.finalize(out_dir)
+  workdir_lib.write_json(out_dir, 'metrics.json',
+                         {'step': step, 'metrics': scalars})
+  _log(f'wrote {os.path.join(out_dir, "metrics.json")}')
+  return scalars
 
 
 class Diverged(FloatingPointError):
@@ -239,13 +282,19 @@ def _non_finite(scalars: dict) -> list[str]:
                                                     '/sum_of_sq_norms')))]
 
 
+def _abstract(state):
+  """Shapes, dtypes and shardings of `state`: what a checkpoint restores
+  into."""
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+      state)
+
+
 def _restore(checkpointer, state, measurements):
   """The newest checkpoint that restores, with a warning for each that does
   not (moved aside, kept on disk); None where none restores (a fresh start,
   whose rows replace the old ones)."""
-  abstract = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-      state)
+  abstract = _abstract(state)
   for step in checkpointer.steps():
     try:
       return (step,) + checkpointer.restore(
@@ -259,8 +308,43 @@ def _restore(checkpointer, state, measurements):
   return None
 
 
+def _describe(ctx, state, measurements, writer):
+  """The start of a run's log: resolved config (also to TensorBoard),
+  parameters by layer group, devices, data and noise, measurements."""
+  config, dataset, mesh = ctx.config, ctx.dataset, ctx.mesh
+  flat = coherence.flatten(config.to_dict(), sep='.')
+  _log('config (resolved, also in config.json and TensorBoard):\n'
+       + '\n'.join(f'    {k} = {v!r}' for k, v in sorted(flat.items())))
+  writer.write_config(flat)
+  sizes = {}
+  for path, leaf in zip(ctx.param_paths, jax.tree.leaves(state.params)):
+    group = ctx.group_of(path)
+    sizes[group] = sizes.get(group, 0) + leaf.size
+  total = sum(sizes.values())
+  _log(f'model {config.model.name}: {total:,} parameters\n' + '\n'.join(
+      f'    {group:24s} {n:>14,} {100 * n / total:6.1f}%'
+      for group, n in sizes.items()))
+  device = jax.devices()[0]
+  _log(f'{jax.device_count()} {device.platform} device(s) '
+       f'({device.device_kind}), {jax.process_count()} process(es); mesh '
+       f'{dict(mesh.shape)}')
+  noise = dataset.noise
+  extra = ''.join(f' (+ {name}: {len(split)})'
+                  for name, split in dataset.extra_test.items())
+  _log(f'{dataset.name}: {len(dataset.train)} train / {len(dataset.test)} '
+       f'test examples{extra}; noise {config.noise.kind} rate '
+       f'{config.noise.rate}: {noise.num_selected} selected, '
+       f'{noise.num_changed} labels changed')
+  for line in measurements.describe():
+    _log(line)
+  writer.write(0, {'noise/num_selected': noise.num_selected,
+                   'noise/num_changed': noise.num_changed,
+                   'data/train_examples': len(dataset.train),
+                   'data/test_examples': len(dataset.test)})
+
+
 def _run(config, workdir, ctx, tx, measurements, resuming, stop, last_step):
-  mesh, dataset, loader, model = ctx.mesh, ctx.dataset, ctx.loader, ctx.model
+  mesh, loader, model = ctx.mesh, ctx.loader, ctx.model
   repl = parallel.replicated(mesh)
   state = initial_state(ctx, tx)
   checkpointer = workdir_lib.Checkpointer(workdir, config.keep_checkpoints)
@@ -331,36 +415,7 @@ def _run(config, workdir, ctx, tx, measurements, resuming, stop, last_step):
          f' | time: {tracker.split()}')
 
   if start == 0:
-    flat = coherence.flatten(config.to_dict(), sep='.')
-    _log('config (resolved, also in config.json and TensorBoard):\n'
-         + '\n'.join(f'    {k} = {v!r}' for k, v in sorted(flat.items())))
-    writer.write_config(flat)
-    sizes = {}
-    for path, leaf in zip(ctx.param_paths, jax.tree.leaves(state.params)):
-      group = ctx.group_of(path)
-      sizes[group] = sizes.get(group, 0) + leaf.size
-    total = sum(sizes.values())
-    _log(f'model {config.model.name}: {total:,} parameters\n' + '\n'.join(
-        f'    {group:24s} {n:>14,} {100 * n / total:6.1f}%'
-        for group, n in sizes.items()))
-    device = jax.devices()[0]
-    _log(f'{jax.device_count()} {device.platform} device(s) '
-         f'({device.device_kind}), {jax.process_count()} process(es); mesh '
-         f'{dict(mesh.shape)}')
-    noise = dataset.noise
-    extra = ''.join(f' (+ {name}: {len(split)})'
-                    for name, split in dataset.extra_test.items())
-    _log(f'{dataset.name}: {len(dataset.train)} train / {len(dataset.test)} '
-         f'test examples{extra}; noise {config.noise.kind} rate '
-         f'{config.noise.rate}: {noise.num_selected} selected, '
-         f'{noise.num_changed} labels changed; {mesh.size} device(s), '
-         f'{jax.process_count()} process(es)')
-    for line in measurements.describe():
-      _log(line)
-    writer.write(0, {'noise/num_selected': noise.num_selected,
-                     'noise/num_changed': noise.num_changed,
-                     'data/train_examples': len(dataset.train),
-                     'data/test_examples': len(dataset.test)})
+    _describe(ctx, state, measurements, writer)
     measure(0, state)
     measurements.finalize(workdir)
 
@@ -405,6 +460,9 @@ def _run(config, workdir, ctx, tx, measurements, resuming, stop, last_step):
   checkpointer.close()
   writer.close()
   workdir_lib.set_status(workdir, 'done', config.num_steps)
+  _log(f'done: step {config.num_steps}, elapsed '
+       f'{progress.duration(time.perf_counter() - tracker.started)} | time: '
+       f'{tracker.split()}')
   if start == config.num_steps and workdir_lib.is_writer():
     _log(f'{workdir} was already complete')
     return workdir_lib.latest_values(workdir)

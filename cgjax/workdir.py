@@ -54,6 +54,21 @@ def _load_json(path):
                      'it') from None
 
 
+def read_config(workdir: str) -> dict:
+  """The run's config.json, as a dict; an error naming the file if absent."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise ValueError(f'{path} does not exist: {workdir!r} is not a run '
+                     'workdir')
+  return _load_json(path)
+
+
+def config_changes(workdir: str, config) -> list[str]:
+  """'field: old in the workdir, new now' for each field of `config` that
+  differs from the run's config.json (dotted field names)."""
+  return _diff(read_config(workdir), _config_dict(config))
+
+
 def prepare(workdir: str, config) -> bool:
   """Creates workdir or checks it holds the same config; True if it exists.
 

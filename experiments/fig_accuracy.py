@@ -1,9 +1,13 @@
-"""Accuracy over training: clean train, noisy train, test; one panel per noise.
+"""Accuracy over training: clean train, noisy train, test; one panel per
+setting.
 
     python -m experiments.fig_accuracy SWEEP_DIR --out plots/
 
-Noisy examples are scored against their noisy (memorized) label (dashed) and
-against their original label (dotted), as in the papers' memorization plots.
+Clean training examples (solid), noisy ones scored against their noisy
+(memorized) label (dashed) and against their original label (dotted), as in
+the papers' memorization plots, and the test set (dash-dot); seeds of a
+setting as mean line and min-max band. With several settings, a last panel
+has the test accuracy of every setting, one color each.
 """
 from . import runs as runs_lib
 
@@ -16,15 +20,20 @@ CURVES = {'eval/clean_acc': ('train, clean examples', dict(ls='-', color='C0')),
 
 
 def plot(runs, out_dir):
-  fig, axes = runs_lib.panels(len(runs), sharey=True)
-  for ax, run in zip(axes, runs):
+  groups = runs_lib.settings(runs)
+  fig, axes = runs_lib.panels(len(groups) + (len(groups) > 1), sharey=True)
+  for ax, (label, members) in zip(axes, groups):
     for key, (name, style) in CURVES.items():
-      if key in run.series and any(v == v for v in run.series[key][1]):
-        ax.plot(*run.series[key], label=name, **style)
-    runs_lib.title(ax, run.label)
+      series = [s for s in runs_lib.metric_series(members, key)
+                if any(v == v for v in s[1])]  # NaN: no such examples
+      runs_lib.mean_and_spread(ax, series, label=name, **style)
+    runs_lib.title(ax, runs_lib.setting_title(label, members))
     ax.set(xlabel='step', ylim=(0, 1.02))
-  axes[0].set_ylabel('accuracy')
-  runs_lib.legend_once(fig, axes)
+  if len(groups) > 1 and not runs_lib.overlay(axes[-1], groups,
+                                              'eval/test_acc', 'test accuracy'):
+    runs_lib.note(axes[-1], 'fewer than two settings have a test accuracy')
+  runs_lib.ylabel(axes, 'accuracy')
+  runs_lib.legend_once(fig, axes[:len(groups)])
   return runs_lib.save(fig, out_dir, 'accuracy')
 
 

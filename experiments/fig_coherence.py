@@ -1,11 +1,14 @@
-"""m-coherence over training, one panel per noise level (the paper's figure).
+"""m-coherence over training, one panel per setting (the paper's figure).
 
     python -m experiments.fig_coherence SWEEP_DIR --out plots/
 
-Clean (solid), noisy (dashed), test (dotted) and, where measured, mixed
-('train', dash-dot) probe sets; log axes as in the m-coherence paper (the
-step axis linear between 0 and 1, so step 0 shows); the gray line is the
+One panel per setting: clean (solid), noisy (dashed), test (dotted) and,
+where measured, mixed ('train', dash-dot) probe sets; seeds of a setting as
+mean line and min-max band. Log axes as in the m-coherence paper (the step
+axis linear between 0 and 1, so step 0 shows); the gray line is the
 orthogonal baseline 1 and the dashed gray line m (all gradients equal).
+With several settings, a last panel has the test probe of every setting,
+one color each.
 """
 from . import runs as runs_lib
 
@@ -17,21 +20,28 @@ def _m(run):
 def plot(runs, out_dir):
   if not runs_lib.measuring(runs, 'coherence', 'coherence'):
     return None
-  fig, axes = runs_lib.panels(len(runs), sharey=True)
-  for ax, run in zip(axes, runs):
+  groups = runs_lib.settings(runs)
+  fig, axes = runs_lib.panels(len(groups) + (len(groups) > 1), sharey=True)
+  for ax, (label, members) in zip(axes, groups):
     for probe, style in runs_lib.PROBE_STYLE.items():
-      key = f'probe/{probe}/m_coherence'
-      if key in run.series:
-        steps, values = run.series[key]
-        ax.plot(steps, values, label=probe, **style)
+      runs_lib.mean_and_spread(ax, runs_lib.metric_series(
+          members, f'probe/{probe}/m_coherence'), label=probe, **style)
     ax.axhline(1.0, color='gray', lw=0.8, label='_1')
-    if _m(run):
-      ax.axhline(_m(run), color='gray', lw=0.8, ls='--', label='_m')
-    runs_lib.title(ax, run.label)
+    if _m(members[0]):
+      ax.axhline(_m(members[0]), color='gray', lw=0.8, ls='--', label='_m')
+    runs_lib.title(ax, runs_lib.setting_title(label, members))
     ax.set(yscale='log', xlabel='step')
     runs_lib.step_axis(ax)
-  axes[0].set_ylabel(f'm-coherence (m = {_m(runs[0])})')
-  runs_lib.legend_once(fig, axes)
+  if len(groups) > 1:
+    ax = axes[-1]
+    if runs_lib.overlay(ax, groups, 'probe/test/m_coherence',
+                        'test m-coherence'):
+      ax.set_yscale('log')
+      runs_lib.step_axis(ax)
+    else:
+      runs_lib.note(ax, 'fewer than two settings have a test probe')
+  runs_lib.ylabel(axes, f'm-coherence (m = {_m(runs[0])})')
+  runs_lib.legend_once(fig, axes[:len(groups)])
   return runs_lib.save(fig, out_dir, 'coherence')
 
 

@@ -2,10 +2,11 @@
 
     python -m experiments.fig_layers SWEEP_DIR --out plots/
 
-One row of panels per probe set (clean, noisy), one column per noise level;
+One row of panels per probe set (clean, noisy), one column per setting;
 colour is log10 m-coherence of each layer group (the model's `layer_group`,
-e.g. ResNet stages) at each probe step, input side at the top: red above
-m-coherence 1, blue below it; steps on a log axis that still shows step 0.
+e.g. ResNet stages) at each probe step (the mean over a setting's seeds),
+input side at the top: red above m-coherence 1, blue below it; steps on a
+log axis that still shows step 0.
 """
 import matplotlib
 import numpy as np
@@ -13,27 +14,35 @@ import numpy as np
 from . import runs as runs_lib
 
 
-def _matrix(run, probe):
+def _matrix(members, probe):
+  """(groups, steps, log10 m-coherence [group, step]) of one probe set,
+  averaged over the seeds at the steps all of them have; Nones if none
+  measured it."""
   prefix = f'probe/{probe}/per_group/'
+  run = members[0]
   groups = [k[len(prefix):-len('/m_coherence')] for k in run.series
             if k.startswith(prefix) and k.endswith('/m_coherence')]
   if not groups:
     return None, None, None
-  steps = run.series[f'{prefix}{groups[0]}/m_coherence'][0]
-  values = np.array([run.series[f'{prefix}{g}/m_coherence'][1]
-                     for g in groups])
-  return groups, steps, np.log10(np.maximum(values, 1e-6))
+  rows = [runs_lib.metric_series(members, f'{prefix}{g}/m_coherence')
+          for g in groups]
+  steps = sorted(set.intersection(*(set(s) for row in rows for s, _ in row)))
+  logs = [[np.log10(np.maximum([dict(zip(*s))[t] for t in steps], 1e-6))
+           for s in row] for row in rows]
+  return groups, steps, np.mean(logs, axis=1)
 
 
 def plot(runs, out_dir):
   if not runs_lib.measuring(runs, 'coherence', 'layers'):
     return None
   probes = ('clean', 'noisy')
+  settings = runs_lib.settings(runs)
   fig, axes = runs_lib.plt.subplots(
-      len(probes), len(runs), figsize=(3.6 * len(runs), 6), squeeze=False,
-      layout='constrained')
-  data = {(row, i): _matrix(run, probe) for row, probe in enumerate(probes)
-          for i, run in enumerate(runs)}
+      len(probes), len(settings), figsize=(3.6 * len(settings), 6),
+      squeeze=False, layout='constrained')
+  data = {(row, i): _matrix(members, probe)
+          for row, probe in enumerate(probes)
+          for i, (_, members) in enumerate(settings)}
   drawn = [z for _, _, z in data.values() if z is not None]
   # Diverging around m-coherence 1 (log10 = 0): a layer below 1, the papers'
   # "first layer below 1" finding, shows blue instead of clipping to 1.
@@ -43,7 +52,9 @@ def plot(runs, out_dir):
   image = None
   for (row, i), (groups, steps, z) in data.items():
     ax = axes[row][i]
-    runs_lib.title(ax, f'{runs[i].label}, {probes[row]}')
+    label, members = settings[i]
+    runs_lib.title(ax, f'{runs_lib.setting_title(label, members)}, '
+                   f'{probes[row]}')
     if groups is None:
       ax.text(0.5, 0.5, f'no {probes[row]} examples', ha='center',
               transform=ax.transAxes)

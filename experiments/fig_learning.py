@@ -52,7 +52,7 @@ def plot(runs, out_dir):
   fig, axes = runs_lib.panels(len(groups), width=4.2, sharey=True)
   for ax, (label, members) in zip(axes, groups):
     loaded = [t for t in map(load_times, members) if t is not None]
-    runs_lib.title(ax, label)
+    runs_lib.title(ax, runs_lib.setting_title(label, members))
     if not loaded:
       runs_lib.note(ax, 'no learning times\n(no learning_times measurement)')
       continue
@@ -65,8 +65,9 @@ def plot(runs, out_dir):
             series.append(cumulative(t, rows, kind + suffix))
         runs_lib.mean_and_spread(ax, series, label=f'{name}, {word}',
                                  ls=ls, **style)
-    ax.set(xscale='symlog', xlabel='step (0, then log)', ylim=(0, 1.02))
-  axes[0].set_ylabel('fraction of examples')
+    ax.set(xlabel='step', ylim=(0, 1.02))
+    runs_lib.step_axis(ax)
+  runs_lib.ylabel(axes, 'fraction of examples')
   runs_lib.legend_once(fig, axes)
   return runs_lib.save(fig, out_dir, 'learning')
 

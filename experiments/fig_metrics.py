@@ -4,7 +4,9 @@
 
 Rows: alpha (= m-coherence / m), average pairwise cosine, cosine stiffness
 (same class, different class), GSNR and gradient diversity (= 1 /
-m-coherence); columns: noise levels; lines: clean / noisy / test probes.
+m-coherence); columns: settings (seeds as mean line and min-max band);
+lines: clean / noisy / test probes; dots mark series measured at a dozen
+steps or fewer (`probe.all_every`).
 """
 from . import runs as runs_lib
 
@@ -19,23 +21,19 @@ LOG_Y = ('alpha', 'gsnr', 'gradient_diversity')
 def plot(runs, out_dir):
   if not runs_lib.measuring(runs, 'coherence', 'metrics'):
     return None
+  groups = runs_lib.settings(runs)
   fig, axes = runs_lib.plt.subplots(
-      len(METRICS), len(runs), figsize=(3.4 * len(runs), 2.3 * len(METRICS)),
+      len(METRICS), len(groups), figsize=(3.4 * len(groups),
+                                          2.3 * len(METRICS)),
       squeeze=False, sharex=True)
   for row, (metric, title) in enumerate(METRICS.items()):
-    for ax, run in zip(axes[row], runs):
+    for ax, (label, members) in zip(axes[row], groups):
       drawn = False
       for probe, style in runs_lib.PROBE_STYLE.items():
-        key = f'probe/{probe}/{metric}'
-        if key in run.series:
-          steps, values = run.series[key]
-          # A sparse series (probe.all_every) gets markers: its few points
-          # are measurements, the lines between them are not.
-          marker = {'marker': 'o', 'markersize': 3} if len(steps) <= 12 else {}
-          ax.plot(steps, values, label=probe, **style, **marker)
-          drawn = True
+        drawn |= runs_lib.mean_and_spread(ax, runs_lib.metric_series(
+            members, f'probe/{probe}/{metric}'), label=probe, **style)
       if row == 0:
-        runs_lib.title(ax, run.label)
+        runs_lib.title(ax, runs_lib.setting_title(label, members))
       if ax is axes[row][0]:
         ax.set_ylabel(title, fontsize=8)
       if not drawn:  # statistics='norms' measures m-coherence only

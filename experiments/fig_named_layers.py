@@ -6,8 +6,8 @@ the papers' first conv, an intermediate layer and the final dense layer.
 One panel per named layer and setting (seeds of a setting as mean and band);
 clean (solid), noisy (dashed), test (dotted) and mixed ('train',
 dash-dot) probes; log-log axes as in
-the m-coherence paper, step 0 drawn at 1; gray line: the orthogonal
-baseline 1.
+the m-coherence paper, the step axis linear between 0 and 1 so that step 0
+shows; gray line: the orthogonal baseline 1.
 """
 import numpy as np
 
@@ -47,7 +47,7 @@ def plot(runs, out_dir):
                       members, f'probe/{probe}/per_layer/{layer}/m_coherence')
                   if np.isfinite(values).all()]
         drawn |= runs_lib.mean_and_spread(ax, series, label=probe, **style)
-      runs_lib.title(ax, f'{label}: {layer}')
+      runs_lib.title(ax, f'{runs_lib.setting_title(label, members)}: {layer}')
       if not drawn:
         runs_lib.note(ax, f'{layer}: not measured in these runs, or not '
                       'finite (a probe whose gradients are all zero)')

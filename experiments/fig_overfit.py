@@ -20,6 +20,7 @@ PANELS = {'adjusted_overfit': 'adjusted overfit',
 
 def plot(runs, out_dir):
   groups = runs_lib.settings(runs)
+  colors = runs_lib.setting_colors(len(groups))
   fig, axes = runs_lib.panels(len(PANELS), width=3.4,
                               height=1.2 + 0.35 * len(groups), sharey=True)
   for ax, (key, title) in zip(axes, PANELS.items()):
@@ -29,7 +30,7 @@ def plot(runs, out_dir):
       finals = np.array([v for v in finals if v == v])
       if not len(finals):
         continue
-      ax.barh(i, finals.mean(), color=f'C{i % 10}', alpha=0.6)
+      ax.barh(i, finals.mean(), color=colors[i], alpha=0.7)
       ax.errorbar(finals.mean(), i, color='k', capsize=3,
                   xerr=[[finals.mean() - finals.min()],
                         [finals.max() - finals.mean()]])

@@ -27,7 +27,7 @@ def plot(runs, out_dir):
   groups = runs_lib.settings(runs)
   fig, axes = runs_lib.panels(len(groups), width=4.0, sharey=True)
   for ax, (label, members) in zip(axes, groups):
-    runs_lib.title(ax, label)
+    runs_lib.title(ax, runs_lib.setting_title(label, members))
     name = members[0].measurement('loss_shares')
     drawn = False
     for key, (word, style) in CURVES.items():
@@ -38,8 +38,9 @@ def plot(runs, out_dir):
       runs_lib.note(ax, 'no shares: the batches hold only pristine or only '
                     'corrupt examples,\nor no loss_shares measurement')
       continue
-    ax.set(xscale='symlog', xlabel='step (0, then log)')
-  axes[0].set_ylabel('share of the loss decrease')
+    ax.set(xlabel='step')
+    runs_lib.step_axis(ax)
+  runs_lib.ylabel(axes, 'share of the loss decrease')
   runs_lib.legend_once(fig, axes)
   return runs_lib.save(fig, out_dir, 'shares')
 

@@ -58,7 +58,9 @@ def table(runs) -> tuple[list[str], list[list[str]]]:
       v, step = run.peak(f'probe/{probe}/m_coherence')
       row.append('-' if step < 0 else f'{v:.2f} ({step})')
     rows.append(row)
-  return header, rows
+  # Columns no run has (peak m-coherence without probes) are left out.
+  keep = [i for i in range(len(header)) if any(r[i] != '-' for r in rows)]
+  return [header[i] for i in keep], [[r[i] for i in keep] for r in rows]
 
 
 def _html_table(header, rows) -> str:
@@ -81,8 +83,16 @@ def _markdown_to_html(text: str) -> str:
 
 
 def _claims(sweep_dirs) -> list[str]:
-  """The claims section, where the dirs are noise sweeps (one per seed)."""
-  sweeps = [claims.finished(d) for d in sweep_dirs]
+  """The claims section, where the dirs are noise sweeps: one per seed, or
+  one with several seeds (`mnist_mlp.py:seeds=3 --sweep`)."""
+  sweeps = []
+  for sweep_dir in sweep_dirs:
+    by_seed = {}
+    for run in claims.finished(sweep_dir):
+      if not run.label.startswith('noise '):
+        return []  # settings differ in more than the noise rate
+      by_seed.setdefault(run.config['seed'], []).append(run)
+    sweeps += by_seed.values()
   try:
     if not any(claims.claim_rows(s) for s in sweeps):
       return []
@@ -90,15 +100,22 @@ def _claims(sweep_dirs) -> list[str]:
   except ValueError as err:  # not one run per noise rate
     return [f'<h2>Claims</h2><p>not computed: {html.escape(str(err))}</p>']
   doc = claims.__doc__.split('\n\n', 2)[2]
-  return ['<h2>Claims of the papers, per seed</h2>'
+  few = ('' if len(sweeps) >= 3 else
+         f'<p><b>{len(sweeps)} seed(s) only: a claim is judged over 3 or more '
+         'seeds; these rows are a preview.</b></p>')
+  return ['<h2>Claims of the papers, per seed</h2>', few,
           f'<p style="white-space:pre-wrap">{html.escape(doc)}</p>',
           _markdown_to_html(text)]
 
 
 def build(sweep_dirs: list[str], out_dir: str) -> str:
   runs = runs_lib.find(sweep_dirs)
-  parts = [f'<h1>cgjax sweep {html.escape(", ".join(sweep_dirs))}</h1>',
-           f'<p>{len(runs)} runs; every figure is also a PDF beside its PNG.</p>',
+  settings = runs_lib.settings(runs)
+  what = 'run' if len(runs) == 1 else 'sweep'
+  parts = [f'<h1>cgjax {what} {html.escape(", ".join(sweep_dirs))}</h1>',
+           f'<p>{len(runs)} run(s), {len(settings)} setting(s) (seeds of a '
+           'setting share a label); every figure is also a PDF beside its '
+           'PNG.</p>',
            _html_table(*table(runs))]
   parts += _claims(sweep_dirs)
   for title, module in FIGURES.items():

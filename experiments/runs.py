@@ -16,6 +16,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from cgjax import coherence  # pylint: disable=wrong-import-position
+from cgjax import runs as runs_api  # pylint: disable=wrong-import-position
 from cgjax import workdir as workdir_lib  # pylint: disable=wrong-import-position
 
 PROBES = ('clean', 'noisy', 'test')
@@ -75,33 +76,16 @@ def load(workdir: str) -> Run:
   return Run(workdir, float(config['noise']['rate']), config, dict(series))
 
 
-def _sweep_overrides(sweep_dir: str) -> dict[str, dict]:
-  """{trial dir name: overrides} from a sweep dir's sweep.json (in its
-  trial order), or {} where there is none."""
-  try:
-    with open(os.path.join(sweep_dir, 'sweep.json')) as f:
-      trials = json.load(f)['trials']
-  except (OSError, ValueError, KeyError):
-    return {}
-  return {t['name']: t['overrides'] for t in trials}
-
-
 def find(paths: list[str]) -> list[Run]:
-  """Runs under `paths` (workdirs or sweep dirs), sorted by noise rate, then
-  in sweep order."""
+  """Runs under `paths` (workdirs or sweep dirs) that logged metrics, sorted
+  by noise rate, then in sweep order."""
   found = []  # (workdir, sweep overrides or None)
   for path in paths:
-    if not os.path.isdir(path):
-      raise SystemExit(f'error: {path!r} is not a directory (a workdir or a '
-                       'sweep dir)')
-    if os.path.exists(os.path.join(path, 'metrics.jsonl')):
-      found.append((path, None))
-      continue
-    overrides = _sweep_overrides(path)
-    names = [d for d in overrides if os.path.isdir(os.path.join(path, d))]
-    names += sorted(d for d in os.listdir(path) if d not in overrides)
-    found += [(os.path.join(path, d), overrides.get(d)) for d in names
-              if os.path.exists(os.path.join(path, d, 'metrics.jsonl'))]
+    try:
+      found += [(w, o) for w, o in runs_api.find_workdirs(path)
+                if os.path.exists(os.path.join(w, 'metrics.jsonl'))]
+    except ValueError as err:
+      raise SystemExit(f'error: {err}') from None
   if not found:
     raise SystemExit(f'error: no run (a dir with metrics.jsonl) in {paths}')
   runs = [load(w) for w, _ in found]
@@ -145,6 +129,37 @@ def settings(runs) -> list[tuple[str, list[Run]]]:
   return list(groups.items())
 
 
+def setting_title(label: str, members) -> str:
+  """A setting's panel title: its label, and how many seeds it averages."""
+  return label if len(members) == 1 else f'{label} (mean of {len(members)} seeds)'
+
+
+def setting_colors(n: int) -> list:
+  """One color per setting, from viridis (dark to light, in setting order):
+  apart from the probe sets' C0-C3, so that a setting is never mistaken for
+  a probe set in a figure that has both."""
+  return [plt.cm.viridis(x) for x in np.linspace(0, 0.85, n)]
+
+
+def overlay(ax, groups, name: str, ylabel: str) -> bool:
+  """`name` of every setting in one panel, one color per setting (seeds:
+  mean and band), with its own legend beside it; False (nothing drawn) where fewer
+  than two settings measured it."""
+  measured = [(label, metric_series(members, name))
+              for label, members in groups]
+  measured = [(label, series) for label, series in measured if series]
+  if len(measured) < 2:
+    return False
+  for (label, series), color in zip(measured,
+                                    setting_colors(len(measured))):
+    mean_and_spread(ax, series, label=label, color=color)
+  ax.set(xlabel='step', ylabel=ylabel)
+  title(ax, f'{ylabel}, every setting')
+  ax.legend(fontsize=6, frameon=False, loc='upper left',
+            bbox_to_anchor=(1.02, 1))  # beside: inside, it hid the lines
+  return True
+
+
 def mean_and_spread(ax, series, label=None, **style):
   """The mean of several (steps, values) series (seeds of one setting) at the
   steps all of them have, with a band from the lowest to the highest; one
@@ -153,6 +168,8 @@ def mean_and_spread(ax, series, label=None, **style):
     return False
   steps = sorted(set.intersection(*(set(s) for s, _ in series)))
   values = np.array([[dict(zip(*s))[t] for t in steps] for s in series])
+  if len(steps) <= 12:  # sparse (probe.all_every): its points are the data
+    style = {'marker': 'o', 'markersize': 3, **style}
   ax.plot(steps, values.mean(0), label=label, **style)
   if len(series) > 1:
     ax.fill_between(steps, values.min(0), values.max(0), alpha=0.2,
@@ -255,8 +272,25 @@ def legend_once(fig, axes):
   fig.tight_layout(rect=(0, min(0.5, rows * 0.22 / height + 0.02), 1, 1))
 
 
+# Panels per row: more settings wrap to further rows, so that a sweep of 8
+# settings stays readable at page width.
+PANELS_PER_ROW = 5
+
+
 def panels(n: int, width: float = 3.6, height: float = 3.2, **kw):
-  """One subplot per run, in a row."""
-  fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False,
-                           **kw)
-  return fig, axes[0]
+  """n subplots, in rows of at most PANELS_PER_ROW (the unused ones of the
+  last row hidden); returns (fig, the n axes in reading order)."""
+  cols = min(n, PANELS_PER_ROW)
+  rows = -(-n // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows),
+                           squeeze=False, **kw)
+  for ax in axes.ravel()[n:]:
+    ax.set_visible(False)
+  return fig, axes.ravel()[:n]
+
+
+def ylabel(axes, text: str):
+  """`text` on the y axis of each row's first panel."""
+  for ax in axes:
+    if ax.get_subplotspec().is_first_col():
+      ax.set_ylabel(text)

@@ -92,3 +92,67 @@ def test_winsorize_study_table_over_seeds(tmp_path):
   assert page.count('not drawn: these runs do not measure it') == 6
   assert sorted(f for f in os.listdir(tmp_path / 'r') if f.endswith(
       '.png')) == ['accuracy.png', 'overfit.png']
+
+
+def _probe_run(path, seed, rate, clean, overrides=None):
+  """A run with clean-probe m-coherence `clean` at steps 0, 10, 100 and a
+  test accuracy, as train.py writes them."""
+  os.makedirs(path)
+  config = {'seed': seed, 'noise': {'rate': rate},
+            'measurements': {'probe': {'type': 'coherence', 'm': 50},
+                             'eval': {'type': 'evaluation'}}}
+  json.dump(config, open(os.path.join(path, 'config.json'), 'w'))
+  rows = [{'step': s, 'name': name, 'value': v}
+          for s, c in zip((0, 10, 100), clean)
+          for name, v in (('probe/clean/m_coherence', c),
+                          ('probe/test/m_coherence', c / 2),
+                          ('eval/test_acc', 1 - rate))]
+  with open(os.path.join(path, 'metrics.jsonl'), 'w') as f:
+    f.writelines(json.dumps(r) + '\n' for r in rows)
+
+
+def test_coherence_figure_draws_seed_means_and_one_color_per_setting(
+    tmp_path, monkeypatch):
+  values = {(0.0, 0): (4, 8, 2), (0.0, 1): (6, 10, 4),
+            (1.0, 0): (3, 3, 3), (1.0, 1): (5, 1, 2)}
+  for (rate, seed), clean in values.items():
+    _probe_run(str(tmp_path / f'r{rate}_s{seed}'), seed, rate, clean)
+  drawn = {}
+  monkeypatch.setattr(runs_lib, 'save',
+                      lambda fig, out, name: drawn.setdefault(name, fig))
+  from experiments import fig_coherence  # pylint: disable=g-import-not-at-top
+  fig_coherence.plot(runs_lib.find([str(tmp_path)]), str(tmp_path))
+  axes = [ax for ax in drawn['coherence'].axes if ax.get_visible()]
+  assert len(axes) == 3  # two settings and the overlay of both
+  for ax, rate in zip(axes, (0.0, 1.0)):
+    assert ax.get_title() == f'noise {rate:g} (mean of 2 seeds)'
+    line = next(l for l in ax.get_lines() if l.get_label() == 'clean')
+    seeds = np.array([values[(rate, 0)], values[(rate, 1)]], float)
+    np.testing.assert_allclose(line.get_ydata(), seeds.mean(0))
+    np.testing.assert_allclose(line.get_xdata(), [0, 10, 100])
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert band.min() == seeds.min() and band.max() == seeds.max()
+  overlay = {l.get_label(): l for l in axes[2].get_lines()}
+  assert set(overlay) == {'noise 0', 'noise 1'}
+  assert overlay['noise 0'].get_color() != overlay['noise 1'].get_color()
+  np.testing.assert_allclose(overlay['noise 1'].get_ydata(),
+                             np.mean([(3, 3, 3), (5, 1, 2)], 0) / 2)
+
+
+def test_report_on_runs_without_probes_and_a_non_noise_sweep(tmp_path):
+  for name, c in (('mean', 1), ('winsorize', 4)):
+    path = tmp_path / f'optim.aggregator={name}'
+    os.makedirs(path)
+    json.dump({'seed': 0, 'noise': {'rate': 0.5},
+               'optim': {'aggregator': name, 'winsorize_c': c},
+               'measurements': {'eval': {'type': 'evaluation'}}},
+              open(path / 'config.json', 'w'))
+    with open(path / 'metrics.jsonl', 'w') as f:
+      for step in (0, 10):
+        f.write(json.dumps({'step': step, 'name': 'eval/test_acc',
+                            'value': 0.5}) + '\n')
+  page = open(report.build([str(tmp_path)], str(tmp_path / 'out'))).read()
+  assert 'Claims' not in page  # the settings differ in more than noise
+  assert 'peak m-coh' not in page  # no run has probes: no empty columns
+  assert page.count('not drawn: these runs do not measure it') == 6
+  assert page.count('<img') == 2  # accuracy and overfit

@@ -138,7 +138,7 @@ def test_a_trial_arg_extends_the_config_arg():
                        'optimizer=m3', '--workdir', w1,
                        '--config.noise.rate=0.5']
   assert argv2[3] == 'configs/ws_imagenet.py:model=vgg13_bn'
-  assert sweep.trial_spec('configs/x.py', {'arg': 'a=1'}) == 'configs/x.py:a=1'
+  assert sweep.trial_spec('my_lab/x.py', {'arg': 'a=1'}) == 'my_lab/x.py:a=1'
 
 
 def test_a_running_trials_latest_progress_line(tmp_path):

@@ -228,3 +228,13 @@ def test_key_list_errors_name_the_field(tmp_path):
   with pytest.raises(ValueError, match=r'data.heldout_size=1000 \+ '
                      r'data.train_size=1000 > the 1438'):
     data_lib.load(_cfg('digits', heldout_size=1000, train_size=1000), _noise())
+
+
+def test_missing_tfds_is_one_line_naming_the_extra(monkeypatch):
+  import sys  # pylint: disable=g-import-not-at-top
+  from cgjax.data import tfds_sets  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(sys.modules, 'tensorflow_datasets', None)  # not installed
+  config = ml_collections.ConfigDict({'name': 'tfds:mnist', 'data_dir': ''})
+  with pytest.raises(ValueError, match=r"data.name=tfds:mnist needs TensorFlow "
+                     r"Datasets.*pip install 'cgjax\[tfds\]'"):
+    tfds_sets.LOADERS['tfds:mnist'](config)

@@ -78,6 +78,20 @@ def write_npz_atomically(path, **arrays) -> bool:
     return False
 
 
+def import_tfds(purpose: str):
+  """tensorflow_datasets, an optional dependency (the `tfds` extra: prepared
+  TFDS sets and ImageNet); a one-line error naming `purpose` and the install
+  command where it is missing."""
+  try:
+    import tensorflow_datasets  # pylint: disable=g-import-not-at-top
+  except ImportError as err:
+    raise ValueError(
+        f'{purpose} needs TensorFlow Datasets, which is not installed '
+        f"({err.name}): pip install 'cgjax[tfds]' (in a clone: pip install "
+        '-r requirements-tfds.txt)') from None
+  return tensorflow_datasets
+
+
 def _registry() -> dict[str, Callable]:
   from cgjax.data import embedded, imagenet, tfds_sets  # pylint: disable=g-import-not-at-top
   return {**embedded.LOADERS, **tfds_sets.LOADERS, **imagenet.LOADERS}

@@ -15,6 +15,8 @@ import tarfile
 import numpy as np
 from PIL import Image
 
+from cgjax.data import import_tfds
+
 
 def _add(tar, name, data):
   info = tarfile.TarInfo(name)
@@ -41,7 +43,7 @@ def build(root, num_classes=4, per_class=8, num_val=16, sizes=(40, 90)):
   Image heights and widths are drawn from [sizes[0], sizes[1]) (the real
   set's are mostly 300-500 px).
   """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tfds = import_tfds('the fake ImageNet')
   rng = np.random.default_rng(0)
   manual = os.path.join(root, 'manual')
   os.makedirs(manual, exist_ok=True)

@@ -23,7 +23,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from cgjax.data import Split, write_npz_atomically
+from cgjax.data import Split, import_tfds, write_npz_atomically
 
 NAME = 'imagenet2012'
 NUM_CLASSES = 1000
@@ -148,7 +148,7 @@ def _index(source, split) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _split(name, split, config):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tfds = import_tfds(f'data.name=tfds:{name}')
   data_dir = config.get('data_dir') or None
   try:
     source = tfds.data_source(name, split=split, data_dir=data_dir,

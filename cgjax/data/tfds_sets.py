@@ -7,7 +7,7 @@ which TFDS keeps deterministic for `shuffle_files=False`.
 """
 import numpy as np
 
-from cgjax.data import clean_split
+from cgjax.data import clean_split, import_tfds
 
 SETS = {'mnist': 10, 'cifar10': 10}
 
@@ -21,7 +21,7 @@ def _not_prepared(name, data_dir, err):
 
 
 def _load_split(name, split, data_dir):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tfds = import_tfds(f'data.name=tfds:{name}')
   try:
     builder = tfds.builder(name, data_dir=data_dir or None)
     # Chunks, not batch_size=-1 (which aborts in TF 2.21 under mock_data).

@@ -163,12 +163,14 @@ class Measurements:
     return any(step in steps for _, _, steps in self._items)
 
   def run(self, state, step: int, log=print,
-          timed=lambda name: contextlib.nullcontext()) -> dict[str, float]:
-    """Metrics of every measurement due at `step`; logs their summaries.
-    Each runs inside `timed(name)` (the run's Progress books its time)."""
+          timed=lambda name: contextlib.nullcontext(),
+          every: bool = False) -> dict[str, float]:
+    """Metrics of every measurement due at `step` (`every`: of all of them,
+    due or not, as on a checkpoint); logs their summaries. Each runs inside
+    `timed(name)` (the run's Progress books its time)."""
     out = {}
     for name, item, steps in self._items:
-      if step not in steps:
+      if step not in steps and not every:
         continue
       with timed(self._phase(name, item, step)):
         metrics = item.run(state, step)

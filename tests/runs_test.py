@@ -1,0 +1,154 @@
+"""cgjax.runs (the Python API for runs), `--evaluate` on a checkpoint, and
+the notebook executed on a two-trial sweep of 20-step runs."""
+import json
+import os
+
+import nbclient
+import nbformat
+import numpy as np
+import pytest
+
+from cgjax import data as data_lib
+from cgjax import measurements
+from cgjax import models
+from cgjax import runs
+from cgjax import sweep as sweep_lib
+from cgjax import train
+from configs import mnist_mlp
+from tests.conftest import ROOT, run_python
+
+TRIALS = [{'noise.rate': 0.0}, {'noise.rate': 0.5}]
+
+
+def _config(rate):
+  config = mnist_mlp.get_config('runlocal')
+  config.noise.rate = rate
+  return config
+
+
+@pytest.fixture(scope='module')
+def sweep_dir(tmp_path_factory):
+  """A sweep dir as `launch.py --sweep` leaves it, its trials run here."""
+  root = tmp_path_factory.mktemp('sweep')
+  for trial in TRIALS:
+    train.train_and_evaluate(_config(trial['noise.rate']),
+                             str(root / sweep_lib.trial_name(trial)))
+  with open(root / 'sweep.json', 'w') as f:
+    json.dump({'config': 'configs/mnist_mlp.py:runlocal', 'flags': [],
+               'trials': [{'name': sweep_lib.trial_name(t), 'overrides': t}
+                          for t in TRIALS]}, f)
+  return str(root)
+
+
+def test_metrics_frame_holds_every_row_of_metrics_jsonl(sweep_dir):
+  run = runs.load(os.path.join(sweep_dir, 'noise.rate=0.5'))
+  assert isinstance(run, runs.Run)
+  frame = run.metrics
+  rows = [json.loads(line) for line in open(
+      os.path.join(run.workdir, 'metrics.jsonl'))]
+  assert len(rows) > 100
+  for row in rows:  # every row at its (step, name), by a plain loop
+    assert frame.loc[row['step'], row['name']] == row['value'], row
+  assert frame.notna().sum().sum() == len({(r['step'], r['name'])
+                                           for r in rows})
+  assert run.config.noise.rate == 0.5
+  assert run.status['state'] == 'done' and run.status['step'] == 20
+
+
+def test_per_example_arrays_and_restored_params(sweep_dir):
+  run = runs.load(os.path.join(sweep_dir, 'noise.rate=0.5'))
+  files = run.per_example()
+  with np.load(os.path.join(run.workdir, 'learning.npz')) as saved:
+    assert sorted(files['learning']) == sorted(saved.files)
+    for name in saved.files:
+      np.testing.assert_array_equal(files['learning'][name], saved[name])
+  assert {k: len(v) for k, v in files['probe_ids'].items()} == {
+      'clean': 50, 'noisy': 50, 'test': 50}
+  assert run.checkpoint_steps() == [10, 20]
+  state = run.restore()
+  assert int(state['step']) == 20
+  # The restored params reproduce the logged test accuracy (a plain numpy
+  # argmax over the whole test set, not the evaluation measurement's code).
+  config = run.config
+  dataset = data_lib.load(config.data, config.noise)
+  model = models.get_model(config.model.name, dataset.num_classes,
+                           **config.model.kwargs)
+  logits = model.apply({'params': state['params']}, dataset.test.images)
+  accuracy = np.mean(np.argmax(logits, -1) == dataset.test.labels)
+  assert accuracy == pytest.approx(run.metrics.loc[20, 'eval/test_acc'],
+                                   abs=1e-6)
+  assert accuracy > 0.3
+  with pytest.raises(ValueError, match='no step 15.*saved: \\[10, 20\\]'):
+    run.restore(15)
+
+
+def test_sweep_table_in_trial_order(sweep_dir):
+  sweep = runs.load(sweep_dir)
+  assert isinstance(sweep, runs.Sweep)
+  assert [r.overrides for r in sweep] == TRIALS
+  table = sweep.table(['eval/test_acc', 'no/such_metric'])
+  assert list(table['noise.rate']) == [0.0, 0.5]
+  assert list(table['state']) == ['done', 'done']
+  for run, acc in zip(sweep, table['eval/test_acc']):
+    last = [json.loads(l) for l in open(os.path.join(run.workdir,
+                                                     'metrics.jsonl'))]
+    assert acc == [r['value'] for r in last
+                   if r['name'] == 'eval/test_acc'][-1]
+  assert table['no/such_metric'].isna().all()
+
+
+def test_evaluate_a_checkpoint_with_a_new_probe(sweep_dir):
+  run = runs.load(os.path.join(sweep_dir, 'noise.rate=0.5'))
+  before = sorted(os.listdir(run.workdir))
+  # The run's own measurements on the newest checkpoint reproduce what
+  # training logged there.
+  again = run.evaluate()
+  logged = run.metrics.loc[20]
+  for name in ('eval/test_acc', 'eval/clean_loss'):
+    assert again[name] == pytest.approx(logged[name], rel=1e-6), name
+  # A measurement the run never had, on a step its schedule (step 0) lacks:
+  # a 'norms' probe of 20 test examples.
+  probe = measurements.spec('coherence', m=20, sets=('test',),
+                            statistics='norms', microbatch_size=10,
+                            at_end=False)
+  scalars = run.evaluate(step=10, measurements={'big': probe})
+  assert 0 < scalars['big/test/m_coherence'] <= 20
+  out = os.path.join(run.workdir, 'evaluations', 'step_10')
+  saved = json.load(open(os.path.join(out, 'metrics.json')))
+  assert saved['step'] == 10 and saved['metrics'] == scalars
+  assert os.path.exists(os.path.join(out, 'big_ids.json'))
+  assert sorted(os.listdir(run.workdir)) == sorted(before + ['evaluations'])
+  changed = _config(0.5)
+  changed.optim.lr = 0.5
+  with pytest.raises(ValueError, match='optim.lr'):
+    train.evaluate(changed, run.workdir)
+  with pytest.raises(ValueError, match='no checkpoint at step 7'):
+    train.evaluate(_config(0.5), run.workdir, 7)
+
+
+def test_launch_evaluate_writes_beside_the_run(sweep_dir):
+  workdir = os.path.join(sweep_dir, 'noise.rate=0.0')
+  proc = run_python(['launch.py', '--config', 'configs/mnist_mlp.py:runlocal',
+                     '--config.noise.rate=0.0', '--workdir', workdir,
+                     '--evaluate', '--step', '10'])
+  assert 'evaluating' in proc.stdout and 'final:' in proc.stdout
+  saved = json.load(open(os.path.join(workdir, 'evaluations', 'step_10',
+                                      'metrics.json')))
+  logged = runs.load(workdir).metrics.loc[10]
+  assert saved['metrics']['eval/test_acc'] == pytest.approx(
+      logged['eval/test_acc'], rel=1e-6)
+
+
+def test_notebook_runs_on_the_sweep(sweep_dir, monkeypatch):
+  notebook = nbformat.read(os.path.join(ROOT, 'notebooks',
+                                        'coherence.ipynb'), 4)
+  monkeypatch.setenv('CGJAX_SWEEP', sweep_dir)
+  monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
+  nbclient.NotebookClient(notebook, timeout=300, kernel_name='python3',
+                          resources={'metadata': {'path': ROOT}}).execute()
+  outputs = [o for c in notebook.cells if c.cell_type == 'code'
+             for o in c.outputs]
+  assert not [o for o in outputs if o.output_type == 'error']
+  figures = [o for o in outputs if 'image/png' in o.get('data', {})]
+  assert len(figures) == 2
+  assert any('parameters' in o.get('text', '') for o in outputs)
