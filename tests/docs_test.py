@@ -39,6 +39,8 @@ def _tracked():
 def test_cited_files_exist():
   missing = []
   for path in _tracked():
+    if path == 'tests/docs_test.py':  # its own examples of missing files
+      continue
     with open(os.path.join(ROOT, path)) as f:
       text = f.read()
     for cited in set(CITED.findall(text)):

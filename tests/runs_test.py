@@ -149,6 +149,7 @@ def test_notebook_runs_on_the_sweep(sweep_dir, monkeypatch):
   outputs = [o for c in notebook.cells if c.cell_type == 'code'
              for o in c.outputs]
   assert not [o for o in outputs if o.output_type == 'error']
+  assert not [o.text for o in outputs if o.get('name') == 'stderr']
   figures = [o for o in outputs if 'image/png' in o.get('data', {})]
   assert len(figures) == 2
   assert any('parameters' in o.get('text', '') for o in outputs)
