@@ -110,8 +110,9 @@ class Run:
     saved = self.checkpoint_steps()
     step = saved[-1] if step is None and saved else step
     if step not in saved:
-      raise ValueError(f'{self.workdir}/checkpoints has no step {step}; '
-                       f'saved: {saved or "none"}')
+      at = 'no checkpoint' if step is None else f'no step {step}'
+      raise ValueError(f'{self.workdir}/checkpoints has {at}; saved: '
+                       f'{saved or "none"}')
     with ocp.CheckpointManager(os.path.abspath(
         os.path.join(self.workdir, 'checkpoints'))) as manager:
       restored = manager.restore(step, args=ocp.args.Composite(

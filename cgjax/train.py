@@ -195,8 +195,9 @@ def evaluate(config, workdir: str, step: int | None = None) -> dict:
   step = saved[0] if step is None and saved else step
   if step not in saved:
     checkpointer.close()
-    raise ValueError(f'{checkpointer.path()} has no checkpoint at step {step}'
-                     f'; saved steps: {sorted(saved) or "none"}')
+    at = '' if step is None else f' at step {step}'
+    raise ValueError(f'{checkpointer.path()} has no checkpoint{at}; saved '
+                     f'steps: {sorted(saved) or "none"}')
   out_dir = os.path.join(workdir, 'evaluations', f'step_{step}')
   if workdir_lib.is_writer():
     os.makedirs(out_dir, exist_ok=True)

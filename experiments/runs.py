@@ -210,8 +210,15 @@ def note(ax, text):
   width = ax.get_position().width * ax.figure.get_size_inches()[0]
   ax.text(0.5, 0.5, textwrap.fill(text, max(12, int(width * 11))),
           ha='center', va='center', fontsize=8, transform=ax.transAxes)
-  ax.set_xticks([])
-  ax.set_yticks([])
+  # Tick marks hidden on this panel only (set_yticks([]) cleared those of
+  # every panel sharing the axis), and the y tick labels that sharey kept on
+  # this first-column panel alone shown on its drawn neighbours instead.
+  ax.is_note = True
+  ax.tick_params(left=False, labelleft=False, bottom=False,
+                 labelbottom=False)
+  for other in ax.get_shared_y_axes().get_siblings(ax):
+    if not getattr(other, 'is_note', False):
+      other.tick_params(labelleft=True)
 
 
 def save(fig, out_dir: str, name: str) -> str:

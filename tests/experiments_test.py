@@ -156,3 +156,25 @@ def test_report_on_runs_without_probes_and_a_non_noise_sweep(tmp_path):
   assert 'peak m-coh' not in page  # no run has probes: no empty columns
   assert page.count('not drawn: these runs do not measure it') == 6
   assert page.count('<img') == 2  # accuracy and overfit
+
+
+def test_a_note_panel_keeps_the_shared_axis_ticks_of_its_neighbours(
+    tmp_path, monkeypatch):
+  _run(str(tmp_path / 'b'), 0, (0.9, 0.8, 0.7, 0.2, 0.3))  # noise 0.5
+  os.makedirs(tmp_path / 'a')  # noise 0: no shares to draw, a note
+  json.dump({'seed': 0, 'noise': {'rate': 0.0}, 'measurements': {
+      'shares': {'type': 'loss_shares'}}}, open(tmp_path / 'a' / 'config.json',
+                                                'w'))
+  with open(tmp_path / 'a' / 'metrics.jsonl', 'w') as f:
+    f.write(json.dumps({'step': 0, 'name': 'train/loss', 'value': 1}) + '\n')
+  drawn = {}
+  monkeypatch.setattr(runs_lib, 'save',
+                      lambda fig, out, name: drawn.setdefault(name, fig))
+  from experiments import fig_shares  # pylint: disable=g-import-not-at-top
+  fig_shares.plot(runs_lib.find([str(tmp_path)]), str(tmp_path))
+  fig = drawn['shares']
+  fig.canvas.draw()
+  note, shares = fig.axes[:2]
+  assert 'no shares' in note.texts[0].get_text()
+  labels = [t.get_text() for t in shares.get_yticklabels() if t.get_visible()]
+  assert any(labels), 'the f_p panel lost its y tick labels'
