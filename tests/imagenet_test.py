@@ -158,31 +158,12 @@ def test_two_processes_match_one_device(ref, data_dir, tmp_path):
     np.testing.assert_allclose(two[k], one[k], rtol=1e-3, err_msg=k)
 
 
-NOISE_DUMP = """
-import json, sys
-import jax, ml_collections
-from cgjax import data as data_lib, parallel
-args = dict(a.split('=', 1) for a in sys.argv[1:] if a.startswith('--'))
-parallel.initialize_distributed(args['--coordinator_address'],
-                                int(args['--num_processes']),
-                                int(args['--process_id']))
-cfg = ml_collections.ConfigDict({'name': 'tfds:imagenet2012', 'data_dir': sys.argv[1],
-                                 'image_size': 32, 'augment': False})
-noise = ml_collections.ConfigDict({'rate': 0.5, 'kind': 'uniform',
-                                   'exclude_true_label': False, 'seed': 0,
-                                    'noisy_means': 'changed'})
-ds = data_lib.load(cfg, noise)
-out = {k: int(l) for k, l, n in zip(ds.train.keys, ds.train.labels,
-                                    ds.train.is_noisy) if n}
-json.dump(out, open(f'{sys.argv[2]}/noise_{jax.process_index()}.json', 'w'))
-"""
-
-
 def test_noise_assignment_same_with_one_and_two_processes(data_dir, tmp_path):
   ds = data_lib.load(_config(data_dir), _noise(0.5))
   one = {k: int(l) for k, l, n in zip(ds.train.keys, ds.train.labels,
                                       ds.train.is_noisy) if n}
-  run_processes(['-c', NOISE_DUMP, data_dir, str(tmp_path)])
+  run_processes(['-m', 'tests.sharded_checks', 'noise_assignment', data_dir,
+                 str(tmp_path)])
   for p in range(2):
     assert json.load(open(tmp_path / f'noise_{p}.json')) == one
   assert len(one) == 16

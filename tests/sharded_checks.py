@@ -1,12 +1,27 @@
-"""Checks that need 8 (fake CPU) devices, run in a fresh process by
-test_coherence.py: `python -m tests.sharded_checks` (XLA_FLAGS set there)."""
+"""Checks that need a fresh process: 8 fake CPU devices (XLA_FLAGS set by
+conftest.run_python) or a jax.distributed group (conftest.run_processes).
+
+    python -m tests.sharded_checks CHECK [ARGS]
+
+CHECK: streamed_probes (test_coherence.py), aggregators
+(test_aggregators.py), layer_taps (test_layer_norms.py), noise_assignment
+DATA_DIR OUT_DIR (imagenet_test.py). Each prints OK when it holds.
+"""
+import json
+import sys
+
 import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
+from cgjax import aggregators as aggregators_lib
 from cgjax import coherence
+from cgjax import data as data_lib
 from cgjax import losses
 from cgjax import parallel
 from cgjax.models import cnn
+from cgjax.models import mlp
 from tests.conftest import random_variables
 
 # Stiffness pairs lie inside microbatches, which differ between layouts;
@@ -22,7 +37,8 @@ def _assert_close(got, want):
                                rtol=1e-4, atol=1e-7, err_msg=k)
 
 
-def main():
+def streamed_probes():
+  """Streamed probe statistics on 8 devices equal the one-device pass."""
   assert jax.device_count() == 8
   mesh = parallel.make_mesh()
   rng = np.random.default_rng(0)
@@ -62,5 +78,99 @@ def main():
   print('OK')
 
 
+def aggregators():
+  """Global-batch order statistics and group medians of a sharded batch
+  equal the numpy result."""
+  from tests.test_aggregators import (_cfg, _per_example_grads, _problem,  # pylint: disable=g-import-not-at-top
+                                      winsorize_np)
+  assert jax.device_count() == 8
+  mesh = parallel.make_mesh()
+  model = cnn.Model(num_classes=3, channels=(2, 3), hidden=4)
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 256, (16, 6, 6, 1)).astype(np.uint8)
+  y = rng.integers(0, 3, 16).astype(np.int32)
+  x[1], y[1] = x[0], y[0]
+  cnn_params = model.init(jax.random.key(0), x[:1])['params']
+
+  def cnn_per_example(p, ex):
+    logits = model.apply({'params': p}, ex['image'][None])[0]
+    return -jax.nn.log_softmax(logits)[ex['label']]
+
+  def cnn_loss(p, b):
+    l = jax.vmap(cnn_per_example, in_axes=(None, 0))(p, b)
+    return jnp.sum(l * b['weight']) / jnp.sum(b['weight']), None
+
+  cnn_batch = {'image': x, 'label': y, 'weight': np.ones(16, np.float32)}
+  problems = [_problem(batch=16),
+              (cnn_params, cnn_batch, cnn_loss, cnn_per_example)]
+  for params, batch, loss_fn, per_ex in problems:
+    per_example = _per_example_grads(params, batch, per_ex)
+    sharded = parallel.to_global(batch, mesh)
+    median_of_groups = lambda g: np.median(np.stack(
+        [g[i::4].astype(np.float64).mean(0) for i in range(4)]), 0)
+    for cfg, expect in [
+        (_cfg('winsorize', c=2),
+         jax.tree.map(lambda g: winsorize_np(g, 2), per_example)),
+        (_cfg('m3', k=4), jax.tree.map(median_of_groups, per_example))]:
+      fn = jax.jit(aggregators_lib.make_gradient_fn(cfg, loss_fn, per_ex,
+                                                    mesh))
+      _, grads, _ = fn(params, sharded)
+      jax.tree.map(lambda a, b, cfg=cfg: np.testing.assert_allclose(
+          np.asarray(a), b, rtol=1e-4, atol=1e-6, err_msg=cfg.aggregator),
+                   grads, expect)
+  print('OK')
+
+
+def layer_taps():
+  """Dense, Conv and BatchNorm taps on 8 devices equal the one-device vmap
+  path."""
+  from tests.test_layer_norms import CONVS, ConvNet  # pylint: disable=g-import-not-at-top
+  assert jax.device_count() == 8
+  mesh = parallel.make_mesh()
+  rng = np.random.default_rng(0)
+  for model in (mlp.Model(num_classes=3, widths=(16, 16)),
+                ConvNet(CONVS['same_stride2'], batch_norm={})):
+    x = rng.integers(0, 256, (16, 8, 8, 3)).astype(np.uint8)
+    y = rng.integers(0, 3, 16).astype(np.int32)
+    params, stats = random_variables(model, x[:1])
+    loss = losses.make_per_example_loss(model)
+    one = coherence.coherence_stats(
+        loss, params, {'image': x, 'label': y}, None, None, (stats,),
+        statistics='norms', fast=False)
+    rows = parallel.to_global({'image': x, 'label': y,
+                               'w': np.ones(16, np.float32)}, mesh)
+    w = rows.pop('w')
+    eight = coherence.sharded_coherence_stats(
+        loss, mesh, params, rows, w, None, (stats,), microbatch_size=1,
+        statistics='norms', fast=True)
+    for k in ('numerators', 'denominators', 'sq_norm', 'loss'):
+      np.testing.assert_allclose(eight[k], one[k], rtol=1e-4, err_msg=k)
+  print('OK')
+
+
+def noise_assignment(data_dir, out_dir, *flags):
+  """Writes this process's noisy examples {key: label} of the fake ImageNet
+  to OUT_DIR/noise_PROCESS.json, inside a jax.distributed group."""
+  args = dict(a.split('=', 1) for a in flags if a.startswith('--'))
+  parallel.initialize_distributed(args['--coordinator_address'],
+                                  int(args['--num_processes']),
+                                  int(args['--process_id']))
+  cfg = ml_collections.ConfigDict({'name': 'tfds:imagenet2012',
+                                   'data_dir': data_dir, 'image_size': 32,
+                                   'augment': False})
+  noise = ml_collections.ConfigDict({'rate': 0.5, 'kind': 'uniform',
+                                     'exclude_true_label': False, 'seed': 0,
+                                     'noisy_means': 'changed'})
+  ds = data_lib.load(cfg, noise)
+  out = {k: int(l) for k, l, n in zip(ds.train.keys, ds.train.labels,
+                                      ds.train.is_noisy) if n}
+  with open(f'{out_dir}/noise_{jax.process_index()}.json', 'w') as f:
+    json.dump(out, f)
+  print('OK')
+
+
+CHECKS = {f.__name__: f for f in (streamed_probes, aggregators, layer_taps,
+                                  noise_assignment)}
+
 if __name__ == '__main__':
-  main()
+  CHECKS[sys.argv[1]](*sys.argv[2:])

@@ -118,45 +118,10 @@ def test_running_median_and_mean_of_three(name):
                                rtol=1e-6, atol=1e-7)
 
 
-EIGHT_DEVICES = """
-import jax, jax.numpy as jnp, numpy as np
-from cgjax import aggregators, parallel
-from cgjax.models import cnn
-from tests.test_aggregators import (_cfg, _per_example_grads, _problem,
-                                    winsorize_np)
-assert jax.device_count() == 8
-mesh = parallel.make_mesh()
-model = cnn.Model(num_classes=3, channels=(2, 3), hidden=4)
-rng = np.random.default_rng(0)
-x = rng.integers(0, 256, (16, 6, 6, 1)).astype(np.uint8)
-y = rng.integers(0, 3, 16).astype(np.int32)
-x[1], y[1] = x[0], y[0]
-cnn_params = model.init(jax.random.key(0), x[:1])['params']
-def cnn_per_example(p, ex):
-  return -jax.nn.log_softmax(model.apply({'params': p}, ex['image'][None])[0])[ex['label']]
-def cnn_loss(p, b):
-  l = jax.vmap(cnn_per_example, in_axes=(None, 0))(p, b)
-  return jnp.sum(l * b['weight']) / jnp.sum(b['weight']), None
-cnn_batch = {'image': x, 'label': y, 'weight': np.ones(16, np.float32)}
-problems = [_problem(batch=16), (cnn_params, cnn_batch, cnn_loss, cnn_per_example)]
-for params, batch, loss_fn, per_ex in problems:
-  per_example = _per_example_grads(params, batch, per_ex)
-  sharded = parallel.to_global(batch, mesh)
-  for cfg, expect in [
-      (_cfg('winsorize', c=2), jax.tree.map(lambda g: winsorize_np(g, 2), per_example)),
-      (_cfg('m3', k=4), jax.tree.map(lambda g: np.median(np.stack(
-          [g[i::4].astype(np.float64).mean(0) for i in range(4)]), 0), per_example))]:
-    fn = jax.jit(aggregators.make_gradient_fn(cfg, loss_fn, per_ex, mesh))
-    _, grads, _ = fn(params, sharded)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(
-        np.asarray(a), b, rtol=1e-4, atol=1e-6, err_msg=cfg.aggregator), grads, expect)
-print('OK')
-"""
-
-
 def test_eight_devices_equal_the_numpy_result():
   """Global-batch order statistics and group medians with a sharded batch."""
-  assert 'OK' in run_python(['-c', EIGHT_DEVICES], devices=8).stdout
+  assert 'OK' in run_python(['-m', 'tests.sharded_checks', 'aggregators'],
+                            devices=8).stdout
 
 
 def test_weak_and_strong_optimizers_train_at_the_papers_lr():

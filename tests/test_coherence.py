@@ -349,4 +349,5 @@ def test_streamed_probes_on_eight_devices_equal_one_device():
   carried across padded chunks, against the one-device pass
   (tests/sharded_checks.py)."""
   from tests.conftest import run_python  # pylint: disable=g-import-not-at-top
-  assert 'OK' in run_python(['-m', 'tests.sharded_checks'], devices=8).stdout
+  assert 'OK' in run_python(['-m', 'tests.sharded_checks', 'streamed_probes'],
+                            devices=8).stdout

@@ -254,36 +254,7 @@ def test_unknown_statistics_is_named():
                               statistics='cosines')
 
 
-SHARDED_CHECK = """
-import jax, numpy as np
-from cgjax import coherence, losses, parallel
-from cgjax.models import mlp
-from tests.conftest import random_variables
-from tests.test_layer_norms import ConvNet, CONVS
-assert jax.device_count() == 8
-mesh = parallel.make_mesh()
-rng = np.random.default_rng(0)
-for model in (mlp.Model(num_classes=3, widths=(16, 16)),
-              ConvNet(CONVS['same_stride2'], batch_norm={})):
-  x = rng.integers(0, 256, (16, 8, 8, 3)).astype(np.uint8)
-  y = rng.integers(0, 3, 16).astype(np.int32)
-  params, stats = random_variables(model, x[:1])
-  loss = losses.make_per_example_loss(model)
-  one = coherence.coherence_stats(
-      loss, params, {'image': x, 'label': y}, None, None, (stats,),
-      statistics='norms', fast=False)
-  rows = parallel.to_global({'image': x, 'label': y,
-                             'w': np.ones(16, np.float32)}, mesh)
-  w = rows.pop('w')
-  eight = coherence.sharded_coherence_stats(
-      loss, mesh, params, rows, w, None, (stats,), microbatch_size=1,
-      statistics='norms', fast=True)
-  for k in ('numerators', 'denominators', 'sq_norm', 'loss'):
-    np.testing.assert_allclose(eight[k], one[k], rtol=1e-4, err_msg=k)
-print('OK')
-"""
-
-
 def test_sharded_fast_path_equals_one_device_vmap_path():
   """Dense, Conv and BatchNorm taps on 8 devices vs the vmap path on one."""
-  assert 'OK' in run_python(['-c', SHARDED_CHECK], devices=8).stdout
+  assert 'OK' in run_python(['-m', 'tests.sharded_checks', 'layer_taps'],
+                            devices=8).stdout
