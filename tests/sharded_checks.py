@@ -11,7 +11,6 @@ import json
 import sys
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -85,24 +84,9 @@ def aggregators():
                                       winsorize_np)
   assert jax.device_count() == 8
   mesh = parallel.make_mesh()
-  model = cnn.Model(num_classes=3, channels=(2, 3), hidden=4)
-  rng = np.random.default_rng(0)
-  x = rng.integers(0, 256, (16, 6, 6, 1)).astype(np.uint8)
-  y = rng.integers(0, 3, 16).astype(np.int32)
-  x[1], y[1] = x[0], y[0]
-  cnn_params = model.init(jax.random.key(0), x[:1])['params']
-
-  def cnn_per_example(p, ex):
-    logits = model.apply({'params': p}, ex['image'][None])[0]
-    return -jax.nn.log_softmax(logits)[ex['label']]
-
-  def cnn_loss(p, b):
-    l = jax.vmap(cnn_per_example, in_axes=(None, 0))(p, b)
-    return jnp.sum(l * b['weight']) / jnp.sum(b['weight']), None
-
-  cnn_batch = {'image': x, 'label': y, 'weight': np.ones(16, np.float32)}
+  cnn_model = cnn.Model(num_classes=3, channels=(2, 3), hidden=4)
   problems = [_problem(batch=16),
-              (cnn_params, cnn_batch, cnn_loss, cnn_per_example)]
+              _problem(batch=16, model=cnn_model, shape=(6, 6, 1))]
   for params, batch, loss_fn, per_ex in problems:
     per_example = _per_example_grads(params, batch, per_ex)
     sharded = parallel.to_global(batch, mesh)

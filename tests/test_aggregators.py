@@ -26,10 +26,12 @@ def winsorize_np(per_example: np.ndarray, c: int) -> np.ndarray:
   return out.reshape(per_example.shape[1:])
 
 
-def _problem(batch=12, seed=0, duplicate=True):
-  model = mlp.Model(num_classes=3, widths=(5,))
+def _problem(batch=12, seed=0, duplicate=True, model=None, shape=(3, 3, 1)):
+  """(params, batch, loss_fn, per_example_loss) of a 3-class model (a
+  small MLP by default) on random images of `shape`."""
+  model = model or mlp.Model(num_classes=3, widths=(5,))
   rng = np.random.default_rng(seed)
-  images = rng.integers(0, 256, (batch, 3, 3, 1)).astype(np.uint8)
+  images = rng.integers(0, 256, (batch,) + shape).astype(np.uint8)
   labels = rng.integers(0, 3, batch).astype(np.int32)
   if duplicate:  # identical examples: tied gradient values
     images[1], labels[1] = images[0], labels[0]
