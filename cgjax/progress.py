@@ -102,3 +102,16 @@ class Progress:
     total = sum(spent.values()) or 1.0
     return ', '.join(f'{phase} {100 * s / total:.0f}%' for phase, s in
                      sorted(spent.items(), key=lambda kv: -kv[1]) if s > 0)
+
+  def elapsed(self) -> str:
+    return duration(self._clock() - self.started)
+
+  def line(self, step: int, loss: float) -> str:
+    """A progress line: step, loss, training rate, elapsed, ETA, split."""
+    eta, rate = self.eta(step), self.rate()
+    return (f'step {step}/{self._num_steps} ({100 * step // self._num_steps}%)'
+            f' | loss {loss:.4f} | '
+            + (f'{rate:.1f} steps/s training | ' if rate else '')
+            + f'elapsed {self.elapsed()} | ETA '
+            f'{duration(eta) if eta is not None else "?"} | time: '
+            f'{self.split()}')

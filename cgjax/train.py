@@ -405,16 +405,6 @@ def _run(config, workdir, ctx, tx, measurements, resuming, stop, last_step):
       measurements.finalize(workdir)
       writer.flush()
 
-  def report(step, loss):
-    eta = tracker.eta(step)
-    rate = tracker.rate()
-    _log(f'step {step}/{config.num_steps} ({100 * step // config.num_steps}%)'
-         f' | loss {loss:.4f} | '
-         + (f'{rate:.1f} steps/s training | ' if rate else '')
-         + f'elapsed {progress.duration(time.perf_counter() - tracker.started)}'
-         f' | ETA {progress.duration(eta) if eta is not None else "?"}'
-         f' | time: {tracker.split()}')
-
   if start == 0:
     _describe(ctx, state, measurements, writer)
     measure(0, state)
@@ -443,7 +433,7 @@ def _run(config, workdir, ctx, tx, measurements, resuming, stop, last_step):
                             'train/steps_per_sec': tracker.rate() or 0.0,
                             'train/lr': float(schedule(step - 1))})
         workdir_lib.set_status(workdir, 'running', step)
-      report(step, loss)
+      _log(tracker.line(step, loss))
       last_report = time.perf_counter()
     measure(step, state)
     stopping = _should_stop(stop, step) and step < config.num_steps
@@ -461,8 +451,7 @@ def _run(config, workdir, ctx, tx, measurements, resuming, stop, last_step):
   checkpointer.close()
   writer.close()
   workdir_lib.set_status(workdir, 'done', config.num_steps)
-  _log(f'done: step {config.num_steps}, elapsed '
-       f'{progress.duration(time.perf_counter() - tracker.started)} | time: '
+  _log(f'done: step {config.num_steps}, elapsed {tracker.elapsed()} | time: '
        f'{tracker.split()}')
   if start == config.num_steps and workdir_lib.is_writer():
     _log(f'{workdir} was already complete')

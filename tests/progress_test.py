@@ -73,3 +73,21 @@ def test_duration_shows_days():
   assert progress.duration(27 * 3600 + 61) == '1d 03:01:01'
   assert progress.duration(3599.6) == '01:00:00'
   assert progress.duration(59.94) == '59.9s'
+
+
+def test_progress_line_states_rate_elapsed_eta_and_split():
+  clock = Clock()
+  tracker = progress.Progress(100, 0, {'probe': {0, 100}}, {100}, clock)
+  with tracker.timed('probe'):
+    clock.now += 2.0
+  clock.now += 3.0  # step 1: 3 s of compile, the 2 s probe booked apart
+  tracker.point(1)
+  assert tracker.line(1, 2.5) == ('step 1/100 (1%) | loss 2.5000 | elapsed '
+                                  '5.0s | ETA ? | time: compile 60%, probe 40%')
+  clock.now += 9.8  # 49 steps: 5 steps/s
+  tracker.point(50)
+  # ETA: 50 steps / 5 per s + the probe at step 100 (2 s; no checkpoint
+  # timed yet); split of 14.8 s: train 9.8, compile 3, probe 2.
+  assert tracker.line(50, 1.0) == (
+      'step 50/100 (50%) | loss 1.0000 | 5.0 steps/s training | elapsed '
+      '14.8s | ETA 12.0s | time: train 66%, compile 20%, probe 14%')
