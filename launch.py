@@ -135,6 +135,9 @@ def main(argv):
   if _CONFIG.value is None:
     raise app.UsageError('--config is required, e.g. '
                          '--config configs/mnist_mlp.py:noise=0.5')
+  if _SWEEP.value and (_EVALUATE.value or _STEP.present):
+    raise app.UsageError('--evaluate measures one workdir; drop --sweep (or '
+                         'evaluate each trial dir)')
   if _SWEEP.value:
     return run_sweep(sys.argv)
   if _PRINT_COMMANDS.value or _PARALLEL.present:

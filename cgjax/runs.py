@@ -97,9 +97,7 @@ class Run:
     return out
 
   def checkpoint_steps(self) -> list[int]:
-    return sorted(int(d) for d in os.listdir(os.path.join(
-        self.workdir, 'checkpoints')) if d.isdigit()) if os.path.isdir(
-            os.path.join(self.workdir, 'checkpoints')) else []
+    return workdir_lib.saved_steps(self.workdir)
 
   def restore(self, step: int | None = None) -> dict:
     """{'step', 'params', 'batch_stats', 'opt_state'} of the checkpoint at

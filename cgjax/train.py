@@ -190,14 +190,13 @@ def evaluate(config, workdir: str, step: int | None = None) -> dict:
     raise ValueError(f'evaluating {workdir}: the config differs from the '
                      'run\'s in more than measurements:\n  '
                      + '\n  '.join(changed))
-  checkpointer = workdir_lib.Checkpointer(workdir, config.keep_checkpoints)
-  saved = checkpointer.steps()
-  step = saved[0] if step is None and saved else step
+  saved = workdir_lib.saved_steps(workdir)  # before orbax creates the dir
+  step = saved[-1] if step is None and saved else step
   if step not in saved:
-    checkpointer.close()
     at = '' if step is None else f' at step {step}'
-    raise ValueError(f'{checkpointer.path()} has no checkpoint{at}; saved '
-                     f'steps: {sorted(saved) or "none"}')
+    raise ValueError(f'{workdir}/checkpoints has no checkpoint{at}; saved '
+                     f'steps: {saved or "none"}')
+  checkpointer = workdir_lib.Checkpointer(workdir, config.keep_checkpoints)
   out_dir = os.path.join(workdir, 'evaluations', f'step_{step}')
   if workdir_lib.is_writer():
     os.makedirs(out_dir, exist_ok=True)

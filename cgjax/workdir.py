@@ -312,6 +312,16 @@ class MetricWriter:
       self._tb.close()
 
 
+def saved_steps(workdir: str) -> list[int]:
+  """The steps of the run's finished checkpoints, oldest first, read from
+  the directory alone (nothing created, no orbax manager: for readers of a
+  run that may still be training)."""
+  path = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(path):
+    return []
+  return sorted(int(d) for d in os.listdir(path) if d.isdigit())
+
+
 class Checkpointer:
   """Orbax checkpoints of the train state and the data iterator state."""
 

@@ -24,12 +24,12 @@ def _matrix(members, probe):
             if k.startswith(prefix) and k.endswith('/m_coherence')]
   if not groups:
     return None, None, None
-  rows = [runs_lib.metric_series(members, f'{prefix}{g}/m_coherence')
-          for g in groups]
-  steps = sorted(set.intersection(*(set(s) for row in rows for s, _ in row)))
-  logs = [[np.log10(np.maximum([dict(zip(*s))[t] for t in steps], 1e-6))
-           for s in row] for row in rows]
-  return groups, steps, np.mean(logs, axis=1)
+  series = [s for g in groups for s in runs_lib.metric_series(
+      members, f'{prefix}{g}/m_coherence')]
+  steps, values = runs_lib.common_steps(series)  # [group x seed, step]
+  logs = np.log10(np.maximum(values, 1e-6)).reshape(len(groups), -1,
+                                                    len(steps))
+  return groups, steps, logs.mean(axis=1)
 
 
 def plot(runs, out_dir):

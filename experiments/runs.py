@@ -71,8 +71,7 @@ def load(workdir: str) -> Run:
   for row in workdir_lib.read_metrics(workdir):
     series[row['name']][0].append(row['step'])
     series[row['name']][1].append(row['value'])
-  with open(os.path.join(workdir, 'config.json')) as f:
-    config = json.load(f)
+  config = workdir_lib.read_config(workdir)
   return Run(workdir, float(config['noise']['rate']), config, dict(series))
 
 
@@ -160,14 +159,21 @@ def overlay(ax, groups, name: str, ylabel: str) -> bool:
   return True
 
 
+def common_steps(series) -> tuple[list, np.ndarray]:
+  """(the steps every (steps, values) series has, values [series, step])
+  of seeds whose schedules may differ (a resumed or unfinished seed)."""
+  steps = sorted(set.intersection(*(set(s) for s, _ in series)))
+  lookups = [dict(zip(*s)) for s in series]  # one per series, not per step
+  return steps, np.array([[at[t] for t in steps] for at in lookups], float)
+
+
 def mean_and_spread(ax, series, label=None, **style):
   """The mean of several (steps, values) series (seeds of one setting) at the
   steps all of them have, with a band from the lowest to the highest; one
   line for one series. Returns whether anything was drawn."""
   if not series:
     return False
-  steps = sorted(set.intersection(*(set(s) for s, _ in series)))
-  values = np.array([[dict(zip(*s))[t] for t in steps] for s in series])
+  steps, values = common_steps(series)
   if len(steps) <= 12:  # sparse (probe.all_every): its points are the data
     style = {'marker': 'o', 'markersize': 3, **style}
   ax.plot(steps, values.mean(0), label=label, **style)
@@ -274,9 +280,15 @@ def legend_once(fig, axes):
   longest = max((len(label) for label in labels), default=1)
   ncol = max(1, min(len(labels), int(width / (0.3 + 0.075 * longest))))
   rows = -(-len(labels) // ncol)
-  fig.legend(labels.values(), labels.keys(), loc='lower center', ncol=ncol,
-             fontsize=8, frameon=False)
-  fig.tight_layout(rect=(0, min(0.5, rows * 0.22 / height + 0.02), 1, 1))
+  constrained = isinstance(fig.get_layout_engine(),
+                           matplotlib.layout_engine.ConstrainedLayoutEngine)
+  # A constrained layout makes room for an 'outside' legend itself (and
+  # tight_layout would replace it, with a warning).
+  fig.legend(labels.values(), labels.keys(), ncol=ncol, fontsize=8,
+             frameon=False,
+             loc='outside lower center' if constrained else 'lower center')
+  if not constrained:
+    fig.tight_layout(rect=(0, min(0.5, rows * 0.22 / height + 0.02), 1, 1))
 
 
 # Panels per row: more settings wrap to further rows, so that a sweep of 8

@@ -2,6 +2,7 @@
 the notebook executed on a two-trial sweep of 20-step runs."""
 import json
 import os
+import shutil
 
 import nbclient
 import nbformat
@@ -124,6 +125,16 @@ def test_evaluate_a_checkpoint_with_a_new_probe(sweep_dir):
     train.evaluate(changed, run.workdir)
   with pytest.raises(ValueError, match='no checkpoint at step 7'):
     train.evaluate(_config(0.5), run.workdir, 7)
+
+
+def test_evaluate_without_checkpoints_writes_nothing(sweep_dir, tmp_path):
+  shutil.copy(os.path.join(sweep_dir, 'noise.rate=0.5', 'config.json'),
+              tmp_path)
+  with pytest.raises(ValueError, match='has no checkpoint; saved steps: none'):
+    train.evaluate(_config(0.5), str(tmp_path))
+  assert os.listdir(tmp_path) == ['config.json']
+  with pytest.raises(ValueError, match='is not a run workdir'):
+    train.evaluate(_config(0.5), str(tmp_path / 'missing'))
 
 
 def test_launch_evaluate_writes_beside_the_run(sweep_dir):
