@@ -10,12 +10,17 @@ Flags:
                   config resumes. Default: a fresh dir under runs/
   --coordinator_address, --num_processes, --process_id
                   explicit jax.distributed settings for multi-process runs
-                  (TPU pods and SLURM are detected without them)
+                  (TPU pods and SLURM are detected without them); with
+                  --sweep, every process runs the same sweep and trial k
+                  is one job over all of them (coordinator port + k)
   --sweep         run every trial of the config's get_sweep(arg), each in
                   WORKDIR/<trial> (WORKDIR default: a new runs/<config>_sweep_*);
                   finished trials are skipped, unfinished ones resumed;
                   --config.x overrides apply to every trial
-  --parallel N    with --sweep: N trials at a time as local processes
+  --parallel N    with --sweep: N trials at a time as local processes; on a
+                  GPU host each gets its own GPUs (CUDA_VISIBLE_DEVICES) and
+                  a memory fraction
+  --devices_per_trial  with --parallel: GPUs per trial (default: all / N)
   --print-commands  with --sweep: print one command per trial and exit
   --retry_failed  with --sweep: rerun failed and diverged trials too (they are
                   skipped, and listed, otherwise)
@@ -57,6 +62,9 @@ _RETRY_FAILED = flags.DEFINE_bool('retry_failed', False,
 _TRACEBACK = flags.DEFINE_bool('traceback', False,
                                'Print tracebacks of errors.')
 _PARALLEL = flags.DEFINE_integer('parallel', 1, 'Sweep trials run at once.')
+_DEVICES_PER_TRIAL = flags.DEFINE_integer(
+    'devices_per_trial', 0, 'With --sweep --parallel N on a GPU host: GPUs '
+    'per trial (default: all GPUs / N).')
 _JAX_CACHE = flags.DEFINE_string(
     'jax_cache_dir', '', "XLA's persistent compilation cache (default: "
     "WORKDIR/../.jax_cache, shared by a sweep's trials and by resumes; "
@@ -140,8 +148,9 @@ def main(argv):
                          'evaluate each trial dir)')
   if _SWEEP.value:
     return run_sweep(sys.argv)
-  if _PRINT_COMMANDS.value or _PARALLEL.present:
-    raise app.UsageError('--print-commands and --parallel need --sweep')
+  if _PRINT_COMMANDS.value or _PARALLEL.present or _DEVICES_PER_TRIAL.present:
+    raise app.UsageError('--print-commands, --parallel and '
+                         '--devices_per_trial need --sweep')
   if _STEP.present and not _EVALUATE.value:
     raise app.UsageError('--step needs --evaluate')
   if _EVALUATE.value and not _WORKDIR.value:
@@ -155,13 +164,19 @@ def main(argv):
     if jax.process_count() > 1:
       raise app.UsageError('multi-process runs need an explicit --workdir')
     workdir = default_workdir(_config_spec(sys.argv))
+  from cgjax import storage  # pylint: disable=g-import-not-at-top
   if jax.process_index() == 0:
     print(f'[cgjax] workdir: {workdir}', flush=True)
-  cache = _JAX_CACHE.value or os.path.join(
-      os.path.dirname(os.path.abspath(workdir)), '.jax_cache')
+    assigned = ' '.join(f'{k}={os.environ[k]}' for k in (
+        'CUDA_VISIBLE_DEVICES', 'XLA_PYTHON_CLIENT_MEM_FRACTION')
+                        if k in os.environ)
+    if assigned:  # e.g. a trial of a --parallel sweep on a GPU host
+      print(f'[cgjax] devices: {assigned}', flush=True)
+  cache = _JAX_CACHE.value or storage.join(
+      storage.dirname(storage.absolute(workdir)), '.jax_cache')
   if cache != 'none':  # resumes and sweep trials skip recompiling
     try:
-      os.makedirs(cache, exist_ok=True)
+      storage.makedirs(cache)
       jax.config.update('jax_compilation_cache_dir', cache)
       jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
     except OSError as err:  # a cache is no reason to fail the run
@@ -178,11 +193,18 @@ def main(argv):
   except train.Stopped as stopped:
     print(f'[cgjax] {stopped}', flush=True)
     sys.exit(stopped.exit_code)
-  except (ValueError, OSError, FloatingPointError, workdir_lib.Locked) as err:
+  except (ValueError, OSError, FloatingPointError, workdir_lib.Locked,
+          workdir_lib.LockLost) as err:
     if _TRACEBACK.value:
       raise
     print(f'error: {err}', file=sys.stderr, flush=True)
-    sys.exit(3 if isinstance(err, train.Diverged) else 1)
+    code = 3 if isinstance(err, train.Diverged) else 1
+    if jax.process_count() > 1:
+      # Not through jax's shutdown barrier, which would wait for peers that
+      # wait for this process in a collective: they see it gone and stop.
+      sys.stdout.flush()
+      os._exit(code)  # pylint: disable=protected-access
+    sys.exit(code)
   if jax.process_index() == 0:
     summary = {k: v for k, v in final.items()
                if k.startswith('eval/') and ('acc' in k or 'overfit' in k)
@@ -190,16 +212,27 @@ def main(argv):
     print('[cgjax] final: ' + ', '.join(f'{k}={v:.4f}'
                                         for k, v in sorted(summary.items())))
     if not _EVALUATE.value:
-      print(f'[cgjax] results in {workdir}: metrics.jsonl, tb/, '
-            'checkpoints/')
+      print(f'[cgjax] results in {workdir}: metrics, tb/, checkpoints/')
 
 
 def run_sweep(argv):
   """Every trial as its own launch.py process (or its command printed)."""
+  from cgjax import storage  # pylint: disable=g-import-not-at-top
+  from cgjax import parallel  # pylint: disable=g-import-not-at-top
   from cgjax import sweep  # pylint: disable=g-import-not-at-top
-  if _COORDINATOR.value or _NUM_PROCESSES.value:
-    raise app.UsageError('--sweep starts local processes; for a multi-host '
-                         'sweep use --print-commands and launch each trial')
+  cluster = None
+  if _COORDINATOR.value:
+    if _NUM_PROCESSES.value < 1 or not 0 <= _PROCESS_ID.value < _NUM_PROCESSES.value:
+      raise app.UsageError('--coordinator_address needs --num_processes >= 1 '
+                           'and 0 <= --process_id < --num_processes, got '
+                           f'{_NUM_PROCESSES.value} and {_PROCESS_ID.value}')
+    cluster = sweep.Cluster(_PROCESS_ID.value, _NUM_PROCESSES.value,
+                            _COORDINATOR.value)
+  elif parallel.detected_cluster():
+    cluster = sweep.Cluster(*parallel.detected_cluster())
+  if cluster and not _WORKDIR.value:
+    raise app.UsageError('a multi-process sweep needs an explicit --workdir '
+                         'that every process can reach')
   spec = _config_spec(argv)
   try:
     trials = sweep.load_trials(config_module(spec), spec.partition(':')[2])
@@ -207,7 +240,7 @@ def run_sweep(argv):
     sys.exit(f'error: {err}')
   sweep_dir = _WORKDIR.value or default_workdir(spec, '_sweep')
   shared = [a for a in argv[1:] if a.startswith('--config.')]
-  launch = os.path.relpath(__file__)
+  launch = os.path.abspath(__file__)
   runs = sweep.commands(launch, spec, trials, sweep_dir, shared)
   for _, cmd in runs:  # every trial's overrides exist, before any starts
     check_overrides(cmd[1:])
@@ -215,13 +248,16 @@ def run_sweep(argv):
     for _, cmd in runs:
       print(sweep.shell_command(cmd))
     return
-  print(f'[sweep] {len(trials)} trials in {sweep_dir}', flush=True)
+  where = (f'; process {cluster.process_id} of {cluster.num_processes}'
+           if cluster else '')
+  print(f'[sweep] {len(trials)} trials in {sweep_dir}{where}', flush=True)
   try:
     states = sweep.run(launch, spec, trials, sweep_dir, shared,
-                       _PARALLEL.value, _RETRY_FAILED.value)
+                       _PARALLEL.value, _RETRY_FAILED.value, cluster,
+                       _DEVICES_PER_TRIAL.value)
   except ValueError as err:
     sys.exit(f'error: {err}')
-  failed = [os.path.basename(w) for w, s in states.items() if s != 'done']
+  failed = [storage.basename(w) for w, s in states.items() if s != 'done']
   print(f'[sweep] {len(states) - len(failed)}/{len(states)} trials done in '
         f'{sweep_dir}; report: cgjax-report {sweep_dir} (in a checkout: '
         f'python -m experiments.report {sweep_dir})')

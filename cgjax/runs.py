@@ -16,14 +16,14 @@ Reading never writes to the run, so it works on running ones too.
 """
 import dataclasses
 import functools
-import glob
+import io
 import json
-import os
 
 import ml_collections
 import numpy as np
 import pandas as pd
 
+from cgjax import storage
 from cgjax import workdir as workdir_lib
 
 
@@ -31,19 +31,20 @@ def find_workdirs(path: str) -> list[tuple[str, dict | None]]:
   """(workdir, overrides) of a workdir or of every trial of a sweep dir, in
   the sweep's trial order (then any other run dirs below it, by name);
   overrides None where the dir is no trial of a sweep.json."""
-  if not os.path.isdir(path):
+  if not storage.isdir(path):
     raise ValueError(f'{path!r} is not a directory (a workdir or a sweep dir)')
-  if os.path.exists(os.path.join(path, 'config.json')):
+  if storage.exists(storage.join(path, 'config.json')):
     return [(path, None)]
   try:
-    with open(os.path.join(path, 'sweep.json')) as f:
-      trials = {t['name']: t['overrides'] for t in json.load(f)['trials']}
+    trials = {t['name']: t['overrides'] for t in json.loads(
+        storage.read_text(storage.join(path, 'sweep.json')))['trials']}
   except (OSError, ValueError, KeyError):
     trials = {}
-  names = [d for d in trials if os.path.isdir(os.path.join(path, d))]
-  names += sorted(d for d in os.listdir(path) if d not in trials)
-  return [(os.path.join(path, d), trials.get(d)) for d in names
-          if os.path.exists(os.path.join(path, d, 'config.json'))]
+  present = storage.listdir(path)
+  names = [d for d in trials if d in present]
+  names += [d for d in present if d not in trials]
+  return [(storage.join(path, d), trials.get(d)) for d in names
+          if storage.exists(storage.join(path, d, 'config.json'))]
 
 
 @dataclasses.dataclass
@@ -63,18 +64,14 @@ class Run:
   def status(self) -> dict:
     """status.json (state, last step, message, time); re-read each time,
     {'state': 'new'} before the run wrote one."""
-    try:
-      with open(os.path.join(self.workdir, 'status.json')) as f:
-        return json.load(f)
-    except (OSError, ValueError):
-      return {'state': 'new'}
+    return workdir_lib.read_status_file(self.workdir)
 
   @property
   def metrics(self) -> pd.DataFrame:
     """Every scalar, one column per metric and one row per step logged (NaN
     where a metric was not measured at that step); re-read each time."""
-    started = os.path.exists(os.path.join(self.workdir, 'metrics.jsonl'))
-    rows = workdir_lib.read_metrics(self.workdir) if started else []
+    rows = (workdir_lib.read_metrics(self.workdir)
+            if workdir_lib.has_metrics(self.workdir) else [])
     if not rows:
       return pd.DataFrame(index=pd.Index([], name='step'))
     frame = pd.DataFrame(rows).pivot_table(index='step', columns='name',
@@ -87,13 +84,17 @@ class Run:
     (learning times: keys, is_noisy, first_correct, ...) and the contents
     of each .json (probe ids, learned_at key lists)."""
     out = {}
-    for path in sorted(glob.glob(os.path.join(self.workdir, '*.npz'))):
-      with np.load(path) as arrays:
-        out[_stem(path)] = dict(arrays)
-    for path in sorted(glob.glob(os.path.join(self.workdir, '*.json'))):
-      if _stem(path) not in ('config', 'status', 'lock'):
-        with open(path) as f:
-          out[_stem(path)] = json.load(f)
+    names = storage.listdir(self.workdir)
+    for name in names:
+      path = storage.join(self.workdir, name)
+      if name.endswith('.npz'):
+        with np.load(io.BytesIO(storage.read_bytes(path))) as arrays:
+          out[name[:-4]] = dict(arrays)
+    for name in names:
+      if name.endswith('.json') and name[:-5] not in ('config', 'status',
+                                                        'lock', 'sweep'):
+        out[name[:-5]] = json.loads(storage.read_text(
+            storage.join(self.workdir, name)))
     return out
 
   def checkpoint_steps(self) -> list[int]:
@@ -111,8 +112,8 @@ class Run:
       at = 'no checkpoint' if step is None else f'no step {step}'
       raise ValueError(f'{self.workdir}/checkpoints has {at}; saved: '
                        f'{saved or "none"}')
-    with ocp.CheckpointManager(os.path.abspath(
-        os.path.join(self.workdir, 'checkpoints'))) as manager:
+    with ocp.CheckpointManager(storage.join(storage.absolute(self.workdir),
+                                            'checkpoints')) as manager:
       restored = manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore()))
     return {k: _to_host(v) for k, v in restored.state.items()}
@@ -158,10 +159,6 @@ def load(path: str) -> Run | Sweep:
   if not found:
     raise ValueError(f'no run (a dir with config.json) in {path!r}')
   return Sweep(path, [Run(w, o or {}) for w, o in found])
-
-
-def _stem(path: str) -> str:
-  return os.path.splitext(os.path.basename(path))[0]
 
 
 def _tuples(tree):

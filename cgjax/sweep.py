@@ -9,14 +9,17 @@ own process (so a sweep is just those commands: `--print-commands` hands them
 to a cluster scheduler instead). Relaunching a sweep skips the trials whose status.json
 says 'done' and resumes the others from their checkpoints.
 """
+import dataclasses
 import json
 import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 
 from cgjax import progress
+from cgjax import storage
 from cgjax import workdir as workdir_lib
 
 
@@ -71,7 +74,7 @@ def commands(launch: str, config_spec: str, trials: list[dict],
   """(workdir, argv) of each trial: `launch` with the trial's overrides."""
   out = []
   for t in trials:
-    workdir = os.path.join(sweep_dir, trial_name(t))
+    workdir = storage.join(sweep_dir, trial_name(t))
     argv = [sys.executable, launch, '--config', trial_spec(config_spec, t),
             '--workdir', workdir, *extra_flags,
             *[f'--config.{k}={_format(v)}' for k, v in t.items() if k != ARG]]
@@ -85,6 +88,81 @@ FINAL = ('done', 'failed', 'diverged')
 
 
 PROGRESS_SECONDS = 60  # between the sweep's lines on its running trials
+# A driver of a pod-wide sweep whose trial process ended waits at most this
+# long for process 0 of the trial to write the trial's final status.
+STATUS_WAIT_SECONDS = 60
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+  """This sweep driver's place in a pod-wide sweep: every worker runs the
+  same sweep command, and trial k is one jax.distributed job over all of
+  them. `coordinator` ('' where the cluster is auto-detected: a TPU pod,
+  SLURM) is host:port; trial k's coordinator listens on port + k, so a
+  trial never meets the coordinator of the one before while it shuts
+  down."""
+  process_id: int
+  num_processes: int
+  coordinator: str = ''
+
+  def flags(self, index: int) -> list[str]:
+    if not self.coordinator:
+      return []  # each trial process detects the cluster itself
+    host, port = self.coordinator.rsplit(':', 1)
+    return [f'--coordinator_address={host}:{int(port) + index}',
+            f'--num_processes={self.num_processes}',
+            f'--process_id={self.process_id}']
+
+
+def gpu_slots(parallel: int, devices_per_trial: int,
+              environ=os.environ) -> list[dict]:
+  """The environment of each of `parallel` trial slots on this host: a
+  disjoint set of its GPUs (CUDA_VISIBLE_DEVICES) and a memory fraction, so
+  that trials side by side neither see nor preallocate each other's
+  memory. [{}] * parallel on a host without GPUs; a ValueError where the
+  devices cannot be split (a TPU host) or are too few."""
+  if parallel == 1 and not devices_per_trial:
+    return [{}]
+  visible = environ.get('CUDA_VISIBLE_DEVICES')
+  if visible is not None:
+    gpus = [g for g in visible.split(',') if g.strip()]
+  else:
+    gpus = _nvidia_gpus()
+  if not gpus:
+    if parallel > 1 and (os.path.exists('/dev/accel0')
+                         or os.path.exists('/dev/vfio/0')
+                         or environ.get('TPU_ACCELERATOR_TYPE')):
+      raise ValueError(f'--parallel {parallel} on a TPU host: one process '
+                       "owns all of a host's TPU chips, which cannot be "
+                       'split between trials; use --parallel 1 (or one host '
+                       'per trial with --print-commands)')
+    if devices_per_trial:
+      raise ValueError(f'--devices_per_trial={devices_per_trial}: this host '
+                       'has no GPUs (CUDA_VISIBLE_DEVICES and nvidia-smi '
+                       'list none)')
+    return [{}] * parallel
+  per_trial = devices_per_trial or len(gpus) // parallel
+  if per_trial < 1 or per_trial * parallel > len(gpus):
+    raise ValueError(
+        f'--parallel {parallel} with {per_trial or "no"} GPU(s) per trial '
+        f'needs {parallel * max(per_trial, 1)} GPUs; this host has '
+        f'{len(gpus)} ({",".join(gpus)}): lower --parallel or '
+        '--devices_per_trial')
+  fraction = environ.get('XLA_PYTHON_CLIENT_MEM_FRACTION', '0.9')
+  return [{'CUDA_VISIBLE_DEVICES': ','.join(gpus[i * per_trial:
+                                                 (i + 1) * per_trial]),
+           'XLA_PYTHON_CLIENT_MEM_FRACTION': fraction}
+          for i in range(parallel)]
+
+
+def _nvidia_gpus() -> list[str]:
+  try:
+    out = subprocess.run(['nvidia-smi', '--query-gpu=index',
+                          '--format=csv,noheader'], capture_output=True,
+                         text=True, timeout=30, check=True).stdout
+  except (OSError, subprocess.SubprocessError):
+    return []
+  return [line.strip() for line in out.splitlines() if line.strip()]
 
 
 def _last_progress(log_path: str) -> str:
@@ -100,76 +178,150 @@ def _last_progress(log_path: str) -> str:
   return found[-1].removeprefix('[cgjax] ') if found else ''
 
 
+class _TrialLog:
+  """A trial's output: WORKDIR/log.txt (log.processI.txt for process I > 0
+  of a pod-wide sweep). Appended to where the workdir is local; on an object
+  store written to a local file (continuing the one there) and copied up
+  whole every PROGRESS_SECONDS and at the end."""
+
+  def __init__(self, workdir: str, process_id: int):
+    name = 'log.txt' if process_id == 0 else f'log.process{process_id}.txt'
+    self.path = storage.join(workdir, name)
+    if storage.is_local(workdir):
+      self.local = self.path
+    else:
+      fd, self.local = tempfile.mkstemp(prefix='cgjax-trial-', suffix='.txt')
+      with os.fdopen(fd, 'wb') as f:
+        if storage.exists(self.path):
+          f.write(storage.read_bytes(self.path))
+    self.file = open(self.local, 'ab')  # pylint: disable=consider-using-with
+
+  def sync(self):
+    if self.local != self.path:
+      self.file.flush()
+      storage.upload(self.local, self.path)
+
+  def close(self):
+    self.file.close()
+    if self.local != self.path:
+      storage.upload(self.local, self.path)
+      os.remove(self.local)
+
+
+def _final_status(workdir: str, cluster: Cluster | None) -> str:
+  """The trial's state once its process ended. In a pod-wide sweep process
+  0 of the trial writes it, possibly after this driver's own process ended:
+  wait for a state other than running."""
+  state = workdir_lib.read_status(workdir)
+  deadline = time.time() + (STATUS_WAIT_SECONDS if cluster else 0)
+  while state in ('running', 'new') and time.time() < deadline:
+    time.sleep(1.0)
+    state = workdir_lib.read_status(workdir)
+  return state
+
+
 def run(launch: str, config_spec: str, trials: list[dict], sweep_dir: str,
         extra_flags: list[str], parallel: int = 1,
-        retry_failed: bool = False) -> dict[str, str]:
+        retry_failed: bool = False, cluster: Cluster | None = None,
+        devices_per_trial: int = 0) -> dict[str, str]:
   """Runs the unfinished trials, `parallel` at a time; returns their states.
 
-  Skipped: done trials; failed and diverged ones unless `retry_failed`; a
-  trial whose workdir lock has a live owner (started by another sweep or by
-  hand: never run twice). Each trial's output goes to WORKDIR/log.txt;
-  stdout gets each running trial's latest progress line every
-  PROGRESS_SECONDS, a line per finished trial with the sweep's ETA (the
-  remaining trials at the rate trials have finished), and a summary.
+  Skipped: done trials; failed and diverged ones unless `retry_failed`; on
+  one host, a trial whose workdir lock has a live owner (started by another
+  sweep or by hand: never run twice). Each trial's output goes to
+  WORKDIR/log.txt; stdout gets each running trial's latest progress line
+  every PROGRESS_SECONDS, a line per finished trial with the sweep's ETA
+  (the remaining trials at the rate trials have finished), and a summary.
+
+  With `cluster` (a pod-wide sweep) every worker's driver takes the same
+  decisions from the shared sweep dir alone: status.json, never a lock's
+  liveness, which each host would judge differently. Trials run one at a
+  time over all workers, and the sweep stops at the first trial that does
+  not end done. With GPUs, each of the `parallel` trials gets
+  `devices_per_trial` of them (default: all / parallel).
   """
   if parallel < 1:
     raise ValueError(f'--parallel must be >= 1, got {parallel}')
-  os.makedirs(sweep_dir, exist_ok=True)
+  if cluster and parallel > 1:
+    raise ValueError(f'--parallel {parallel} with a multi-process sweep: '
+                     "each trial already runs on every process's devices")
+  slots = gpu_slots(parallel, devices_per_trial)
+  writer = cluster is None or cluster.process_id == 0
+  process_id = cluster.process_id if cluster else 0
+  if writer:
+    storage.makedirs(sweep_dir)
   todo = commands(launch, config_spec, trials, sweep_dir, extra_flags)
-  with open(os.path.join(sweep_dir, 'sweep.json'), 'w') as f:
-    json.dump({'config': config_spec, 'flags': extra_flags, 'trials': [
-        {'name': trial_name(t), 'overrides': t, 'workdir': w}
-        for t, (w, _) in zip(trials, todo)]}, f, indent=1)
+  if cluster:
+    todo = [(w, argv + cluster.flags(i)) for i, (w, argv) in enumerate(todo)]
+  if writer:
+    storage.write_atomic(storage.join(sweep_dir, 'sweep.json'), json.dumps(
+        {'config': config_spec, 'flags': extra_flags, 'trials': [
+            {'name': trial_name(t), 'overrides': t, 'workdir': w}
+            for t, (w, _) in zip(trials, todo)]}, indent=1))
   states, pending, running = {}, [], {}
   for workdir, argv in todo:
     state = workdir_lib.read_status(workdir)
-    owner = workdir_lib.owner_of(workdir, stale_after=float('inf'))
+    owner = None if cluster else workdir_lib.owner_of(
+        workdir, stale_after=float('inf'))
     if state in FINAL and (state == 'done' or not retry_failed):
       states[workdir] = state
-      print(f'[sweep] {os.path.basename(workdir)}: {state} already, skipped'
+      print(f'[sweep] {storage.basename(workdir)}: {state} already, skipped'
             + ('' if state == 'done' else ' (--retry_failed reruns it)'),
             flush=True)
     elif owner is not None:
       states[workdir] = 'running elsewhere'
-      print(f'[sweep] {os.path.basename(workdir)}: running (pid '
+      print(f'[sweep] {storage.basename(workdir)}: running (pid '
             f'{owner["pid"]} on {owner["host"]}), skipped', flush=True)
     else:
       pending.append((workdir, argv))
   total, finished = len(pending), 0
+  free = list(range(parallel))
   t0 = last_report = time.time()
   while pending or running:
-    while pending and len(running) < parallel:
+    while pending and free:
       workdir, argv = pending.pop(0)
-      os.makedirs(workdir, exist_ok=True)
-      log = open(os.path.join(workdir, 'log.txt'), 'a')
-      verb = 'resuming' if workdir_lib.read_status(workdir) != 'new' else 'starting'
-      print(f'[sweep] {verb} {os.path.basename(workdir)}', flush=True)
-      running[workdir] = (subprocess.Popen(argv, stdout=log,
-                                           stderr=subprocess.STDOUT), log)
+      storage.makedirs(workdir)
+      slot = free.pop(0)
+      log = _TrialLog(workdir, process_id)
+      verb = ('resuming' if workdir_lib.read_status(workdir) != 'new'
+              else 'starting')
+      devices = ''.join(f' {k}={v}' for k, v in slots[slot].items())
+      print(f'[sweep] {verb} {storage.basename(workdir)}'
+            + (f' with{devices}' if devices else ''), flush=True)
+      running[workdir] = (subprocess.Popen(
+          argv, stdout=log.file, stderr=subprocess.STDOUT,
+          env={**os.environ, **slots[slot]}), log, slot)
     time.sleep(0.5)
     if time.time() - last_report >= PROGRESS_SECONDS:
-      for workdir in running:  # each running trial's latest progress line
-        line = _last_progress(os.path.join(workdir, 'log.txt'))
+      for workdir, (_, log, _) in running.items():
+        log.sync()
+        line = _last_progress(log.local)
         if line:
-          print(f'[sweep] {os.path.basename(workdir)}: {line}', flush=True)
+          print(f'[sweep] {storage.basename(workdir)}: {line}', flush=True)
       last_report = time.time()
-    for workdir, (proc, log) in list(running.items()):
+    for workdir, (proc, log, slot) in list(running.items()):
       if proc.poll() is None:
         continue
       log.close()
       del running[workdir]
+      free.append(slot)
       finished += 1
-      states[workdir] = workdir_lib.read_status(workdir)
+      states[workdir] = _final_status(workdir, cluster)
       elapsed = time.time() - t0
       # Trials finish at this rate, `parallel` at a time.
       eta = elapsed / finished * (total - finished)
-      print(f'[sweep] {finished}/{total} {os.path.basename(workdir)}: '
+      print(f'[sweep] {finished}/{total} {storage.basename(workdir)}: '
             f'{states[workdir]} (exit {proc.returncode}; '
             f'{progress.duration(elapsed)} so far, sweep ETA '
-            f'{progress.duration(eta)}; log '
-            f'{os.path.join(workdir, "log.txt")})', flush=True)
+            f'{progress.duration(eta)}; log {log.path})', flush=True)
+      if cluster and states[workdir] != 'done':
+        for later, _ in pending:  # every worker stops here, on the same trial
+          states[later] = 'not started'
+        print(f'[sweep] stopping: {storage.basename(workdir)} ended '
+              f'{states[workdir]}', flush=True)
+        pending = []
   for workdir, state in states.items():
-    print(f'[sweep]   {os.path.basename(workdir)}: {state}', flush=True)
+    print(f'[sweep]   {storage.basename(workdir)}: {state}', flush=True)
   return states
 
 

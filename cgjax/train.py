@@ -10,7 +10,6 @@ resumes from the last checkpoint and reproduces the uninterrupted run
 """
 import contextlib
 import functools
-import os
 import signal
 import threading
 import time
@@ -30,6 +29,7 @@ from cgjax import models
 from cgjax import optim
 from cgjax import parallel
 from cgjax import progress
+from cgjax import storage
 from cgjax import workdir as workdir_lib
 from cgjax.data import noise as noise_lib
 from cgjax.data import pipeline
@@ -156,14 +156,25 @@ def train_and_evaluate(config, workdir: str) -> dict:
   measurements = measurements_lib.Measurements(config, ctx)
   lock = workdir_lib.Lock(workdir, config.lock_stale_after).acquire()
   last_step = [-1]  # the last step reached, for the status of a failure
+
+  def peer_lost(process, why):
+    # Process 0 writes the status, or the next one where 0 is the lost one.
+    if jax.process_index() == (1 if process == 0 else 0):
+      workdir_lib.set_status(workdir, 'failed', last_step[0],
+                             f'process {process} lost: {why}',
+                             any_process=True)
+    lock.release()
+    return f' at step {last_step[0]}'
+
+  parallel.PEER_LOST_HOOKS.append(peer_lost)
   try:
     resuming = workdir_lib.prepare(workdir, config)  # refuses, or writes
     try:
       with _stop_requests() as stop:
         return _run(config, workdir, ctx, tx, measurements, resuming, stop,
                     last_step)
-    except (Diverged, Stopped):
-      raise
+    except (Diverged, Stopped, workdir_lib.LockLost):
+      raise  # their status is written (or, taken over, not ours to write)
     except BaseException as err:
       try:
         workdir_lib.set_status(workdir, 'failed', last_step[0],
@@ -172,6 +183,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         pass
       raise
   finally:
+    parallel.PEER_LOST_HOOKS.remove(peer_lost)
     lock.release()
 
 
@@ -197,9 +209,9 @@ def evaluate(config, workdir: str, step: int | None = None) -> dict:
     raise ValueError(f'{workdir}/checkpoints has no checkpoint{at}; saved '
                      f'steps: {saved or "none"}')
   checkpointer = workdir_lib.Checkpointer(workdir, config.keep_checkpoints)
-  out_dir = os.path.join(workdir, 'evaluations', f'step_{step}')
+  out_dir = storage.join(workdir, 'evaluations', f'step_{step}')
   if workdir_lib.is_writer():
-    os.makedirs(out_dir, exist_ok=True)
+    storage.makedirs(out_dir)
   ctx = make_context(config, out_dir)
   measurements = measurements_lib.Measurements(config, ctx)
   state = initial_state(ctx, optim.make_optimizer(config.optim,
@@ -213,7 +225,7 @@ def evaluate(config, workdir: str, step: int | None = None) -> dict:
   measurements.finalize(out_dir)
   workdir_lib.write_json(out_dir, 'metrics.json',
                          {'step': step, 'metrics': scalars})
-  _log(f'wrote {os.path.join(out_dir, "metrics.json")}')
+  _log(f'wrote {storage.join(out_dir, "metrics.json")}')
   return scalars
 
 

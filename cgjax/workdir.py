@@ -6,23 +6,32 @@
     status.json     {"state": running|done|failed|diverged|preempted|
                     interrupted, "step", "message", "time", "heartbeat"}
     metrics.jsonl   one JSON object per line: {"step": int, "name": str, "value": float}
+    metrics.parts/  object stores only (no append there): the rows since
+                    metrics.jsonl was last written whole, one object per
+                    flush; readers merge them, a resume folds them in
     tb/             TensorBoard event files with the same scalars
     checkpoints/    orbax checkpoints: train state, data iterator state and
                     the measurements' own state (e.g. learning times)
     ...             files of the measurements (probe_ids.json, learning.npz)
 
-Only process 0 writes the plain files; orbax coordinates its own writes.
-Every error about a workdir file names the file.
+Every file goes through cgjax.storage, so a workdir can be local or on
+gs://. Only process 0 writes the plain files; orbax coordinates its own
+writes. Every error about a workdir file names the file.
 """
 import json
 import logging
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
+import uuid
 
 import jax
 import orbax.checkpoint as ocp
+
+from cgjax import storage
 
 
 def _config_dict(config) -> dict:
@@ -47,8 +56,7 @@ def is_writer() -> bool:
 
 def _load_json(path):
   try:
-    with open(path) as f:
-      return json.load(f)
+    return json.loads(storage.read_text(path))
   except ValueError as err:
     raise ValueError(f'{path} is not valid JSON ({err}); restore or delete '
                      'it') from None
@@ -56,8 +64,8 @@ def _load_json(path):
 
 def read_config(workdir: str) -> dict:
   """The run's config.json, as a dict; an error naming the file if absent."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
+  path = storage.join(workdir, 'config.json')
+  if not storage.exists(path):
     raise ValueError(f'{path} does not exist: {workdir!r} is not a run '
                      'workdir')
   return _load_json(path)
@@ -76,9 +84,9 @@ def prepare(workdir: str, config) -> bool:
   config.json is missing from a workdir that holds a run's checkpoints or
   metrics (a fresh start would delete them).
   """
-  path = os.path.join(workdir, 'config.json')
+  path = storage.join(workdir, 'config.json')
   new = _config_dict(config)
-  if os.path.exists(path):
+  if storage.exists(path):
     old = _load_json(path)
     if old != new:
       raise ValueError(
@@ -86,15 +94,13 @@ def prepare(workdir: str, config) -> bool:
           'workdir (or the same config to resume). Differences:\n  '
           + '\n  '.join(_diff(old, new)))
     return True
-  leftovers = [n for n in ('checkpoints', 'metrics.jsonl')
-               if os.path.exists(os.path.join(workdir, n))]
+  leftovers = [n for n in ('checkpoints', 'metrics.jsonl', METRIC_PARTS)
+               if storage.exists(storage.join(workdir, n))]
   if leftovers:
     raise ValueError(f'{path} is missing but the workdir holds '
                      f'{" and ".join(leftovers)} of a run: restore config.json '
                      'to resume, or use a new workdir')
-  if is_writer():
-    os.makedirs(workdir, exist_ok=True)
-    _atomic_write_json(path, new)
+  write_json(workdir, 'config.json', new)
   return False
 
 
@@ -102,52 +108,102 @@ class Locked(RuntimeError):
   """Another live process owns the workdir."""
 
 
-class Lock:
-  """The workdir's owner: lock.json with host, pid, start and a heartbeat
-  refreshed by a background thread every `HEARTBEAT` seconds.
+class LockLost(RuntimeError):
+  """This process's lock was taken over (it was suspended past
+  lock_stale_after, and another launch took the workdir): it must stop
+  without writing another byte to the workdir."""
 
-  A second launch while the owner lives is refused, naming it. A lock is
-  stale, and taken over with a warning, when its owner is a dead process of
-  this host or its heartbeat is older than `stale_after` seconds (an owner
-  on another host that was preempted). Process 0 holds it for all processes.
+
+# The locks this process holds, by workdir: every write of a run's files
+# (status, metrics, checkpoints, per-example files) re-checks its token.
+_HELD = {}
+
+
+def check_owner(workdir: str):
+  """Raises LockLost if this process held `workdir`'s lock and no longer
+  does; nothing for a workdir it never locked (evaluations/, readers)."""
+  lock = _HELD.get(workdir)
+  if lock is not None:
+    lock.check()
+
+
+class Lock:
+  """The workdir's owner: lock.json with host, pid, the pid's start time, a
+  random token and a heartbeat refreshed by a background thread every
+  `HEARTBEAT` seconds.
+
+  Created only where none exists (O_EXCL locally, a generation-0
+  precondition on GCS), so of two launches at once one wins. A second
+  launch while the owner lives is refused, naming it. A lock is stale, and
+  taken over with a warning, when its owner is a dead process of this host,
+  a process of this host whose pid was reused (the pid runs, but started at
+  another time: containers restart with the same pids), or its heartbeat is
+  older than `stale_after` seconds (an owner on another host that was
+  preempted, or one suspended by Ctrl-Z / scontrol suspend). The token
+  fences a taken-over owner: it re-reads lock.json before every write and
+  stops (LockLost) once the token there is not its own. Process 0 holds it
+  for all processes.
   """
   HEARTBEAT = 10.0
 
   def __init__(self, workdir: str, stale_after: float):
-    self._path = os.path.join(workdir, 'lock.json')
+    self._workdir = workdir
+    self._path = storage.join(workdir, 'lock.json')
     self._stale_after = stale_after
     self._stop = threading.Event()
     self._thread = None
     self.owner = {'host': socket.gethostname(), 'pid': os.getpid(),
-                  'start': time.time()}
+                  'pid_start': _started_at(os.getpid()), 'start': time.time(),
+                  'token': uuid.uuid4().hex}
 
   def acquire(self):
     if not is_writer():
       return self
-    os.makedirs(os.path.dirname(self._path), exist_ok=True)
-    held = owner_of(os.path.dirname(self._path), self._stale_after)
-    if held is not None:
-      age = time.time() - held['heartbeat']
-      raise Locked(f'{self._path}: the workdir is in use by pid {held["pid"]}'
-                   f' on {held["host"]} (heartbeat {age:.0f} s ago); wait '
-                   'for it or stop it')
-    if os.path.exists(self._path):
+    storage.makedirs(self._workdir)
+    for _ in range(3):  # another launch may be taking it over at once
+      if storage.create_exclusive(self._path, self._text()):
+        break
+      held = owner_of(self._workdir, self._stale_after)
+      if held is not None:
+        age = time.time() - held['heartbeat']
+        raise Locked(f'{self._path}: the workdir is in use by pid '
+                     f'{held["pid"]} on {held["host"]} (heartbeat {age:.0f} s '
+                     'ago); wait for it or stop it')
       print(f'[cgjax] warning: taking over the stale {self._path} (its owner '
-            f'is not running on this host, or its heartbeat is older than '
+            'is not running on this host, or its heartbeat is older than '
             f'{self._stale_after:g} s)', flush=True)
-    self._write()
+      storage.remove(self._path)
+    else:
+      raise Locked(f'{self._path}: another launch keeps taking the workdir; '
+                   'run one at a time')
+    _HELD[self._workdir] = self
     self._thread = threading.Thread(target=self._beat, daemon=True,
                                     name='cgjax-lock-heartbeat')
     self._thread.start()
     return self
 
-  def _write(self):
-    _atomic_write_json(self._path, {**self.owner, 'heartbeat': time.time()})
+  def _text(self) -> str:
+    return json.dumps({**self.owner, 'heartbeat': time.time()}, indent=2)
+
+  def check(self):
+    """Raises LockLost unless lock.json still holds this owner's token."""
+    held = _read_lock(self._path)
+    if held is None or held.get('token') != self.owner['token']:
+      other = ('nobody (it was released by the run that took it over)'
+               if held is None else
+               f'pid {held.get("pid")} on {held.get("host")}')
+      raise LockLost(f'{self._path} now belongs to {other}: this process '
+                     f'(pid {os.getpid()}) was stopped for longer than '
+                     f'lock_stale_after={self._stale_after:g} s and the run '
+                     'was taken over; stopping without writing')
 
   def _beat(self):
     while not self._stop.wait(self.HEARTBEAT):
       try:
-        self._write()
+        self.check()  # never overwrite the lock of the run that took over
+        storage.write_atomic(self._path, self._text())
+      except LockLost:
+        return  # the main thread stops at its next write
       except OSError as err:  # e.g. a full disk: the run itself reports it
         logging.warning('cannot refresh %s: %s', self._path, err)
 
@@ -157,21 +213,41 @@ class Lock:
     self._stop.set()
     self._thread.join()
     self._thread = None
+    _HELD.pop(self._workdir, None)
     try:
-      os.remove(self._path)
-    except OSError:
-      pass
+      self.check()
+      storage.remove(self._path)
+    except (LockLost, OSError):
+      pass  # not ours any more, or the workdir is gone: leave it
 
 
-def _alive(pid: int) -> bool:
-  """Whether pid runs on this host (a zombie, killed but not yet reaped by
-  its parent, does not)."""
+def _started_at(pid: int) -> float | None:
+  """When process `pid` started (seconds since the epoch, from /proc), or
+  None where that cannot be read (no /proc, no such process)."""
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      ticks = int(f.read().rsplit(')', 1)[1].split()[19])
+    with open('/proc/stat') as f:
+      boot = next(int(l.split()[1]) for l in f if l.startswith('btime'))
+  except (OSError, ValueError, IndexError, StopIteration):
+    return None
+  return boot + ticks / os.sysconf('SC_CLK_TCK')
+
+
+def _alive(pid: int, started: float | None) -> bool:
+  """Whether pid runs on this host and is the process that `started` then
+  (a zombie, killed but not yet reaped by its parent, does not run; a pid
+  reused by another process is not that process)."""
   try:
     os.kill(pid, 0)
   except ProcessLookupError:
     return False
   except PermissionError:
     return True
+  if started is not None:
+    now = _started_at(pid)
+    if now is not None and abs(now - started) > 1.0:  # /proc's ticks: 10 ms
+      return False
   try:
     with open(f'/proc/{pid}/stat') as f:
       return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
@@ -179,58 +255,75 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def owner_of(workdir: str, stale_after: float) -> dict | None:
-  """The live owner recorded in workdir/lock.json, or None (no lock, or a
-  stale one, which is then reported as taken over)."""
-  path = os.path.join(workdir, 'lock.json')
+def _read_lock(path: str) -> dict | None:
   try:
-    with open(path) as f:
-      held = json.load(f)
+    return json.loads(storage.read_text(path))
   except FileNotFoundError:
     return None
   except ValueError:  # torn by a crash mid-write: nobody can own it
     return None
+
+
+def owner_of(workdir: str, stale_after: float) -> dict | None:
+  """The live owner recorded in workdir/lock.json, or None (no lock, or a
+  stale one, which is then reported as taken over)."""
+  held = _read_lock(storage.join(workdir, 'lock.json'))
+  if held is None:
+    return None
   age = time.time() - held.get('heartbeat', 0)
   dead = (held.get('host') == socket.gethostname()
-          and not _alive(int(held.get('pid', -1))))
+          and not _alive(int(held.get('pid', -1)), held.get('pid_start')))
   return None if dead or age > stale_after else held
 
 
-def _atomic_write_json(path, obj):
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
+def write_file(workdir, name, data: str | bytes):
+  """workdir/name, whole or not at all, by process 0, while it owns the
+  workdir (LockLost otherwise)."""
+  if is_writer():
+    check_owner(workdir)
+    storage.write_atomic(storage.join(workdir, name), data)
 
 
 def write_json(workdir, name, obj):
-  if is_writer():
-    _atomic_write_json(os.path.join(workdir, name), obj)
+  write_file(workdir, name, json.dumps(obj, indent=2))
 
 
-def set_status(workdir, state: str, step: int, message: str = ''):
-  """status.json: the state, the last step reached, and when (heartbeat)."""
-  write_json(workdir, 'status.json', {'state': state, 'step': int(step),
-                                      'message': message, 'time': time.time(),
-                                      'heartbeat': time.time()})
+def set_status(workdir, state: str, step: int, message: str = '',
+               any_process: bool = False):
+  """status.json: the state, the last step reached, and when (heartbeat).
+  `any_process`: written by this process even if it is not process 0 (a
+  run whose process 0 was lost)."""
+  status = {'state': state, 'step': int(step), 'message': message,
+            'time': time.time(), 'heartbeat': time.time()}
+  if any_process and not is_writer():
+    storage.write_atomic(storage.join(workdir, 'status.json'),
+                         json.dumps(status, indent=2))
+  else:
+    write_json(workdir, 'status.json', status)
+
+
+def read_status_file(workdir) -> dict:
+  """status.json (state, step, message, time); {'state': 'new'} where the
+  run wrote none yet (or it cannot be read)."""
+  try:
+    status = json.loads(storage.read_text(storage.join(workdir,
+                                                       'status.json')))
+  except (OSError, ValueError):
+    return {'state': 'new'}
+  return status if isinstance(status, dict) and 'state' in status else {
+      'state': 'new'}
 
 
 def read_status(workdir) -> str:
   """The run's state from status.json; 'new' where there is none yet."""
-  try:
-    with open(os.path.join(workdir, 'status.json')) as f:
-      return json.load(f)['state']
-  except (OSError, ValueError, KeyError):
-    return 'new'
+  return read_status_file(workdir)['state']
 
 
-def read_metrics(workdir, repair: bool = False) -> list[dict]:
-  """The rows of metrics.jsonl. A torn last line (a crash or a full disk
-  mid-write) is dropped with a warning, and with `repair` cut from the file;
-  a bad line elsewhere is an error naming file and line."""
-  path = os.path.join(workdir, 'metrics.jsonl')
-  with open(path) as f:
-    lines = f.readlines()
+METRIC_PARTS = 'metrics.parts'
+
+
+def _parse_rows(path, text, repair: bool) -> list[dict]:
+  lines = text.splitlines(keepends=True)
   rows = []
   for i, line in enumerate(lines):
     if not line.strip():
@@ -244,9 +337,31 @@ def read_metrics(workdir, repair: bool = False) -> list[dict]:
       print(f'[cgjax] warning: {path}: dropped a torn last line '
             f'({line[:60]!r})', flush=True)
       if repair and is_writer():
-        with open(path + '.tmp', 'w') as f:
-          f.writelines(lines[:i])
-        os.replace(path + '.tmp', path)
+        storage.write_atomic(path, ''.join(lines[:i]))
+  return rows
+
+
+def _part_paths(workdir) -> list[str]:
+  parts = storage.join(workdir, METRIC_PARTS)
+  return [storage.join(parts, n) for n in storage.listdir(parts)
+          if n.endswith('.jsonl')]
+
+
+def has_metrics(workdir) -> bool:
+  return (storage.exists(storage.join(workdir, 'metrics.jsonl'))
+          or bool(_part_paths(workdir)))
+
+
+def read_metrics(workdir, repair: bool = False) -> list[dict]:
+  """The rows of metrics.jsonl, then those of metrics.parts/ in order. A
+  torn last line (a crash or a full disk mid-write) is dropped with a
+  warning, and with `repair` cut from the file; a bad line elsewhere is an
+  error naming file and line."""
+  path = storage.join(workdir, 'metrics.jsonl')
+  rows = (_parse_rows(path, storage.read_text(path), repair)
+          if storage.exists(path) else [])
+  for part in _part_paths(workdir):  # each an object written whole
+    rows += _parse_rows(part, storage.read_text(part), False)
   return rows
 
 
@@ -256,39 +371,64 @@ def latest_values(workdir) -> dict:
 
 
 class MetricWriter:
-  """Appends scalars to metrics.jsonl and TensorBoard (process 0 only).
+  """Scalars to metrics.jsonl and TensorBoard (process 0 only).
 
   `keep_through` is the step of the checkpoint a run resumes from (-1: none).
   Rows after it, written by an interrupted run past that checkpoint, are
   dropped (and purged from TensorBoard), so the files end up as an
-  uninterrupted run's would.
+  uninterrupted run's would. Locally each write is appended and flushed at
+  once. An object store cannot append: rows are kept in memory and written
+  as one object of metrics.parts/ at each `flush` (every checkpoint) and at
+  least every FLUSH_SECONDS, and TensorBoard writes into a local staging
+  dir whose event files are copied up whole at the same times. Rows past
+  the last checkpoint that a crash loses are the ones a resume drops.
   """
+  FLUSH_SECONDS = 60.0
 
   def __init__(self, workdir: str, keep_through: int = -1):
     self._active = is_writer()
     if not self._active:
       return
-    self._path = os.path.join(workdir, 'metrics.jsonl')
-    existed = os.path.exists(self._path)
+    self._workdir = workdir
+    self._path = storage.join(workdir, 'metrics.jsonl')
+    self._local = storage.is_local(workdir)
+    existed = has_metrics(workdir)
     if existed:
+      check_owner(workdir)
       kept = [r for r in read_metrics(workdir, repair=True)
               if r['step'] <= keep_through]
-      with open(self._path + '.tmp', 'w') as f:
-        f.writelines(json.dumps(r) + '\n' for r in kept)
-      os.replace(self._path + '.tmp', self._path)
-    self._file = open(self._path, 'a')
+      # One row per (step, name): a resume that died between writing the
+      # merged file and deleting the parts left rows in both.
+      kept = list({(r['step'], r['name']): r for r in kept}.values())
+      storage.write_atomic(self._path,
+                           ''.join(json.dumps(r) + '\n' for r in kept))
+      for part in _part_paths(workdir):
+        storage.remove(part)
+    self._file = open(self._path, 'a') if self._local else None  # pylint: disable=consider-using-with
+    self._pending, self._flushed_at, self._uploaded = [], time.time(), {}
+    self._tb_dir = storage.join(workdir, 'tb')
+    self._staging = None if self._local else tempfile.mkdtemp(
+        prefix='cgjax-tb-')
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-    self._tb = SummaryWriter(os.path.join(workdir, 'tb'),
+    self._tb = SummaryWriter(self._staging or self._tb_dir,
                              purge_step=keep_through + 1 if existed else None)
 
   def write(self, step: int, scalars: dict):
     if not self._active:
       return
+    lines = ''.join(json.dumps({'step': int(step), 'name': name,
+                                'value': float(value)}) + '\n'
+                    for name, value in sorted(scalars.items()))
     for name, value in sorted(scalars.items()):
-      self._file.write(json.dumps({'step': int(step), 'name': name,
-                                   'value': float(value)}) + '\n')
       self._tb.add_scalar(name, float(value), int(step))
-    self._file.flush()
+    if self._local:
+      check_owner(self._workdir)
+      self._file.write(lines)
+      self._file.flush()
+      return
+    self._pending.append((int(step), lines))
+    if time.time() - self._flushed_at >= self.FLUSH_SECONDS:
+      self.flush()
 
   def write_config(self, flat: dict):
     """The resolved config to TensorBoard: a text table and hparams (scalar
@@ -302,31 +442,56 @@ class MetricWriter:
     self._tb.add_hparams(hparams, {}, name='.', global_step=0)
 
   def flush(self):
-    """Metrics are flushed at every write; TensorBoard here (checkpoints)."""
-    if self._active:
-      self._tb.flush()
+    """TensorBoard (and, on an object store, the rows since the last flush)
+    written out: at each checkpoint, so a resume finds everything up to it."""
+    if not self._active:
+      return
+    self._tb.flush()
+    if self._local:
+      return
+    check_owner(self._workdir)
+    if self._pending:
+      first = self._pending[0][0]
+      name = f'{first:010d}-{time.time_ns()}.jsonl'
+      storage.write_atomic(storage.join(self._workdir, METRIC_PARTS, name),
+                           ''.join(lines for _, lines in self._pending))
+      self._pending = []
+    for root, _, files in os.walk(self._staging):
+      for name in files:
+        local = os.path.join(root, name)
+        size = os.path.getsize(local)
+        if self._uploaded.get(local) != size:
+          rel = os.path.relpath(local, self._staging).replace(os.sep, '/')
+          storage.upload(local, storage.join(self._tb_dir, rel))
+          self._uploaded[local] = size
+    self._flushed_at = time.time()
 
   def close(self):
-    if self._active:
+    if not self._active:
+      return
+    self._tb.close()
+    self.flush()
+    if self._local:
       self._file.close()
-      self._tb.close()
+    else:
+      shutil.rmtree(self._staging, ignore_errors=True)
 
 
 def saved_steps(workdir: str) -> list[int]:
   """The steps of the run's finished checkpoints, oldest first, read from
   the directory alone (nothing created, no orbax manager: for readers of a
   run that may still be training)."""
-  path = os.path.join(workdir, 'checkpoints')
-  if not os.path.isdir(path):
-    return []
-  return sorted(int(d) for d in os.listdir(path) if d.isdigit())
+  return sorted(int(d) for d in storage.listdir(storage.join(workdir,
+                                                             'checkpoints'))
+                if d.isdigit())
 
 
 class Checkpointer:
   """Orbax checkpoints of the train state and the data iterator state."""
 
   def __init__(self, workdir: str, keep: int):
-    self._dir = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self._workdir = workdir
+    self._dir = storage.join(storage.absolute(workdir), 'checkpoints')
     self._keep = keep
     self._open()
 
@@ -341,13 +506,13 @@ class Checkpointer:
     """Moves an unrestorable checkpoint out of the way (kept, for a look) to
     WORKDIR/unrestorable_checkpoints/STEP; returns the new path."""
     self._manager.close()
-    target = os.path.join(os.path.dirname(self._dir),
+    target = storage.join(storage.dirname(self._dir),
                           'unrestorable_checkpoints', str(step))
     if is_writer():
-      os.makedirs(os.path.dirname(target), exist_ok=True)
-      if os.path.exists(target):
+      storage.makedirs(storage.dirname(target))
+      if storage.exists(target):
         target += f'.{int(time.time())}'
-      os.replace(self.path(step), target)
+      storage.move(self.path(step), target)
     if jax.process_count() > 1:  # every process sees the move before reopening
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       multihost_utils.sync_global_devices(f'cgjax_set_aside_{step}')
@@ -358,7 +523,7 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def path(self, step: int | None = None) -> str:
-    return self._dir if step is None else os.path.join(self._dir, str(step))
+    return self._dir if step is None else storage.join(self._dir, str(step))
 
   def steps(self) -> list[int]:
     """The saved steps, newest first."""
@@ -366,6 +531,7 @@ class Checkpointer:
 
   def save(self, step: int, state, data_state: dict, measured: dict):
     """`measured`: the measurements' own state, {name: {field: array}}."""
+    check_owner(self._workdir)
     items = {'state': ocp.args.StandardSave(state),
              'data': ocp.args.JsonSave(data_state)}
     if measured:  # orbax refuses an empty item

@@ -12,9 +12,11 @@ step <= t to the end of the run (learned for good, dashed). Seeds of one
 setting: mean line and min-max band. The CG paper's finding: clean examples
 are learned much earlier than noisy ones.
 """
-import os
+import io
 
 import numpy as np
+
+from cgjax import storage
 
 from . import runs as runs_lib
 
@@ -31,10 +33,10 @@ KINDS = {'first_correct': ('first correct', '-'),
 def load_times(run):
   """The run's learning-times arrays, or None."""
   name = run.measurement('learning_times')
-  path = os.path.join(run.workdir, f'{name}.npz') if name else ''
-  if not os.path.exists(path):
+  path = storage.join(run.workdir, f'{name}.npz') if name else ''
+  if not path or not storage.exists(path):
     return None
-  with np.load(path) as f:
+  with np.load(io.BytesIO(storage.read_bytes(path))) as f:
     return {k: f[k] for k in f.files}
 
 

@@ -15,6 +15,8 @@ import argparse
 import html
 import os
 
+from cgjax import storage
+
 from . import claims
 from . import fig_accuracy
 from . import fig_coherence
@@ -126,11 +128,11 @@ def build(sweep_dirs: list[str], out_dir: str) -> str:
       continue
     doc = html.escape(module.__doc__.split('\n\n', 2)[-1].strip())
     parts.append(f'<h2>{html.escape(title)}</h2><p>{doc}</p>'
-                 f'<img src="{os.path.basename(png)}" style="max-width:100%">')
-  path = os.path.join(out_dir, 'index.html')
-  with open(path, 'w') as f:
-    f.write('<!doctype html><meta charset="utf-8"><title>cgjax report</title>'
-            '<body style="font-family:sans-serif">' + '\n'.join(parts))
+                 f'<img src="{storage.basename(png)}" style="max-width:100%">')
+  path = storage.join(out_dir, 'index.html')
+  storage.write_atomic(
+      path, '<!doctype html><meta charset="utf-8"><title>cgjax report</title>'
+      '<body style="font-family:sans-serif">' + '\n'.join(parts))
   print(f'wrote {path}')
   return path
 
@@ -143,7 +145,7 @@ def main():
                       help='default: FIRST_SWEEP_DIR/report')
   args = parser.parse_args()
   build(args.sweep_dirs,
-        args.out or os.path.join(args.sweep_dirs[0], 'report'))
+        args.out or storage.join(args.sweep_dirs[0], 'report'))
 
 
 if __name__ == '__main__':

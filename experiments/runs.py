@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 
 from cgjax import coherence  # pylint: disable=wrong-import-position
 from cgjax import runs as runs_api  # pylint: disable=wrong-import-position
+from cgjax import storage  # pylint: disable=wrong-import-position
 from cgjax import workdir as workdir_lib  # pylint: disable=wrong-import-position
 
 PROBES = ('clean', 'noisy', 'test')
@@ -82,7 +83,7 @@ def find(paths: list[str]) -> list[Run]:
   for path in paths:
     try:
       found += [(w, o) for w, o in runs_api.find_workdirs(path)
-                if os.path.exists(os.path.join(w, 'metrics.jsonl'))]
+                if workdir_lib.has_metrics(w)]
     except ValueError as err:
       raise SystemExit(f'error: {err}') from None
   if not found:
@@ -229,15 +230,15 @@ def note(ax, text):
 
 def save(fig, out_dir: str, name: str) -> str:
   """Writes out_dir/name.png and .pdf; returns the PNG path."""
-  os.makedirs(out_dir, exist_ok=True)
+  storage.makedirs(out_dir)
   laid_out = fig.legends or any(ax.get_legend() for ax in fig.axes)
   if fig.get_layout_engine() is None and not laid_out:  # legend_once did
     fig.tight_layout()
   for ext in ('png', 'pdf'):
-    fig.savefig(os.path.join(out_dir, f'{name}.{ext}'), dpi=110,
-                bbox_inches='tight')  # legends beside a panel stay whole
+    storage.save_figure(fig, storage.join(out_dir, f'{name}.{ext}'), dpi=110,
+                        bbox_inches='tight')  # legends beside a panel stay whole
   plt.close(fig)
-  path = os.path.join(out_dir, f'{name}.png')
+  path = storage.join(out_dir, f'{name}.png')
   print(f'wrote {path} (+.pdf)')
   return path
 
@@ -245,10 +246,9 @@ def save(fig, out_dir: str, name: str) -> str:
 def write_text(out_dir: str, name: str, text: str) -> str:
   """Prints `text` and writes it to out_dir/name; returns the path."""
   print(text)
-  os.makedirs(out_dir, exist_ok=True)
-  path = os.path.join(out_dir, name)
-  with open(path, 'w') as f:
-    f.write(text + '\n')
+  storage.makedirs(out_dir)
+  path = storage.join(out_dir, name)
+  storage.write_atomic(path, text + '\n')
   print(f'wrote {path}')
   return path
 

@@ -5,11 +5,13 @@ and the (possibly) noisy labels; every other part of cgjax reads this one
 structure, so any metric can be split by `is_noisy`.
 """
 import dataclasses
+import io
 import logging
-import os
 from typing import Callable
 
 import numpy as np
+
+from cgjax import storage
 
 from cgjax.data import noise as noise_lib
 
@@ -58,20 +60,21 @@ def clean_split(images, labels, keys) -> Split:
                keys=np.asarray(keys))
 
 
+def npz_bytes(**arrays) -> bytes:
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  return buffer.getvalue()
+
+
 def write_npz_atomically(path, **arrays) -> bool:
-  """Writes a cache file whole or not at all (local or gs:// paths).
+  """Writes a cache file whole or not at all (any path of cgjax.storage).
 
   Concurrent writers race harmlessly; a read-only location is only logged
   (the caller recomputes next time). Returns whether the file was written.
   """
-  from etils import epath  # pylint: disable=g-import-not-at-top
-  path = epath.Path(path)
-  tmp = path.parent / f'{path.name}.tmp{os.getpid()}'
   try:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tmp.open('wb') as f:
-      np.savez(f, **arrays)
-    tmp.replace(path)
+    storage.makedirs(storage.dirname(path))
+    storage.write_atomic(path, npz_bytes(**arrays))
     return True
   except OSError as err:
     logging.warning('cannot write the cache %s: %s', path, err)
@@ -118,9 +121,8 @@ def read_keys(path: str, field: str) -> np.ndarray:
   """Example keys from a JSON file: a list, or an object with a 'keys' list
   (as the learning-times measurement writes)."""
   import json  # pylint: disable=g-import-not-at-top
-  from etils import epath  # pylint: disable=g-import-not-at-top
   try:
-    content = json.loads(epath.Path(path).read_text())
+    content = json.loads(storage.read_text(path))
   except (OSError, ValueError) as err:
     raise ValueError(f'{field}={path!r}: cannot read a JSON key list '
                      f'({type(err).__name__}: {err})') from None

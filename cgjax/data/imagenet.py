@@ -23,6 +23,7 @@ import math
 import numpy as np
 from PIL import Image
 
+from cgjax import storage
 from cgjax.data import Split, import_tfds, write_npz_atomically
 
 NAME = 'imagenet2012'
@@ -130,11 +131,11 @@ def _index(source, split) -> tuple[np.ndarray, np.ndarray]:
   spot records (a re-prepared data set is re-read), and written by process 0
   only (atomically); where the data dir is read-only the pass just repeats.
   """
-  from etils import epath  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  path = epath.Path(source.dataset_info.data_dir) / f'cgjax_index_{split}.npz'
-  if path.exists():
-    with path.open('rb') as f:
+  path = storage.join(str(source.dataset_info.data_dir),
+                      f'cgjax_index_{split}.npz')
+  if storage.exists(path):
+    with storage.open_file(path, 'rb') as f:
       cached = np.load(f)
       keys, labels = cached['keys'], cached['labels']
     spot = sorted({int(i) for i in np.linspace(0, len(source) - 1, 8)})

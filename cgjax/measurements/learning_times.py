@@ -30,7 +30,6 @@ Fields:
                the others to `{name}_not_learned_at_{N}.json` (the "hard"
                ones); `data.include_keys` reads either
 """
-import os
 
 import numpy as np
 
@@ -118,9 +117,8 @@ class Measurement:
     if not workdir_lib.is_writer():
       return
     train = self._ctx.dataset.train
-    data_lib.write_npz_atomically(
-        os.path.join(workdir, f'{self._name}.npz'),
+    workdir_lib.write_file(workdir, f'{self._name}.npz', data_lib.npz_bytes(
         keys=train.keys[self._index], is_noisy=train.is_noisy[self._index],
         label=train.labels[self._index],
         clean_label=train.clean_labels[self._index], steps=self._steps,
-        **{c: self._times[:, i] for i, c in enumerate(COLUMNS)})
+        **{c: self._times[:, i] for i, c in enumerate(COLUMNS)}))

