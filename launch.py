@@ -193,11 +193,15 @@ def main(argv):
   except train.Stopped as stopped:
     print(f'[cgjax] {stopped}', flush=True)
     sys.exit(stopped.exit_code)
-  except (ValueError, OSError, FloatingPointError, workdir_lib.Locked,
-          workdir_lib.LockLost) as err:
-    if _TRACEBACK.value:
+  except Exception as err:  # pylint: disable=broad-except
+    expected = (ValueError, OSError, FloatingPointError, workdir_lib.Locked,
+                workdir_lib.LockLost)
+    if _TRACEBACK.value or (not isinstance(err, expected)
+                            and jax.process_count() == 1):
       raise
-    print(f'error: {err}', file=sys.stderr, flush=True)
+    text = str(err) if isinstance(err, expected) else (
+        f'{type(err).__name__}: {str(err).splitlines()[0][:300]}')
+    print(f'error: {text}', file=sys.stderr, flush=True)
     code = 3 if isinstance(err, train.Diverged) else 1
     if jax.process_count() > 1:
       # Not through jax's shutdown barrier, which would wait for peers that
@@ -270,6 +274,9 @@ def run():
   installed `cgjax-train`."""
   try:
     check_overrides(sys.argv)
+    from cgjax import supervisor  # pylint: disable=g-import-not-at-top
+    if supervisor.needed(sys.argv):  # one line when JAX ends it for a peer
+      supervisor.run(sys.argv)
     app.run(main)
   except KeyboardInterrupt:  # Ctrl-C outside the train loop's own handler
     # (setup, compile, a sweep's wait): one line, no traceback; whatever was

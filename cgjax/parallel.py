@@ -41,6 +41,26 @@ def initialize_distributed(coordinator_address: str = '',
 PEER_LOST_HOOKS = []
 
 
+def check_peers(seconds: float = 3.0):
+  """After an error in a multi-process step (a collective whose peer died
+  fails at once): whether every other process's heartbeat still moves over
+  `seconds`; exits through the lost-peer path if one does not."""
+  if jax.process_count() < 2:
+    return
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  client = distributed.global_state.client
+  try:
+    before = dict(client.key_value_dir_get('cgjax/alive/'))
+    time.sleep(seconds)
+    after = dict(client.key_value_dir_get('cgjax/alive/'))
+  except Exception:  # pylint: disable=broad-except
+    _peer_lost(0, 'the coordinator stopped answering')
+  for p in range(jax.process_count()):
+    key = f'cgjax/alive/{p}'
+    if p != jax.process_index() and before.get(key) == after.get(key):
+      _peer_lost(p, f'no heartbeat for {seconds:.0f} s after a failed step')
+
+
 def _peer_lost(process: int, why: str):
   extra = ''
   for hook in list(PEER_LOST_HOOKS):

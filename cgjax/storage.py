@@ -21,11 +21,20 @@ import shutil
 os.environ.setdefault('EPATH_USE_TF', 'false')
 
 from etils import epath  # pylint: disable=g-import-not-at-top,wrong-import-position
-import fsspec  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def is_local(path: str) -> bool:
   return '://' not in str(path)
+
+
+def _filesystem(path: str):
+  """The fsspec filesystem of a URI: the instance etils uses for it."""
+  _remote(path)
+  import fsspec  # pylint: disable=g-import-not-at-top
+  protocol = str(path).split('://', 1)[0]
+  if protocol in ('gs', 'gcs'):
+    return fsspec.filesystem('gcs', finalize_on_close=True)
+  return fsspec.filesystem(protocol)
 
 
 def _remote(path: str) -> epath.Path:
@@ -37,7 +46,22 @@ def _remote(path: str) -> epath.Path:
       raise ValueError(f'{path}: gs:// paths need gcsfs, which is not '
                        "installed: pip install 'cgjax[gcs]' (in a clone: pip "
                        'install -r requirements-gcs.txt)') from None
+  _no_listing_cache()
   return epath.Path(path)
+
+
+_CONFIGURED = []
+
+
+def _no_listing_cache():
+  """fsspec caches directory listings per process, and then answers 'no
+  such file' for an object another process wrote since (a trial's status
+  read by the sweep driver, a report by a reader): always ask the store."""
+  if not _CONFIGURED:
+    import fsspec  # pylint: disable=g-import-not-at-top
+    for protocol in ('gs', 'gcs', 's3'):
+      fsspec.config.conf.setdefault(protocol, {})['use_listings_cache'] = False
+    _CONFIGURED.append(True)
 
 
 def join(path: str, *parts: str) -> str:
@@ -131,17 +155,10 @@ def create_exclusive(path: str, data: str) -> bool:
     if is_local(path):
       with open(path, 'x') as f:  # pylint: disable=unspecified-encoding
         f.write(data)
-    else:
-      _remote(path)  # the gcs extra's check
-      filesystem, _ = fsspec.core.url_to_fs(path)
-      with filesystem.open(path, 'xb') as f:
-        f.write(data.encode())
+    else:  # gcsfs sends ifGenerationMatch=0 for mode 'create'
+      _filesystem(path).pipe_file(path, data.encode(), mode='create')
   except FileExistsError:
     return False
-  except OSError as err:  # gcsfs: HTTP 412, precondition failed
-    if '412' in str(err) or 'recondition' in str(err):
-      return False
-    raise
   return True
 
 
@@ -166,9 +183,7 @@ def move(src: str, dst: str):
   if is_local(src):
     os.replace(src, dst)
   else:
-    _remote(src)  # the gcs extra's check
-    filesystem, _ = fsspec.core.url_to_fs(src)
-    filesystem.mv(src, dst, recursive=True)
+    _filesystem(src).mv(src, dst, recursive=True)
 
 
 def upload(local: str, path: str):

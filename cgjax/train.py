@@ -176,6 +176,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     except (Diverged, Stopped, workdir_lib.LockLost):
       raise  # their status is written (or, taken over, not ours to write)
     except BaseException as err:
+      parallel.check_peers()  # a collective fails at once when a peer died
       try:
         workdir_lib.set_status(workdir, 'failed', last_step[0],
                                f'{type(err).__name__}: {err}')

@@ -11,7 +11,9 @@ Every field of a cgjax config, documented once here:
   keep_checkpoints  how many checkpoints to keep
   lock_stale_after  seconds without a heartbeat (refreshed every 10 s) after
                     which another launch takes over the workdir lock of an
-                    owner on another host (one on this host is checked by pid)
+                    owner on another host, or a suspended one (one on this
+                    host is checked by pid and its start time); the owner
+                    taken over stops at its next write
   data.name         dataset: 'mnist_5k' | 'digits' (embedded, no download) |
                     'tfds:mnist' | 'tfds:cifar10' (prepared TFDS data)
   data.data_dir     TFDS data dir ('' = TFDS default)

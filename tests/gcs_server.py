@@ -51,6 +51,7 @@ def serve(*buckets: str):
       # gcsfs (both token and bucket layout) would otherwise ask Google's
       # auth and gRPC control services, which are not there.
       'FSSPEC_GCS_TOKEN': 'anon',
+      'FSSPEC_GS_TOKEN': 'anon',
       'GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT': 'false',
   }
   saved = dict(os.environ)

@@ -106,7 +106,7 @@ def test_print_commands_one_per_trial(tmp_path):
                     '--print-commands', '--workdir', str(tmp_path),
                     '--config.seed=3']).stdout.strip().splitlines()
   assert out == [
-      f'python launch.py --config {CONFIG} --workdir {tmp_path}/{name} '
+      f'python {ROOT}/launch.py --config {CONFIG} --workdir {tmp_path}/{name} '
       f'--config.seed=3 --config.noise.rate={rate}'
       for name, rate in (('noise.rate=0.0', 0.0), ('noise.rate=0.5', 0.5))]
 
