@@ -9,7 +9,7 @@ import pytest
 
 from cgjax import workdir as workdir_lib
 from cgjax.data import fake_imagenet
-from tests.conftest import run_python
+from tests.conftest import ROOT, run_python
 
 
 @pytest.fixture(scope='module')
@@ -29,7 +29,7 @@ def test_paper_configs_print_their_grid_and_run(spec, trials, pick, lr,
   out = run_python(['launch.py', '--config', spec, '--sweep',
                     '--print-commands', '--workdir', str(tmp_path)]).stdout
   commands = [line.split() for line in out.splitlines()
-              if line.startswith('python launch.py')]
+              if line.startswith(f'python {ROOT}/launch.py')]
   assert len(commands) == trials, out
   argv = commands[pick][1:] + [f'--config.data.data_dir={data_dir}',
                                '--config.model.kwargs.width=16']
