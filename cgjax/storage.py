@@ -16,7 +16,6 @@ import contextlib
 import io
 import os
 import posixpath
-import shutil
 
 os.environ.setdefault('EPATH_USE_TF', 'false')
 
@@ -169,13 +168,6 @@ def remove(path: str):
       os.remove(path)
     else:
       _remote(path).unlink()
-
-
-def rmtree(path: str):
-  if is_local(path):
-    shutil.rmtree(path, ignore_errors=True)
-  elif _remote(path).exists():
-    _remote(path).rmtree()
 
 
 def move(src: str, dst: str):
