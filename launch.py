@@ -29,6 +29,11 @@ Flags:
                   the config may differ from the run's in measurements only;
                   results in WORKDIR/evaluations/step_STEP/
   --step          with --evaluate: the checkpoint's step
+  --out DIR       with --evaluate: results there instead (a read-only workdir)
+  --restart       move the workdir's old records to WORKDIR/restart_N/ (never
+                  deleted) and start over: a run whose checkpoints (or
+                  metrics) are gone is refused otherwise, since a fresh start
+                  would replace its records with fewer
   --traceback     print Python tracebacks of errors (one line otherwise)
 
 Exit codes: 0 done; 1 an error (one line naming the bad value, file or path);
@@ -74,6 +79,12 @@ _EVALUATE = flags.DEFINE_bool(
     'training.')
 _STEP = flags.DEFINE_integer('step', None, 'With --evaluate: the checkpoint '
                              'step (default: the newest).')
+_OUT = flags.DEFINE_string('out', '', 'With --evaluate: where results go '
+                           '(default: WORKDIR/evaluations/step_STEP/), e.g. '
+                           'for a read-only workdir.')
+_RESTART = flags.DEFINE_bool(
+    'restart', False, "Move the workdir's old records to WORKDIR/restart_N/ "
+    '(nothing is deleted) and start the run over.')
 _PRINT_COMMANDS = flags.DEFINE_bool('print-commands', False,
                                     'Print the sweep trial commands and exit.')
 
@@ -88,13 +99,43 @@ def _config_spec(argv):
 
 
 def config_module(spec: str):
+  """The config file as a module; one line naming the file where it does not
+  exist, does not load, or defines no get_config."""
   path = spec.partition(':')[0]
   if not os.path.exists(path):
     sys.exit(f'error: config file {path!r} does not exist')
   module_spec = importlib.util.spec_from_file_location('_cgjax_config', path)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  try:
+    module_spec.loader.exec_module(module)
+  except Exception as err:  # pylint: disable=broad-except
+    sys.exit(f'error: config file {path!r} does not load: {_one_line(err)}')
+  if not callable(getattr(module, 'get_config', None)):
+    sys.exit(f'error: config file {path!r} defines no get_config(arg)')
   return module
+
+
+def _one_line(err: BaseException) -> str:
+  """'SyntaxError: invalid syntax (mnist.py, line 3)', never a traceback."""
+  text = str(err).strip().splitlines()
+  return f'{type(err).__name__}: {text[0] if text else ""}'[:300]
+
+
+def get_config(spec: str):
+  """get_config(arg) of the config file; one line where it raises."""
+  path, _, arg = spec.partition(':')
+  module = config_module(spec)
+  try:
+    return module.get_config(arg or None)
+  except ValueError as err:
+    sys.exit(f'error: {err}')
+  except Exception as err:  # pylint: disable=broad-except
+    sys.exit(f'error: {path}: get_config({arg!r}) raised {_one_line(err)}')
+
+
+def _usage(message: str):
+  """A usage error as one line (absl would print every flag's help first)."""
+  sys.exit(f'error: {message} (python launch.py --help lists the flags)')
 
 
 def check_overrides(argv):
@@ -106,11 +147,7 @@ def check_overrides(argv):
   spec = _config_spec(argv)
   if not spec:
     return
-  arg = spec.partition(':')[2]
-  try:
-    config = config_module(spec).get_config(arg or None)
-  except ValueError as err:
-    sys.exit(f'error: {err}')
+  config = get_config(spec)
   for a in argv:
     m = re.match(r'--config\.([\w.]+)(=|$)', a)
     if not m:
@@ -126,6 +163,21 @@ def check_overrides(argv):
       walked.append(part)
 
 
+def resolved_config(argv):
+  """The config that launch.py would run for argv (file, arg and every
+  --config.a.b override), parsed by the same flag as --config."""
+  args = ['launch.py', '--config', _config_spec(argv),
+          *[a for a in argv if a.startswith('--config.')]]
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, '', flag_values=values,
+                                  lock_config=True, sys_argv=args)
+  try:
+    values(args)
+  except flags.Error as err:
+    sys.exit(f'error: {_one_line(err)}')
+  return values.config
+
+
 def default_workdir(spec: str, suffix: str = '') -> str:
   path, _, arg = spec.partition(':')
   name = os.path.splitext(os.path.basename(path))[0] + suffix
@@ -137,24 +189,26 @@ def default_workdir(spec: str, suffix: str = '') -> str:
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    _usage(f'unexpected arguments: {argv[1:]}')
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # orbax/jax INFO lines drown progress
   if _CONFIG.value is None:
-    raise app.UsageError('--config is required, e.g. '
+    _usage('--config is required, e.g. '
                          '--config configs/mnist_mlp.py:noise=0.5')
   if _SWEEP.value and (_EVALUATE.value or _STEP.present):
-    raise app.UsageError('--evaluate measures one workdir; drop --sweep (or '
+    _usage('--evaluate measures one workdir; drop --sweep (or '
                          'evaluate each trial dir)')
   if _SWEEP.value:
     return run_sweep(sys.argv)
   if _PRINT_COMMANDS.value or _PARALLEL.present or _DEVICES_PER_TRIAL.present:
-    raise app.UsageError('--print-commands, --parallel and '
+    _usage('--print-commands, --parallel and '
                          '--devices_per_trial need --sweep')
-  if _STEP.present and not _EVALUATE.value:
-    raise app.UsageError('--step needs --evaluate')
+  if (_STEP.present or _OUT.value) and not _EVALUATE.value:
+    _usage('--step and --out need --evaluate')
+  if _RESTART.value and (_EVALUATE.value or _SWEEP.value):
+    _usage('--restart starts one run over; not with --evaluate or --sweep')
   if _EVALUATE.value and not _WORKDIR.value:
-    raise app.UsageError('--evaluate needs --workdir (the run to measure)')
+    _usage('--evaluate needs --workdir (the run to measure)')
   from cgjax import parallel  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                   _PROCESS_ID.value)
@@ -162,7 +216,7 @@ def main(argv):
   workdir = _WORKDIR.value
   if not workdir:
     if jax.process_count() > 1:
-      raise app.UsageError('multi-process runs need an explicit --workdir')
+      _usage('multi-process runs need an explicit --workdir')
     workdir = default_workdir(_config_spec(sys.argv))
   from cgjax import storage  # pylint: disable=g-import-not-at-top
   if jax.process_index() == 0:
@@ -172,6 +226,13 @@ def main(argv):
                         if k in os.environ)
     if assigned:  # e.g. a trial of a --parallel sweep on a GPU host
       print(f'[cgjax] devices: {assigned}', flush=True)
+  from cgjax import train  # pylint: disable=g-import-not-at-top
+  try:  # a refused config leaves nothing behind, not even the XLA cache
+    train.validate(_CONFIG.value)
+  except ValueError as err:
+    if _TRACEBACK.value:
+      raise
+    sys.exit(f'error: {err}')
   cache = _JAX_CACHE.value or storage.join(
       storage.dirname(storage.absolute(workdir)), '.jax_cache')
   if cache != 'none':  # resumes and sweep trials skip recompiling
@@ -183,13 +244,12 @@ def main(argv):
       print(f'[cgjax] warning: --jax_cache_dir={cache!r} is not usable '
             f'({err.strerror}); compiling without a persistent cache',
             file=sys.stderr, flush=True)
-  from cgjax import train  # pylint: disable=g-import-not-at-top
   from cgjax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   try:
     if _EVALUATE.value:
-      final = train.evaluate(_CONFIG.value, workdir, _STEP.value)
+      final = train.evaluate(_CONFIG.value, workdir, _STEP.value, _OUT.value)
     else:
-      final = train.train_and_evaluate(_CONFIG.value, workdir)
+      final = train.train_and_evaluate(_CONFIG.value, workdir, _RESTART.value)
   except train.Stopped as stopped:
     print(f'[cgjax] {stopped}', flush=True)
     sys.exit(stopped.exit_code)
@@ -227,7 +287,7 @@ def run_sweep(argv):
   cluster = None
   if _COORDINATOR.value:
     if _NUM_PROCESSES.value < 1 or not 0 <= _PROCESS_ID.value < _NUM_PROCESSES.value:
-      raise app.UsageError('--coordinator_address needs --num_processes >= 1 '
+      _usage('--coordinator_address needs --num_processes >= 1 '
                            'and 0 <= --process_id < --num_processes, got '
                            f'{_NUM_PROCESSES.value} and {_PROCESS_ID.value}')
     cluster = sweep.Cluster(_PROCESS_ID.value, _NUM_PROCESSES.value,
@@ -235,7 +295,7 @@ def run_sweep(argv):
   elif parallel.detected_cluster():
     cluster = sweep.Cluster(*parallel.detected_cluster())
   if cluster and not _WORKDIR.value:
-    raise app.UsageError('a multi-process sweep needs an explicit --workdir '
+    _usage('a multi-process sweep needs an explicit --workdir '
                          'that every process can reach')
   spec = _config_spec(argv)
   try:
@@ -246,8 +306,13 @@ def run_sweep(argv):
   shared = [a for a in argv[1:] if a.startswith('--config.')]
   launch = os.path.abspath(__file__)
   runs = sweep.commands(launch, spec, trials, sweep_dir, shared)
-  for _, cmd in runs:  # every trial's overrides exist, before any starts
+  from cgjax import train  # pylint: disable=g-import-not-at-top
+  for workdir, cmd in runs:  # every trial's config is valid, before any starts
     check_overrides(cmd[1:])
+    try:
+      train.validate(resolved_config(cmd[1:]))
+    except ValueError as err:
+      sys.exit(f'error: trial {storage.basename(workdir)}: {err}')
   if _PRINT_COMMANDS.value:
     for _, cmd in runs:
       print(sweep.shell_command(cmd))
@@ -261,10 +326,19 @@ def run_sweep(argv):
                        _DEVICES_PER_TRIAL.value)
   except ValueError as err:
     sys.exit(f'error: {err}')
-  failed = [storage.basename(w) for w, s in states.items() if s != 'done']
-  print(f'[sweep] {len(states) - len(failed)}/{len(states)} trials done in '
-        f'{sweep_dir}; report: cgjax-report {sweep_dir} (in a checkout: '
-        f'python -m experiments.report {sweep_dir})')
+  except sweep.Stopped as stopped:
+    print(f'[sweep] {stopped}', file=sys.stderr, flush=True)
+    sys.exit(stopped.exit_code)
+  elsewhere = [storage.basename(w) for w, s in states.items()
+               if s == 'running elsewhere']
+  failed = [storage.basename(w) for w, s in states.items()
+            if s not in ('done', 'running elsewhere')]
+  print(f'[sweep] {len(states) - len(failed) - len(elsewhere)}/{len(states)} '
+        f'trials done in {sweep_dir}; report: cgjax-report {sweep_dir} (in a '
+        f'checkout: python -m experiments.report {sweep_dir})')
+  if elsewhere:  # e.g. the same sweep launched twice: it shares the work
+    print(f'[sweep] run by another process (see above), not here: '
+          f'{", ".join(elsewhere)}', flush=True)
   if failed:
     sys.exit(f'error: trials not done: {", ".join(failed)} (see their log.txt)')
 

@@ -236,9 +236,12 @@ def _plain(cfg, loss_fn, per_example_loss_fn, mesh):
 
 def _check_winsorize(cfg, batch_size):
   c = cfg.winsorize_c
-  if c < 0 or (batch_size is not None and 2 * (c + 1) > batch_size):
-    raise ValueError(f'optim.winsorize_c={c} must be >= 0 and leave two '
-                     f'order statistics in a batch of {batch_size}')
+  if c < 0:
+    raise ValueError(f'optim.winsorize_c must be >= 0, got {c}')
+  if batch_size is not None and 2 * (c + 1) > batch_size:
+    raise ValueError(f'optim.winsorize_c={c} must leave two order '
+                     f'statistics in a batch of {batch_size}: at most '
+                     f'{batch_size // 2 - 1}')
 
 
 def _check_m3(cfg, batch_size):

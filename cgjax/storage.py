@@ -16,6 +16,7 @@ import contextlib
 import io
 import os
 import posixpath
+import shutil
 
 os.environ.setdefault('EPATH_USE_TF', 'false')
 
@@ -168,6 +169,14 @@ def remove(path: str):
       os.remove(path)
     else:
       _remote(path).unlink()
+
+
+def rmtree(path: str):
+  """Deletes a directory and everything in it; nothing if it is not there."""
+  if is_local(path):
+    shutil.rmtree(path, ignore_errors=True)
+  elif _remote(path).exists():
+    _remote(path).rmtree()
 
 
 def move(src: str, dst: str):

@@ -9,13 +9,16 @@ own process (so a sweep is just those commands: `--print-commands` hands them
 to a cluster scheduler instead). Relaunching a sweep skips the trials whose status.json
 says 'done' and resumes the others from their checkpoints.
 """
+import contextlib
 import dataclasses
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from cgjax import progress
@@ -121,6 +124,9 @@ def gpu_slots(parallel: int, devices_per_trial: int,
   that trials side by side neither see nor preallocate each other's
   memory. [{}] * parallel on a host without GPUs; a ValueError where the
   devices cannot be split (a TPU host) or are too few."""
+  if devices_per_trial < 0:
+    raise ValueError(f'--devices_per_trial must be >= 0 (0: all GPUs / '
+                     f'--parallel), got {devices_per_trial}')
   if parallel == 1 and not devices_per_trial:
     return [{}]
   visible = environ.get('CUDA_VISIBLE_DEVICES')
@@ -262,7 +268,7 @@ def run(launch: str, config_spec: str, trials: list[dict], sweep_dir: str,
   for workdir, argv in todo:
     state = workdir_lib.read_status(workdir)
     owner = None if cluster else workdir_lib.owner_of(
-        workdir, stale_after=float('inf'))
+        workdir, stale_after=_stale_after(workdir))
     if state in FINAL and (state == 'done' or not retry_failed):
       states[workdir] = state
       print(f'[sweep] {storage.basename(workdir)}: {state} already, skipped'
@@ -274,11 +280,74 @@ def run(launch: str, config_spec: str, trials: list[dict], sweep_dir: str,
             f'{owner["pid"]} on {owner["host"]}), skipped', flush=True)
     else:
       pending.append((workdir, argv))
-  total, finished = len(pending), 0
+  total = len(pending)
   free = list(range(parallel))
   t0 = last_report = time.time()
-  while pending or running:
-    while pending and free:
+  with _forwarded_signals(running) as stop:
+    _drive(pending, running, free, slots, process_id, cluster, states, stop,
+           total, t0, last_report)
+  for workdir, state in states.items():
+    print(f'[sweep]   {storage.basename(workdir)}: {state}', flush=True)
+  if stop:
+    raise Stopped(stop[0])
+  return states
+
+
+class Stopped(Exception):
+  """SIGTERM / SIGINT reached the sweep driver: its running trials got it
+  too, checkpointed and stopped; relaunching the sweep resumes them."""
+
+  def __init__(self, signum: int):
+    name = signal.Signals(signum).name
+    super().__init__(f'{name}: the running trials checkpointed and stopped; '
+                     'relaunch the same command to resume them')
+    self.exit_code = 75 if signum == signal.SIGTERM else 130
+
+
+@contextlib.contextmanager
+def _forwarded_signals(running: dict):
+  """A list that SIGTERM / SIGINT append to, each also sent on to every
+  running trial (which checkpoints and exits 75 / 130): the driver starts
+  no further trial and returns once they are gone, instead of dying and
+  leaving them running as orphans."""
+  stop = []
+  if threading.current_thread() is not threading.main_thread():
+    yield stop
+    return
+
+  def forward(signum, frame):
+    del frame
+    stop.append(signum)
+    for proc, _, _ in running.values():
+      if proc.poll() is None:
+        proc.send_signal(signum)
+
+  previous = {n: signal.signal(n, forward)
+              for n in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    yield stop
+  finally:
+    for n, handler in previous.items():
+      signal.signal(n, handler)
+
+
+def _stale_after(workdir: str) -> float:
+  """The trial's lock_stale_after (its config.json; the default before it
+  wrote one): a lock whose heartbeat is older is nobody's, as for launch."""
+  try:
+    return float(workdir_lib.read_config(workdir).get('lock_stale_after',
+                                                       120.0))
+  except (ValueError, OSError):
+    return 120.0
+
+
+def _drive(pending, running, free, slots, process_id, cluster, states, stop,
+           total, t0, last_report):
+  """The sweep's loop: trials started into free slots, progress, the end of
+  each; no new trial once `stop` holds a signal."""
+  finished = 0
+  while (pending and not stop) or running:
+    while pending and free and not stop:
       workdir, argv = pending.pop(0)
       storage.makedirs(workdir)
       slot = free.pop(0)
@@ -319,10 +388,9 @@ def run(launch: str, config_spec: str, trials: list[dict], sweep_dir: str,
           states[later] = 'not started'
         print(f'[sweep] stopping: {storage.basename(workdir)} ended '
               f'{states[workdir]}', flush=True)
-        pending = []
-  for workdir, state in states.items():
-    print(f'[sweep]   {storage.basename(workdir)}: {state}', flush=True)
-  return states
+        pending.clear()
+  for later, _ in pending:  # left by a signal
+    states.setdefault(later, 'not started')
 
 
 def shell_command(argv: list[str]) -> str:

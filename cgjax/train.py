@@ -146,8 +146,10 @@ def initial_state(ctx, tx) -> TrainState:
   return init(jax.random.key(ctx.config.seed))
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Runs (or resumes) one training run; returns the last value of each metric."""
+def train_and_evaluate(config, workdir: str, restart: bool = False) -> dict:
+  """Runs (or resumes) one training run; returns the last value of each
+  metric. `restart`: the workdir's old records are first moved to
+  WORKDIR/restart_N/ (never deleted), and the run starts over."""
   validate(config)
   ctx = make_context(config, workdir)
   tx = optim.make_optimizer(config.optim, config.num_steps)
@@ -168,13 +170,20 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   parallel.PEER_LOST_HOOKS.append(peer_lost)
   try:
+    if restart:
+      moved = workdir_lib.set_aside_records(workdir)
+      if moved:
+        _log(f'--restart: moved the old records of {workdir} to {moved}')
+    for name in workdir_lib.remove_litter(workdir):
+      _log(f'removed {name}, left by a write that died midway')
     resuming = workdir_lib.prepare(workdir, config)  # refuses, or writes
     try:
       with _stop_requests() as stop:
         return _run(config, workdir, ctx, tx, measurements, resuming, stop,
                     last_step)
-    except (Diverged, Stopped, workdir_lib.LockLost):
-      raise  # their status is written (or, taken over, not ours to write)
+    except (Diverged, Stopped, workdir_lib.LockLost,
+            workdir_lib.RecordsAtRisk):
+      raise  # their status is written (or not ours, or left as it was)
     except BaseException as err:
       parallel.check_peers()  # a collective fails at once when a peer died
       try:
@@ -188,14 +197,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
     lock.release()
 
 
-def evaluate(config, workdir: str, step: int | None = None) -> dict:
+def evaluate(config, workdir: str, step: int | None = None,
+             out_dir: str = '') -> dict:
   """Every measurement of `config` once, on the run's checkpoint at `step`
   (default: the newest), without training and without touching the run's
-  own files: scalars go to WORKDIR/evaluations/step_STEP/metrics.json, the
-  measurements' per-example files beside it. `config` may differ from the
-  run's in `measurements` only (a bigger probe, other sets, a new type), so
-  a new measurement can be applied to the checkpoints of finished runs.
-  Returns the scalars."""
+  own files: scalars go to OUT_DIR/metrics.json (default
+  WORKDIR/evaluations/step_STEP/), the measurements' per-example files
+  beside it. `config` may differ from the run's in `measurements` only (a
+  bigger probe, other sets, a new type), so a new measurement can be
+  applied to the checkpoints of finished runs. A run that is training is
+  refused: it rotates its checkpoints away under a reader. Returns the
+  scalars."""
   validate(config)
   changed = [d for d in workdir_lib.config_changes(workdir, config)
              if not d.startswith('measurements.')]
@@ -203,6 +215,11 @@ def evaluate(config, workdir: str, step: int | None = None) -> dict:
     raise ValueError(f'evaluating {workdir}: the config differs from the '
                      'run\'s in more than measurements:\n  '
                      + '\n  '.join(changed))
+  owner = workdir_lib.owner_of(workdir, config.lock_stale_after)
+  if owner is not None:
+    raise ValueError(f'{workdir} is training (pid {owner["pid"]} on '
+                     f'{owner["host"]}), which deletes older checkpoints '
+                     'while they are read: evaluate it when it is done')
   saved = workdir_lib.saved_steps(workdir)  # before orbax creates the dir
   step = saved[-1] if step is None and saved else step
   if step not in saved:
@@ -210,15 +227,15 @@ def evaluate(config, workdir: str, step: int | None = None) -> dict:
     raise ValueError(f'{workdir}/checkpoints has no checkpoint{at}; saved '
                      f'steps: {saved or "none"}')
   checkpointer = workdir_lib.Checkpointer(workdir, config.keep_checkpoints)
-  out_dir = storage.join(workdir, 'evaluations', f'step_{step}')
-  if workdir_lib.is_writer():
-    storage.makedirs(out_dir)
+  out_dir = out_dir or storage.join(workdir, 'evaluations', f'step_{step}')
   ctx = make_context(config, out_dir)
   measurements = measurements_lib.Measurements(config, ctx)
   state = initial_state(ctx, optim.make_optimizer(config.optim,
                                                   config.num_steps))
   state = checkpointer.restore(step, _abstract(state), False)[0]
   checkpointer.close()
+  if workdir_lib.is_writer():  # only once there is something to write
+    storage.makedirs(out_dir)
   _log(f'evaluating {workdir} at step {step} (checkpoint)')
   for line in measurements.describe():
     _log(line)
@@ -287,12 +304,19 @@ def _should_stop(stop, step) -> bool:
 
 
 def _non_finite(scalars: dict) -> list[str]:
-  """Evaluation and probe values that signal divergence when not finite
-  (a probe's m-coherence is 0/0 for all-zero gradients and is not one)."""
+  """Evaluation, loss-share and probe values that signal divergence when not
+  finite (a probe's m-coherence is 0/0 for all-zero gradients and is not
+  one)."""
   return [k for k, v in scalars.items()
-          if not np.isfinite(v) and (k.startswith('eval/')
+          if not np.isfinite(v) and (k.startswith(('eval/', 'shares/'))
                                      or k.endswith(('/mean_loss',
                                                     '/sum_of_sq_norms')))]
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x))
+                              for x in jax.tree.leaves(tree)]))
 
 
 def _abstract(state):
@@ -303,21 +327,27 @@ def _abstract(state):
       state)
 
 
-def _restore(checkpointer, state, measurements):
-  """The newest checkpoint that restores, with a warning for each that does
-  not (moved aside, kept on disk); None where none restores (a fresh start,
-  whose rows replace the old ones)."""
+def _restore(checkpointer, state, measurements, identity: str):
+  """The newest checkpoint of this run that restores, with a warning for
+  each that does not or that another run saved (its fingerprint differs:
+  e.g. copied in from another seed), each moved aside and kept; None where
+  none is left."""
   abstract = _abstract(state)
   for step in checkpointer.steps():
     try:
-      return (step,) + checkpointer.restore(
+      restored = (step,) + checkpointer.restore(
           step, abstract, bool(measurements.state_dict()))
+      theirs = restored[2].get('fingerprint', identity)  # older: unmarked
+      if theirs == identity:
+        return restored
+      why = (f'belongs to another run (config fingerprint {theirs}, this '
+             f'run\'s {identity})')
     except Exception as err:  # pylint: disable=broad-except
-      where = checkpointer.path(step)
-      kept = checkpointer.set_aside(step)
-      _log(f'warning: checkpoint {where} does not restore '
-           f'({type(err).__name__}: {str(err)[:200]}); moved to {kept}, '
-           'trying the previous one')
+      why = f'does not restore ({type(err).__name__}: {str(err)[:200]})'
+    where = checkpointer.path(step)
+    kept = checkpointer.set_aside(step)
+    _log(f'warning: checkpoint {where} {why}; moved to {kept}, trying the '
+         'previous one')
   return None
 
 
@@ -360,8 +390,16 @@ def _run(config, workdir, ctx, tx, measurements, resuming, stop, last_step):
   mesh, loader, model = ctx.mesh, ctx.loader, ctx.model
   repl = parallel.replicated(mesh)
   state = initial_state(ctx, tx)
+  identity = workdir_lib.fingerprint(config)
+  if resuming:  # before orbax creates checkpoints/
+    workdir_lib.check_records(workdir, config,
+                              workdir_lib.saved_steps(workdir))
   checkpointer = workdir_lib.Checkpointer(workdir, config.keep_checkpoints)
-  restored = _restore(checkpointer, state, measurements) if resuming else None
+  restored = None
+  if resuming:
+    restored = _restore(checkpointer, state, measurements, identity)
+    if restored is None:  # every checkpoint set aside
+      workdir_lib.check_records(workdir, config, [])
   start = None
   losses_in_interval = []  # checkpointed: a resumed run logs the same means
   if restored is not None:
@@ -384,8 +422,12 @@ def _run(config, workdir, ctx, tx, measurements, resuming, stop, last_step):
   last = {}
 
   def diverged(step, what):
+    checkpointer.close()  # every save finished: each one was finite
+    saved = workdir_lib.saved_steps(workdir)
+    what += (f'; the last good checkpoint is step {saved[-1]} '
+             f'({checkpointer.path(saved[-1])})' if saved else
+             '; no checkpoint was saved before')
     workdir_lib.set_status(workdir, 'diverged', step, what)
-    checkpointer.close()
     writer.close()
     raise Diverged(f'training diverged at step {step}: {what}; lower '
                    f'optim.lr (now {config.optim.lr})')
@@ -407,10 +449,17 @@ def _run(config, workdir, ctx, tx, measurements, resuming, stop, last_step):
       diverged(step, ', '.join(f'{k} {scalars[k]}' for k in bad[:3]))
 
   def save(step):
-    jax.block_until_ready(state)
+    # Never a non-finite state on disk: the loss between log lines and the
+    # params are checked at every step that saves (log_every alone would
+    # let a run save NaN params until its next log line).
+    losses = jax.device_get(losses_in_interval)
+    if losses and not np.isfinite(np.mean(losses)):
+      diverged(step, f'loss {np.mean(losses)}')
+    if not bool(_all_finite(state.params)):
+      diverged(step, 'non-finite parameters')
     with tracker.timed('checkpoint'):
       checkpointer.save(step, state, {
-          'next_step': step,
+          'next_step': step, 'fingerprint': identity,
           'interval_losses': [float(x)
                               for x in jax.device_get(losses_in_interval)]},
                         measurements.state_dict())

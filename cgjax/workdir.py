@@ -18,9 +18,11 @@ Every file goes through cgjax.storage, so a workdir can be local or on
 gs://. Only process 0 writes the plain files; orbax coordinates its own
 writes. Every error about a workdir file names the file.
 """
+import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -475,6 +477,95 @@ class MetricWriter:
       self._file.close()
     else:
       shutil.rmtree(self._staging, ignore_errors=True)
+
+
+class RecordsAtRisk(ValueError):
+  """A relaunch would shorten a run's records: refused, nothing written."""
+
+
+def check_records(workdir: str, config, checkpoint_steps: list[int]):
+  """Refuses (RecordsAtRisk) a relaunch that would replace a run's records
+  with fewer: a run that got past its first checkpoint step but has no
+  checkpoint any more (a fresh start would rewrite metrics.jsonl from step
+  0), or one with checkpoints but without its metrics (a resume would keep
+  only the rows after the checkpoint)."""
+  status = read_status_file(workdir)
+  rows = read_metrics(workdir) if has_metrics(workdir) else []
+  how = ' --restart moves the old records to WORKDIR/restart_N/ and starts over'
+  if checkpoint_steps and not rows:
+    raise RecordsAtRisk(
+        f'{storage.join(workdir, "metrics.jsonl")} is missing but the run has '
+        f'checkpoints up to step {max(checkpoint_steps)}: resuming would keep '
+        'only the rows after it; restore the file, or relaunch with --restart'
+        f' (it{how[1:]})')
+  reached = max([int(status.get('step', 0)) if status['state'] != 'new'
+                 else 0] + [r['step'] for r in rows])
+  first = min(config.checkpoint_every, config.num_steps)
+  if not checkpoint_steps and reached >= first:
+    raise RecordsAtRisk(
+        f'{workdir} holds a run that reached step {reached} (status '
+        f'{status["state"]}, {len(rows)} metric rows) but no checkpoint to '
+        f'resume from ({storage.join(workdir, "checkpoints")} is missing or '
+        'empty): a fresh start would replace its records; restore the '
+        f'checkpoints, or relaunch with --restart (it{how[1:]})')
+
+
+def set_aside_records(workdir: str) -> str | None:
+  """Moves everything of workdir but its lock and earlier restarts to
+  WORKDIR/restart_N/ (N = 1, 2, ...): nothing is deleted. Returns that
+  path, or None where there was nothing to move."""
+  if not is_writer():
+    return None
+  names = [n for n in storage.listdir(workdir)
+           if n != 'lock.json' and not re.fullmatch(r'restart_\d+', n)]
+  if not names:
+    return None
+  taken = {n for n in storage.listdir(workdir) if n.startswith('restart_')}
+  target = storage.join(workdir, next(
+      f'restart_{i}' for i in range(1, len(taken) + 2)
+      if f'restart_{i}' not in taken))
+  check_owner(workdir)
+  storage.makedirs(target)
+  for name in names:
+    storage.move(storage.join(workdir, name), storage.join(target, name))
+  return target
+
+
+# Files a write leaves when it dies midway (storage.write_atomic's and the
+# former '.tmp' names) and orbax's unfinished checkpoint dirs.
+_LITTER = re.compile(r'.*\.tmp\d*$')
+_ORBAX_TMP = re.compile(r'.*\.orbax-checkpoint-tmp.*')
+
+
+def remove_litter(workdir: str) -> list[str]:
+  """Deletes the temp files of writes that died midway (a kill, a full
+  disk), in the workdir and in checkpoints/; returns their names. Run by
+  the owner before it writes anything, so no live write is touched."""
+  if not is_writer():
+    return []
+  removed = []
+  for name in storage.listdir(workdir):
+    if _LITTER.fullmatch(name):
+      storage.remove(storage.join(workdir, name))
+      removed.append(name)
+  checkpoints = storage.join(workdir, 'checkpoints')
+  for name in storage.listdir(checkpoints):
+    if _ORBAX_TMP.fullmatch(name):
+      storage.rmtree(storage.join(checkpoints, name))
+      removed.append(f'checkpoints/{name}')
+  return removed
+
+
+def fingerprint(config) -> str:
+  """The run's identity, stored in each checkpoint: a hash of every config
+  field but the measurements (which `--evaluate` may change) and those that
+  do not shape the train state."""
+  fields = _config_dict(config)
+  for name in ('measurements', 'lock_stale_after'):
+    fields.pop(name, None)
+  fields.get('data', {}).pop('prefetch', None)
+  return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()
+                        ).hexdigest()[:16]
 
 
 def saved_steps(workdir: str) -> list[int]:

@@ -162,6 +162,8 @@ def test_gpu_slots_split_the_host_or_refuse_in_one_line():
                                     '0.4')
   with pytest.raises(ValueError, match='--parallel 5 with no GPU'):
     sweep.gpu_slots(5, 0, four)
+  with pytest.raises(ValueError, match='devices_per_trial must be >= 0'):
+    sweep.gpu_slots(2, -1, four)
   with pytest.raises(ValueError, match='needs 6 GPUs; this host has 4'):
     sweep.gpu_slots(2, 3, four)
   if not os.path.exists('/dev/nvidia0'):

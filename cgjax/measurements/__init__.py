@@ -114,9 +114,12 @@ def check(name: str, cfg):
     raise ValueError(f'measurements.{name} ({cfg.type}) has no field(s) '
                      f'{sorted(unknown)}; fields: {", ".join(sorted(known))}')
   at_least(name, cfg, every=0, num_log_spaced=0)
-  bad = [s for s in cfg.steps if s < 0]
+  steps = cfg.steps if isinstance(cfg.steps, (list, tuple)) else [cfg.steps]
+  bad = [s for s in steps if isinstance(s, bool) or not isinstance(s, int)
+         or s < 0]
   if bad:
-    raise ValueError(f'measurements.{name}.steps must be >= 0, got {bad}')
+    raise ValueError(f'measurements.{name}.steps must be integers >= 0, got '
+                     f'{", ".join(map(repr, bad))} in {cfg.steps!r}')
 
 
 def at_least(name: str, cfg, **lows):

@@ -1,0 +1,227 @@
+"""Nothing lost: a relaunch never shortens a run's records, no non-finite
+state is saved, foreign checkpoints are set aside, litter is cleaned, and
+bad input ends in one line before anything is written. Each fault is set up
+by hand or at a chosen step; no test depends on wall-clock timing."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from cgjax import workdir as workdir_lib
+from tests.conftest import ROOT, load_params, metric_rows, run_python
+
+CONFIG = 'tests/sweep_config.py'  # 12 steps, checkpoints at 4, 8, 12
+
+
+def _launch(workdir, *flags, check=True):
+  return run_python(['launch.py', '--config', CONFIG, '--workdir',
+                     str(workdir), *flags], check=check)
+
+
+def _one_error_line(proc, *needles):
+  assert proc.returncode != 0, proc.stdout
+  assert 'Traceback' not in proc.stderr, proc.stderr
+  lines = [l for l in proc.stderr.splitlines() if l.strip()]
+  assert lines and lines[-1].startswith('error: '), proc.stderr
+  for needle in needles:
+    assert needle in lines[-1], lines[-1]
+  return lines[-1]
+
+
+@pytest.fixture(scope='module')
+def finished(tmp_path_factory):
+  """A finished run (status done, 12 steps), to copy per test."""
+  workdir = tmp_path_factory.mktemp('finished') / 'run'
+  _launch(workdir)
+  return workdir
+
+
+def _copy(finished, tmp_path):
+  workdir = tmp_path / 'run'
+  shutil.copytree(finished, workdir)
+  return workdir
+
+
+def test_a_run_without_its_checkpoints_or_metrics_is_refused(finished,
+                                                             tmp_path):
+  """Deleted checkpoints/ (disk cleanup) or metrics.jsonl: refused in one
+  line naming what is missing and --restart, nothing changed; --restart
+  moves the old records aside and reruns the same run."""
+  workdir = _copy(finished, tmp_path)
+  rows, status = metric_rows(workdir), (workdir / 'status.json').read_text()
+  shutil.rmtree(workdir / 'checkpoints')
+  _one_error_line(_launch(workdir, check=False),
+                  'no checkpoint to resume from', '--restart')
+  assert metric_rows(workdir) == rows  # before: rewritten from step 0
+  assert (workdir / 'status.json').read_text() == status
+  assert not (workdir / 'checkpoints').exists()
+
+  restarted = _launch(workdir, '--restart')
+  assert f'moved the old records of {workdir} to {workdir}/restart_1' in (
+      restarted.stdout)
+  assert metric_rows(workdir / 'restart_1') == rows  # kept whole
+  assert metric_rows(workdir) == rows  # the same run again
+  assert workdir_lib.read_status(str(workdir)) == 'done'
+
+  saved = workdir_lib.saved_steps(str(workdir))
+  (workdir / 'metrics.jsonl').unlink()
+  _one_error_line(_launch(workdir, check=False), 'metrics.jsonl is missing',
+                  'checkpoints up to step 12', '--restart')
+  assert workdir_lib.saved_steps(str(workdir)) == saved and saved[-1] == 12
+
+
+def test_divergence_between_log_lines_saves_no_nan(tmp_path):
+  """lr 1e8: the loss is NaN from step 4, the next log line is at step 10,
+  a checkpoint is due every step. The run stops at step 4, every checkpoint
+  kept is finite, and the status names the last good one."""
+  workdir = tmp_path / 'run'
+  proc = run_python(['launch.py', '--config', 'tests/diverge_config.py',
+                     '--workdir', str(workdir)], check=False)
+  assert proc.returncode == 3, proc.stdout + proc.stderr
+  status = workdir_lib.read_status_file(str(workdir))
+  assert status['state'] == 'diverged' and status['step'] == 4, status
+  assert 'the last good checkpoint is step 3' in status['message']
+  saved = workdir_lib.saved_steps(str(workdir))
+  assert saved == [2, 3]  # before: 9 and 10, both NaN
+  for step in saved:
+    for leaf in jax_leaves(load_params(str(workdir), step)):
+      assert np.all(np.isfinite(leaf)), step
+
+
+def jax_leaves(tree):
+  import jax  # pylint: disable=g-import-not-at-top
+  return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def test_checkpoints_of_another_run_are_set_aside(finished, tmp_path):
+  """Seed 1's checkpoints copied into the seed-0 run: each is moved aside
+  with a warning naming both fingerprints, and the run is refused (no
+  checkpoint of its own left) instead of finishing with seed 1's params."""
+  workdir = _copy(finished, tmp_path)
+  other = tmp_path / 'seed1'
+  _launch(other, '--config.seed=1')
+  shutil.rmtree(workdir / 'checkpoints')
+  shutil.copytree(other / 'checkpoints', workdir / 'checkpoints')
+  proc = _launch(workdir, check=False)
+  assert 'checkpoints/12 belongs to another run (config fingerprint' in (
+      proc.stdout), proc.stdout
+  _one_error_line(proc, 'no checkpoint to resume from')
+  assert sorted(os.listdir(workdir / 'unrestorable_checkpoints')) == sorted(
+      str(s) for s in workdir_lib.saved_steps(str(other)))
+  assert workdir_lib.read_status(str(workdir)) == 'done'
+
+
+def test_temp_files_of_failed_writes_are_removed(finished, tmp_path):
+  workdir = _copy(finished, tmp_path)
+  litter = ['learning.npz.tmp4242', 'status.json.tmp', 'lock.json.tmp']
+  for name in litter:
+    (workdir / name).write_text('half')
+  orbax_tmp = workdir / 'checkpoints' / '13.orbax-checkpoint-tmp-1234'
+  orbax_tmp.mkdir()
+  (orbax_tmp / 'x').write_text('half')
+  out = _launch(workdir).stdout
+  for name in litter + ['checkpoints/13.orbax-checkpoint-tmp-1234']:
+    assert f'removed {name}, left by a write that died midway' in out, out
+    assert not (workdir / name).exists()
+  assert 'already complete' in out
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
+  parent = tmp_path / 'parent'
+  parent.mkdir()
+  bad = tmp_path / 'bad_config.py'
+  cases = [
+      (['--config.optim.lr=-1'], 'optim.lr'),
+      (['--config.optim.aggregator=winsorize', '--config.optim.winsorize_c=-1'],
+       'optim.winsorize_c must be >= 0, got -1'),
+      (['--config.measurements.probe.steps=(1,abc)'],
+       'measurements.probe.steps must be integers >= 0'),
+      (['--parallel', '2'], '--parallel'),
+  ]
+  for flags, needle in cases:
+    _one_error_line(_launch(parent / 'run', *flags, check=False), needle)
+  for text, needle in [('def get_config(:\n', 'SyntaxError'),
+                       ('x = 1\n', 'defines no get_config'),
+                       ('def get_config(arg):\n  raise RuntimeError("boom")\n',
+                        'raised RuntimeError: boom')]:
+    bad.write_text(text)
+    for sweep in ([], ['--sweep']):
+      proc = run_python(['launch.py', '--config', str(bad), '--workdir',
+                         str(parent / 'run'), *sweep], check=False)
+      _one_error_line(proc, needle, str(bad))
+  assert os.listdir(parent) == []  # no run dir, no .jax_cache beside it
+  assert 'jax_cache' not in ' '.join(os.listdir(tmp_path))
+
+
+def test_a_sweep_validates_every_trial_before_starting_one(tmp_path):
+  proc = run_python(['launch.py', '--config', CONFIG, '--sweep', '--workdir',
+                     str(tmp_path / 'sweep'), '--config.optim.lr=-1'],
+                    check=False)
+  _one_error_line(proc, 'trial noise.rate=0.0:', 'optim.lr')
+  assert not (tmp_path / 'sweep').exists()
+
+
+def test_evaluate_refuses_a_training_run_and_writes_where_told(finished,
+                                                               tmp_path):
+  workdir = _copy(finished, tmp_path)
+  lock = {'host': os.uname().nodename, 'pid': os.getpid(),
+          'pid_start': workdir_lib._started_at(os.getpid()),  # pylint: disable=protected-access
+          'start': time.time(), 'heartbeat': time.time(), 'token': 'x'}
+  (workdir / 'lock.json').write_text(json.dumps(lock))
+  _one_error_line(_launch(workdir, '--evaluate', check=False), 'is training',
+                  f'pid {os.getpid()}')
+  (workdir / 'lock.json').unlink()
+  before = sorted(os.listdir(workdir))
+  out = tmp_path / 'elsewhere'
+  _launch(workdir, '--evaluate', '--out', str(out))
+  assert sorted(os.listdir(workdir)) == before  # nothing written there
+  assert json.loads((out / 'metrics.json').read_text())['step'] == 12
+
+
+def test_a_sweep_driver_passes_sigterm_to_its_trial(tmp_path):
+  """SIGTERM to the driver alone: its running trial checkpoints and stops,
+  the driver exits 75 with one line (before: 143, the trial an orphan), and
+  the relaunch resumes the trial."""
+  sweep_dir = tmp_path / 'sweep'
+  first = sweep_dir / 'noise.rate=0.0'
+  argv = [sys.executable, 'launch.py', '--config', CONFIG, '--sweep',
+          '--workdir', str(sweep_dir)]
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+  driver = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 240
+  while not workdir_lib.has_metrics(str(first)):  # the trial is training
+    assert driver.poll() is None, driver.communicate()
+    assert time.time() < deadline
+    time.sleep(0.2)
+  driver.send_signal(signal.SIGTERM)
+  out, err = driver.communicate(timeout=240)
+  assert driver.returncode == 75, out + err
+  assert err.strip().splitlines()[-1].startswith('[sweep] SIGTERM: the '
+                                                 'running trials checkpointed')
+  assert workdir_lib.read_status(str(first)) in ('preempted', 'done')
+  assert workdir_lib.owner_of(str(first), float('inf')) is None  # no orphan
+  again = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=240)
+  assert again.returncode == 0, again.stdout + again.stderr
+  assert '2/2 trials done' in again.stdout or '1/1' in again.stdout
+
+
+def test_a_trial_lock_with_an_old_heartbeat_is_nobodys(tmp_path):
+  """A sweep judges a trial's lock as launch does: a live pid whose
+  heartbeat is older than lock_stale_after owns nothing."""
+  from cgjax import sweep  # pylint: disable=g-import-not-at-top
+  trial = {'noise.rate': 0.0}
+  workdir = tmp_path / sweep.trial_name(trial)
+  workdir.mkdir()
+  (workdir / 'lock.json').write_text(json.dumps(
+      {'host': os.uname().nodename, 'pid': os.getpid(), 'start': 0,
+       'heartbeat': time.time() - 1000}))
+  states = sweep.run('launch.py', CONFIG, [trial], str(tmp_path), [])
+  assert list(states.values()) == ['done']
