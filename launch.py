@@ -45,11 +45,15 @@ import importlib.util
 import os
 import re
 import sys
+import threading
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+# After an error, the process is gone this many seconds later at the most.
+EXIT_SECONDS = 20.0
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file[:arg].',
                                           lock_config=True)
@@ -268,6 +272,11 @@ def main(argv):
       # wait for this process in a collective: they see it gone and stop.
       sys.stdout.flush()
       os._exit(code)  # pylint: disable=protected-access
+    # A background writer stuck on the failed storage (orbax's threads on a
+    # full disk) would keep the interpreter from ever exiting: not past this.
+    exit_timer = threading.Timer(EXIT_SECONDS, os._exit, [code])  # pylint: disable=protected-access
+    exit_timer.daemon = True
+    exit_timer.start()
     sys.exit(code)
   if jax.process_index() == 0:
     summary = {k: v for k, v in final.items()

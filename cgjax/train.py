@@ -178,7 +178,7 @@ def train_and_evaluate(config, workdir: str, restart: bool = False) -> dict:
       _log(f'removed {name}, left by a write that died midway')
     resuming = workdir_lib.prepare(workdir, config)  # refuses, or writes
     try:
-      with _stop_requests() as stop:
+      with _stop_requests(ctx.stop) as stop:
         return _run(config, workdir, ctx, tx, measurements, resuming, stop,
                     last_step)
     except (Diverged, Stopped, workdir_lib.LockLost,
@@ -270,13 +270,13 @@ STOP_SIGNALS = {signal.SIGTERM: ('preempted', 75),
 
 
 @contextlib.contextmanager
-def _stop_requests():
+def _stop_requests(requests: list):
   """A list that SIGTERM / SIGINT append (state, exit code) to; the loop
   stops at the end of the step it is in. Several processes keep JAX's own
   SIGTERM handler instead and agree on the step through its preemption sync
   point (the coordination service): a signal seen by one process alone must
-  not make it checkpoint without the others."""
-  requests = []
+  not make it checkpoint without the others. `requests` is the run
+  context's list, which long measurements check between chunks."""
   if (threading.current_thread() is not threading.main_thread()
       or jax.process_count() > 1):
     yield requests  # signals reach the main thread only
@@ -402,6 +402,9 @@ def _run(config, workdir, ctx, tx, measurements, resuming, stop, last_step):
       workdir_lib.check_records(workdir, config, [])
   start = None
   losses_in_interval = []  # checkpointed: a resumed run logs the same means
+  # A stop request interrupted the measurements of the restored step: they
+  # run again first (their rows, if a crash left any, are replaced).
+  redo = bool(restored and restored[2].get('measure_again'))
   if restored is not None:
     start, state, data_state, measured = restored
     assert data_state['next_step'] == int(state.step) == start, data_state
@@ -409,7 +412,8 @@ def _run(config, workdir, ctx, tx, measurements, resuming, stop, last_step):
     losses_in_interval = [np.float32(x)
                           for x in data_state['interval_losses']]
     _log(f'resuming {workdir} from step {start}')
-  writer = workdir_lib.MetricWriter(workdir, -1 if start is None else start)
+  writer = workdir_lib.MetricWriter(workdir, -1 if start is None else start,
+                                    redo_step=start if redo else None)
   start = start or 0
   last_step[0] = start
   workdir_lib.set_status(workdir, 'running', start)
@@ -437,18 +441,34 @@ def _run(config, workdir, ctx, tx, measurements, resuming, stop, last_step):
   tracker = progress.Progress(config.num_steps, start,
                               measurements.schedules(), checkpoint_steps)
 
-  def measure(step, state):
+  def measure(step, state) -> bool:
+    """The step's measurements; True where a stop request interrupted them
+    (nothing of them written)."""
     if not measurements.due(step):
-      return
+      return False
     jax.block_until_ready(state)  # the queued train steps are training time
-    scalars = measurements.run(state, step, log=_log, timed=tracker.timed)
+    try:
+      scalars = measurements.run(state, step, log=_log, timed=tracker.timed)
+    except measurements_lib.Interrupted:
+      _log(f'step {step}: measurements interrupted by a stop request; they '
+           'run again after the resume')
+      return True
     writer.write(step, scalars)
     last.update(scalars)
     bad = _non_finite(scalars)
     if bad:
       diverged(step, ', '.join(f'{k} {scalars[k]}' for k in bad[:3]))
+    return False
 
-  def save(step):
+  def stopped(step, note='checkpointed; relaunch to resume') -> Stopped:
+    how, code = stop[0] if stop else STOP_SIGNALS[signal.SIGTERM]
+    checkpointer.close()  # waits until the checkpoint is finalized
+    writer.close()
+    workdir_lib.set_status(workdir, how, step, note)
+    _log(f'{how} at step {step}: {note.split(";")[0]}, exiting ({code})')
+    return Stopped(how, step, code)
+
+  def save(step, measure_again=False):
     # Never a non-finite state on disk: the loss between log lines and the
     # params are checked at every step that saves (log_every alone would
     # let a run save NaN params until its next log line).
@@ -460,6 +480,7 @@ def _run(config, workdir, ctx, tx, measurements, resuming, stop, last_step):
     with tracker.timed('checkpoint'):
       checkpointer.save(step, state, {
           'next_step': step, 'fingerprint': identity,
+          'measure_again': measure_again,
           'interval_losses': [float(x)
                               for x in jax.device_get(losses_in_interval)]},
                         measurements.state_dict())
@@ -468,7 +489,12 @@ def _run(config, workdir, ctx, tx, measurements, resuming, stop, last_step):
 
   if start == 0:
     _describe(ctx, state, measurements, writer)
-    measure(0, state)
+    if measure(0, state):
+      raise stopped(0, 'nothing to checkpoint yet; relaunch to start over')
+    measurements.finalize(workdir)
+  elif redo:
+    if measure(start, state):  # interrupted again: the checkpoint stands
+      raise stopped(start)
     measurements.finalize(workdir)
 
   last_report = time.perf_counter()
@@ -496,19 +522,14 @@ def _run(config, workdir, ctx, tx, measurements, resuming, stop, last_step):
         workdir_lib.set_status(workdir, 'running', step)
       _log(tracker.line(step, loss))
       last_report = time.perf_counter()
-    measure(step, state)
-    stopping = _should_stop(stop, step) and step < config.num_steps
+    interrupted = measure(step, state)
+    stopping = interrupted or (_should_stop(stop, step)
+                               and step < config.num_steps)
     if (step % config.checkpoint_every == 0 or step == config.num_steps
         or stopping):
-      save(step)
+      save(step, measure_again=interrupted)
     if stopping:
-      how, code = stop[0] if stop else STOP_SIGNALS[signal.SIGTERM]
-      checkpointer.close()  # waits until the checkpoint is finalized
-      writer.close()
-      workdir_lib.set_status(workdir, how, step, 'checkpointed; relaunch to '
-                             'resume')
-      _log(f'{how} at step {step}: checkpointed, exiting ({code})')
-      raise Stopped(how, step, code)
+      raise stopped(step)
   checkpointer.close()
   writer.close()
   workdir_lib.set_status(workdir, 'done', config.num_steps)

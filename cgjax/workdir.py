@@ -378,7 +378,8 @@ class MetricWriter:
   `keep_through` is the step of the checkpoint a run resumes from (-1: none).
   Rows after it, written by an interrupted run past that checkpoint, are
   dropped (and purged from TensorBoard), so the files end up as an
-  uninterrupted run's would. Locally each write is appended and flushed at
+  uninterrupted run's would; so are the measurement rows of `redo_step`,
+  whose measurements the resume runs again. Locally each write is appended and flushed at
   once. An object store cannot append: rows are kept in memory and written
   as one object of metrics.parts/ at each `flush` (every checkpoint) and at
   least every FLUSH_SECONDS, and TensorBoard writes into a local staging
@@ -387,7 +388,8 @@ class MetricWriter:
   """
   FLUSH_SECONDS = 60.0
 
-  def __init__(self, workdir: str, keep_through: int = -1):
+  def __init__(self, workdir: str, keep_through: int = -1,
+               redo_step: int | None = None):
     self._active = is_writer()
     if not self._active:
       return
@@ -398,7 +400,9 @@ class MetricWriter:
     if existed:
       check_owner(workdir)
       kept = [r for r in read_metrics(workdir, repair=True)
-              if r['step'] <= keep_through]
+              if r['step'] <= keep_through and not (
+                  r['step'] == redo_step and not r['name'].startswith(
+                      'train/'))]
       # One row per (step, name): a resume that died between writing the
       # merged file and deleting the parts left rows in both.
       kept = list({(r['step'], r['name']): r for r in kept}.values())

@@ -8,6 +8,11 @@ FAULT, raised right after the metrics of STEP are written:
         where it was once it gets SIGCONT)
   TERM  SIGTERM (preemption), INT  SIGINT (Ctrl-C): the run checkpoints STEP
   ENOSPC  an OSError "No space left on device" from the metrics writer
+  TERM_IN_MEASURE  SIGTERM as the measurements of STEP start (preemption
+        during a long probe)
+  ENOSPC_IN_SAVE  the checkpoint save of STEP fails with "No space left on
+        device" and leaves a background writer that never ends (as orbax's
+        threads do on a full disk)
 Checkpoint saves are awaited before anything further happens, so a fault
 never races an asynchronous checkpoint write.
 """
@@ -16,7 +21,9 @@ import os
 import runpy
 import signal
 import sys
+import threading
 
+from cgjax import measurements
 from cgjax import workdir
 
 SIGNALS = {'KILL': signal.SIGKILL, 'TERM': signal.SIGTERM,
@@ -38,11 +45,25 @@ def main():
       fired.append(step)  # once: a step's metrics may come in several writes
       os.kill(os.getpid(), SIGNALS[fault])
 
-  def finished_save(self, *args):
-    save(self, *args)
+  def finished_save(self, step, *args):
+    if fault == 'ENOSPC_IN_SAVE' and step == at:
+      threading.Thread(target=threading.Event().wait, name='stuck-writer'
+                       ).start()  # not a daemon: the interpreter waits for it
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC),
+                    self.path(step))
+    save(self, step, *args)
     self._manager.wait_until_finished()
 
+  measure = measurements.Measurements.run
+
+  def interrupted_run(self, state, step, *args, **kwargs):
+    if fault == 'TERM_IN_MEASURE' and step == at and not fired:
+      fired.append(step)
+      os.kill(os.getpid(), signal.SIGTERM)
+    return measure(self, state, step, *args, **kwargs)
+
   workdir.MetricWriter.write = faulty_write
+  measurements.Measurements.run = interrupted_run
   workdir.Checkpointer.save = finished_save
   sys.argv = ['launch.py'] + sys.argv[3:]
   runpy.run_path(LAUNCH, run_name='__main__')

@@ -213,6 +213,40 @@ def test_a_sweep_driver_passes_sigterm_to_its_trial(tmp_path):
   assert '2/2 trials done' in again.stdout or '1/1' in again.stdout
 
 
+def test_sigterm_during_a_probe_stops_within_the_step(finished, tmp_path):
+  """SIGTERM as step 8's measurements start: the probe stops at its next
+  chunk instead of finishing, step 8 is checkpointed, and the relaunch runs
+  step 8's measurements again: the run's rows are the uninterrupted ones."""
+  workdir = tmp_path / 'run'
+  proc = run_python(['-m', 'tests.fault_launch', 'TERM_IN_MEASURE', '8',
+                     '--config', CONFIG, '--workdir', str(workdir)],
+                    check=False)
+  assert proc.returncode == 75, proc.stdout + proc.stderr
+  assert 'step 8: measurements interrupted by a stop request' in proc.stdout
+  assert workdir_lib.read_status_file(str(workdir))['step'] == 8
+  assert not [r for r in metric_rows(workdir)
+              if r['step'] == 8 and r['name'].startswith('probe/')]
+  again = _launch(workdir).stdout
+  assert f'resuming {workdir} from step 8' in again
+  assert metric_rows(workdir) == metric_rows(finished)
+
+
+def test_a_full_disk_during_a_checkpoint_never_hangs(tmp_path):
+  """ENOSPC from the step-8 checkpoint, with a background writer that never
+  ends: one line naming the file and the errno, status failed, and the
+  process gone (before: it waited on the writer forever)."""
+  workdir = tmp_path / 'run'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'tests.fault_launch', 'ENOSPC_IN_SAVE', '8',
+       '--config', CONFIG, '--workdir', str(workdir)], cwd=ROOT,
+      env=dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT),
+      capture_output=True, text=True, timeout=240)  # a guard, never reached
+  _one_error_line(proc, '[Errno 28] No space left on device',
+                  f'{workdir}/checkpoints/8')
+  status = workdir_lib.read_status_file(str(workdir))
+  assert status['state'] == 'failed' and status['step'] == 8, status
+
+
 def test_a_trial_lock_with_an_old_heartbeat_is_nobodys(tmp_path):
   """A sweep judges a trial's lock as launch does: a live pid whose
   heartbeat is older than lock_stale_after owns nothing."""

@@ -94,7 +94,8 @@ def test_m3_is_the_median_of_strided_group_means():
 
 @pytest.mark.parametrize('name,bad,match', [
     ('m3', {'k': 5}, 'optim.m3_groups=5 must be >= 1 and divide the batch size 12'),
-    ('winsorize', {'c': 6}, 'optim.winsorize_c=6 must be >= 0'),
+    ('winsorize', {'c': 6}, 'optim.winsorize_c=6 must leave two order statistics in a batch of 12: at most 5'),
+    ('winsorize', {'c': -1}, 'optim.winsorize_c must be >= 0, got -1'),
     ('median', {}, "unknown optim.aggregator 'median'"),
 ])
 def test_bad_settings_are_named(name, bad, match):

@@ -60,6 +60,20 @@ class Context:
   param_paths: list     # '/'-joined param leaf paths, in tree_leaves order
   group_of: Any         # param path -> layer group name
   workdir: str          # files go here, written by process 0 only
+  # Stop requests (SIGTERM / SIGINT) of the train loop; long measurements
+  # call check_stop(ctx) between chunks, so preemption never waits for them.
+  stop: list = dataclasses.field(default_factory=list)
+
+
+class Interrupted(Exception):
+  """A stop request came during a measurement: it is abandoned (nothing of
+  it written) and runs again at the same step after the resume."""
+
+
+def check_stop(ctx: Context):
+  """Raises Interrupted once the run was asked to stop."""
+  if ctx.stop:
+    raise Interrupted
 
 
 def module(type_name: str):

@@ -142,8 +142,10 @@ class Measurement:
       return ({'image': arrays['image'], 'label': arrays['label']},
               arrays['weight'], arrays['label'])
 
-    return pipeline.prefetch(lambda _: to_device(next(batches)),
-                             range(-(-len(index) // self._chunk)), 1)
+    for chunk in pipeline.prefetch(lambda _: to_device(next(batches)),
+                                   range(-(-len(index) // self._chunk)), 1):
+      measurements.check_stop(self._ctx)  # preemption: stop in seconds
+      yield chunk
 
   def finalize(self, workdir):
     workdir_lib.write_json(workdir, self._ids_file, {
