@@ -86,7 +86,13 @@ def validate(config):
   optim.make_optimizer(config.optim, config.num_steps)
   aggregators.check(config.optim, config.batch_size)
   for name, cfg in config.measurements.items():
-    measurements_lib.check(name, cfg)
+    measurements_lib.check(name, cfg, config.num_steps)
+  if config.checkpoint_every >= 1 and (config.num_steps // config.checkpoint_every
+                                       > measurements_lib.MAX_SCHEDULED_STEPS):
+    raise ValueError(f'checkpoint_every={config.checkpoint_every} gives '
+                     f'{config.num_steps // config.checkpoint_every:.3g} '
+                     f'checkpoints over num_steps={config.num_steps}; at most '
+                     f'{measurements_lib.MAX_SCHEDULED_STEPS:,}: raise it')
   models.check_kwargs(config.model.kwargs)
   minimum = {'num_steps': 1, 'batch_size': 1, 'log_every': 1,
              'checkpoint_every': 1, 'keep_checkpoints': 1, 'data.image_size': 1,
@@ -436,8 +442,10 @@ def _run(config, workdir, ctx, tx, measurements, resuming, stop, last_step):
     raise Diverged(f'training diverged at step {step}: {what}; lower '
                    f'optim.lr (now {config.optim.lr})')
 
-  checkpoint_steps = {s for s in range(start + 1, config.num_steps + 1)
-                      if s % config.checkpoint_every == 0} | {config.num_steps}
+  every = config.checkpoint_every  # the checkpoint steps, not every step
+  checkpoint_steps = set(range((start // every + 1) * every,
+                               config.num_steps + 1, every)) | {
+                                   config.num_steps}
   tracker = progress.Progress(config.num_steps, start,
                               measurements.schedules(), checkpoint_steps)
 

@@ -143,6 +143,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
       (['--config.measurements.probe.steps=(1,abc)'],
        'measurements.probe.steps must be integers >= 0'),
       (['--parallel', '2'], '--parallel'),
+      (['--config.num_steps=1000000000000'], 'would run at about'),
   ]
   for flags, needle in cases:
     _one_error_line(_launch(parent / 'run', *flags, check=False), needle)

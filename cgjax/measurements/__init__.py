@@ -106,6 +106,18 @@ def spec(type_name: str, **fields) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(cfg)
 
 
+# Schedules are sets of the measured steps (never of all steps); more than
+# this many steps of one measurement is refused as a config error (a set of
+# 10^6 steps takes ~50 MB and ~1 s to build; a measured step costs far more).
+MAX_SCHEDULED_STEPS = 1_000_000
+
+
+def count_steps(cfg, num_steps: int) -> int:
+  """How many steps schedule_steps gives at most, without building it."""
+  return (len(cfg.steps) + int(cfg.at_end) + cfg.num_log_spaced
+          + (num_steps // cfg.every if cfg.every else 0))
+
+
 def schedule_steps(cfg, num_steps: int) -> set[int]:
   """The steps in [0, num_steps] at which a measurement runs."""
   steps = {s for s in cfg.steps if 0 <= s <= num_steps}
@@ -120,8 +132,9 @@ def schedule_steps(cfg, num_steps: int) -> set[int]:
   return steps
 
 
-def check(name: str, cfg):
-  """Schedule fields in range and no field the type does not know."""
+def check(name: str, cfg, num_steps: int | None = None):
+  """Schedule fields in range and no field the type does not know; with
+  `num_steps`, at most MAX_SCHEDULED_STEPS steps."""
   known = {**SCHEDULE, **module(cfg.type).FIELDS}
   unknown = set(cfg.keys()) - set(known)
   if unknown:
@@ -134,6 +147,13 @@ def check(name: str, cfg):
   if bad:
     raise ValueError(f'measurements.{name}.steps must be integers >= 0, got '
                      f'{", ".join(map(repr, bad))} in {cfg.steps!r}')
+  if num_steps is not None and count_steps(cfg, num_steps) > (
+      MAX_SCHEDULED_STEPS):
+    raise ValueError(
+        f'measurements.{name} would run at about '
+        f'{count_steps(cfg, num_steps):.3g} steps (every={cfg.every} up to '
+        f'num_steps={num_steps}); at most {MAX_SCHEDULED_STEPS:,} are '
+        f'supported: raise measurements.{name}.every')
 
 
 def at_least(name: str, cfg, **lows):
