@@ -52,8 +52,9 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-# After an error, the process is gone this many seconds later at the most.
-EXIT_SECONDS = 20.0
+# After an error, the process is gone this many seconds later at the most
+# (CGJAX_EXIT_SECONDS overrides it).
+EXIT_SECONDS = float(os.environ.get('CGJAX_EXIT_SECONDS', 20.0))
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file[:arg].',
                                           lock_config=True)

@@ -64,17 +64,25 @@ def _same_as(reference, workdir, step=20):
     np.testing.assert_array_equal(x, y)  # bitwise
 
 
-def test_quick_start_on_gs_leaves_nothing_local_and_resumes_bitwise(
-    gcs, local_reference, tmp_path):
+@pytest.fixture(scope='module')
+def gs_run(gcs, tmp_path_factory):
+  """The quick start's runlocal on gs://, from an empty directory: killed
+  -9 at step 14, then relaunched to the end. (run, empty dir, relaunch's
+  stdout)."""
   del gcs
-  cwd = tmp_path / 'empty'
-  cwd.mkdir()
+  cwd = tmp_path_factory.mktemp('empty')
   run = f'gs://{BUCKET}/run'
   code, out, err = _launch(_config(run), cwd, fault=('KILL', '14'))
   assert code == -signal.SIGKILL, out + err
   assert workdir_lib.read_status(run) == 'running'
   code, out, err = _launch(_config(run), cwd)
   assert code == 0, out + err
+  return run, cwd, out
+
+
+def test_quick_start_on_gs_leaves_nothing_local_and_resumes_bitwise(
+    gs_run, local_reference):
+  run, cwd, out = gs_run
   assert f'resuming {run} from step 10' in out
   assert os.listdir(cwd) == []  # no local gs: directory, no cache
   assert not os.path.exists(os.path.join(ROOT, 'gs:'))
@@ -109,11 +117,8 @@ print(json.dumps([[tag, e.step] for tag in events.Tags()['scalars']
 """
 
 
-def test_report_and_runs_api_read_a_gs_run(gcs, local_reference, tmp_path):
-  del gcs
-  run = f'gs://{BUCKET}/read'
-  code, out, err = _launch(_config(run), tmp_path)
-  assert code == 0, out + err
+def test_report_and_runs_api_read_a_gs_run(gs_run, local_reference):
+  run = gs_run[0]
   loaded = runs.load(run)
   assert loaded.status['state'] == 'done'
   assert loaded.checkpoint_steps() == [10, 20]

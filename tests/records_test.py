@@ -56,8 +56,15 @@ def test_a_run_without_its_checkpoints_or_metrics_is_refused(finished,
   workdir = _copy(finished, tmp_path)
   rows, status = metric_rows(workdir), (workdir / 'status.json').read_text()
   shutil.rmtree(workdir / 'checkpoints')
-  _one_error_line(_launch(workdir, check=False),
-                  'no checkpoint to resume from', '--restart')
+  litter = ['learning.npz.tmp4242', 'status.json.tmp', 'lock.json.tmp']
+  for name in litter:  # temp files of writes that died midway
+    (workdir / name).write_text('half')
+  refused = _launch(workdir, check=False)
+  _one_error_line(refused, 'no checkpoint to resume from', '--restart')
+  for name in litter:
+    assert f'removed {name}, left by a write that died midway' in (
+        refused.stdout), refused.stdout
+    assert not (workdir / name).exists()
   assert metric_rows(workdir) == rows  # before: rewritten from step 0
   assert (workdir / 'status.json').read_text() == status
   assert not (workdir / 'checkpoints').exists()
@@ -117,19 +124,14 @@ def test_checkpoints_of_another_run_are_set_aside(finished, tmp_path):
   assert workdir_lib.read_status(str(workdir)) == 'done'
 
 
-def test_temp_files_of_failed_writes_are_removed(finished, tmp_path):
+def test_unfinished_orbax_checkpoints_are_removed(finished, tmp_path):
   workdir = _copy(finished, tmp_path)
-  litter = ['learning.npz.tmp4242', 'status.json.tmp', 'lock.json.tmp']
-  for name in litter:
-    (workdir / name).write_text('half')
   orbax_tmp = workdir / 'checkpoints' / '13.orbax-checkpoint-tmp-1234'
   orbax_tmp.mkdir()
   (orbax_tmp / 'x').write_text('half')
-  out = _launch(workdir).stdout
-  for name in litter + ['checkpoints/13.orbax-checkpoint-tmp-1234']:
-    assert f'removed {name}, left by a write that died midway' in out, out
-    assert not (workdir / name).exists()
-  assert 'already complete' in out
+  assert workdir_lib.remove_litter(str(workdir)) == [
+      'checkpoints/13.orbax-checkpoint-tmp-1234']
+  assert not orbax_tmp.exists() and workdir_lib.saved_steps(str(workdir))
 
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
@@ -147,6 +149,11 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
   ]
   for flags, needle in cases:
     _one_error_line(_launch(parent / 'run', *flags, check=False), needle)
+  no_config = run_python(['launch.py', '--workdir', str(parent / 'run')],
+                         check=False)
+  assert no_config.stderr.strip().splitlines() == [
+      'error: --config is required, e.g. --config configs/mnist_mlp.py:'
+      'noise=0.5 (python launch.py --help lists the flags)'], no_config.stderr
   for text, needle in [('def get_config(:\n', 'SyntaxError'),
                        ('x = 1\n', 'defines no get_config'),
                        ('def get_config(arg):\n  raise RuntimeError("boom")\n',
@@ -240,7 +247,8 @@ def test_a_full_disk_during_a_checkpoint_never_hangs(tmp_path):
   proc = subprocess.run(
       [sys.executable, '-m', 'tests.fault_launch', 'ENOSPC_IN_SAVE', '8',
        '--config', CONFIG, '--workdir', str(workdir)], cwd=ROOT,
-      env=dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT),
+      env=dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT,
+               CGJAX_EXIT_SECONDS='2'),
       capture_output=True, text=True, timeout=240)  # a guard, never reached
   _one_error_line(proc, '[Errno 28] No space left on device',
                   f'{workdir}/checkpoints/8')
@@ -248,15 +256,23 @@ def test_a_full_disk_during_a_checkpoint_never_hangs(tmp_path):
   assert status['state'] == 'failed' and status['step'] == 8, status
 
 
-def test_a_trial_lock_with_an_old_heartbeat_is_nobodys(tmp_path):
-  """A sweep judges a trial's lock as launch does: a live pid whose
-  heartbeat is older than lock_stale_after owns nothing."""
-  from cgjax import sweep  # pylint: disable=g-import-not-at-top
-  trial = {'noise.rate': 0.0}
-  workdir = tmp_path / sweep.trial_name(trial)
-  workdir.mkdir()
-  (workdir / 'lock.json').write_text(json.dumps(
-      {'host': os.uname().nodename, 'pid': os.getpid(), 'start': 0,
-       'heartbeat': time.time() - 1000}))
-  states = sweep.run('launch.py', CONFIG, [trial], str(tmp_path), [])
-  assert list(states.values()) == ['done']
+def test_a_sweep_leaves_live_trials_to_their_owner_and_takes_stale_ones(
+    tmp_path):
+  """Trial 1 owned by a live process (a first copy of the sweep): the second
+  copy names it as run elsewhere and does not fail for it. Trial 2's lock
+  names a live pid with a heartbeat older than lock_stale_after: nobody's,
+  as for a launch, so the sweep runs it."""
+  def lock(trial, heartbeat):
+    (tmp_path / trial).mkdir()
+    (tmp_path / trial / 'lock.json').write_text(json.dumps(
+        {'host': os.uname().nodename, 'pid': os.getpid(),
+         'pid_start': workdir_lib._started_at(os.getpid()),  # pylint: disable=protected-access
+         'start': 0, 'heartbeat': heartbeat, 'token': 'x'}))
+  lock('noise.rate=0.0', time.time())
+  lock('noise.rate=0.5', time.time() - 1000)
+  out = run_python(['launch.py', '--config', CONFIG, '--sweep', '--workdir',
+                    str(tmp_path)]).stdout
+  assert f'noise.rate=0.0: running (pid {os.getpid()} on' in out, out
+  assert ('[sweep] run by another process (see above), not here: '
+          'noise.rate=0.0') in out
+  assert workdir_lib.read_status(str(tmp_path / 'noise.rate=0.5')) == 'done'
