@@ -9,8 +9,8 @@ metrics and the logs, write whole objects instead).
 
 etils would route gs:// through tf.io.gfile whenever TensorFlow is installed
 (the tfds extra); that backend has neither exclusive create nor the storage
-emulator, so cgjax asks etils for fsspec (EPATH_USE_TF=false), as orbax then
-does too.
+emulator, so cgjax asks etils for fsspec (EPATH_USE_TF=false, set when cgjax
+is imported: cgjax/__init__.py), as orbax then does too.
 """
 import contextlib
 import io
@@ -18,9 +18,7 @@ import os
 import posixpath
 import shutil
 
-os.environ.setdefault('EPATH_USE_TF', 'false')
-
-from etils import epath  # pylint: disable=g-import-not-at-top,wrong-import-position
+from etils import epath
 
 
 def is_local(path: str) -> bool:

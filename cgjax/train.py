@@ -489,8 +489,7 @@ def _run(config, workdir, ctx, tx, measurements, resuming, stop, last_step):
       checkpointer.save(step, state, {
           'next_step': step, 'fingerprint': identity,
           'measure_again': measure_again,
-          'interval_losses': [float(x)
-                              for x in jax.device_get(losses_in_interval)]},
+          'interval_losses': [float(x) for x in losses]},
                         measurements.state_dict())
       measurements.finalize(workdir)
       writer.flush()
