@@ -1,6 +1,6 @@
 """Launches one cgjax training run.
 
-  python launch.py --config configs/mnist_mlp.py:noise=0.5 --workdir runs/x \
+  python launch.py --config configs/mnist_mlp.py:noise=0.5 --workdir runs/x \\
       --config.optim.lr=0.05
 
 Flags:
@@ -34,6 +34,9 @@ Flags:
                   deleted) and start over: a run whose checkpoints (or
                   metrics) are gone is refused otherwise, since a fresh start
                   would replace its records with fewer
+  --check         resolve and validate the config (with --sweep: every
+                  trial's), print what would run, and exit 0 without
+                  writing anything: a command checked before a long job
   --traceback     print Python tracebacks of errors (one line otherwise)
 
 Exit codes: 0 done; 1 an error (one line naming the bad value, file or path);
@@ -87,6 +90,9 @@ _STEP = flags.DEFINE_integer('step', None, 'With --evaluate: the checkpoint '
 _OUT = flags.DEFINE_string('out', '', 'With --evaluate: where results go '
                            '(default: WORKDIR/evaluations/step_STEP/), e.g. '
                            'for a read-only workdir.')
+_CHECK = flags.DEFINE_bool(
+    'check', False, 'Validate the config (every trial with --sweep), print '
+    'what would run, exit 0; nothing is written.')
 _RESTART = flags.DEFINE_bool(
     'restart', False, "Move the workdir's old records to WORKDIR/restart_N/ "
     '(nothing is deleted) and start the run over.')
@@ -103,12 +109,57 @@ def _config_spec(argv):
   return None
 
 
+def _installed_configs() -> str:
+  """The folder of the configs that ship with cgjax (cgjax/configs)."""
+  import cgjax.configs  # pylint: disable=g-import-not-at-top
+  return os.path.dirname(os.path.abspath(cgjax.configs.__file__))
+
+
+def _config_names() -> str:
+  return ', '.join(sorted(n for n in os.listdir(_installed_configs())
+                          if n.endswith('.py') and n not in (
+                              '__init__.py', 'common.py')))
+
+
+def config_path(spec: str) -> str:
+  """The absolute path of the spec's config file (printed commands work
+  from any directory): the path as given, else a config of cgjax's own by
+  name (`mnist_mlp.py`, `configs/mnist_mlp.py` or `cgjax/configs/...`, so
+  one command serves a checkout and an installed package). One line naming
+  where it looked where neither exists."""
+  path = spec.partition(':')[0]
+  if os.path.exists(path):
+    return os.path.abspath(path)
+  shipped = os.path.join(_installed_configs(), os.path.basename(path))
+  if os.path.dirname(path) in ('', 'configs', os.path.join('cgjax', 'configs')) \
+      and os.path.exists(shipped):
+    return shipped
+  sys.exit(f'error: config file {path!r} does not exist (looked in '
+           f'{os.getcwd()} and in cgjax\'s configs, {_installed_configs()}: '
+           f'{_config_names()})')
+
+
+def with_config_path(argv: list[str]) -> list[str]:
+  """argv with its --config file as config_path gives it."""
+  spec = _config_spec(argv)
+  if not spec:
+    return argv
+  resolved = config_path(spec) + spec[len(spec.partition(':')[0]):]
+  out = list(argv)
+  for i, a in enumerate(out):
+    if a == '--config' and i + 1 < len(out):
+      out[i + 1] = resolved
+      break
+    if a.startswith('--config='):
+      out[i] = f'--config={resolved}'
+      break
+  return out
+
+
 def config_module(spec: str):
   """The config file as a module; one line naming the file where it does not
   exist, does not load, or defines no get_config."""
-  path = spec.partition(':')[0]
-  if not os.path.exists(path):
-    sys.exit(f'error: config file {path!r} does not exist')
+  path = config_path(spec)
   module_spec = importlib.util.spec_from_file_location('_cgjax_config', path)
   module = importlib.util.module_from_spec(module_spec)
   try:
@@ -138,9 +189,15 @@ def get_config(spec: str):
     sys.exit(f'error: {path}: get_config({arg!r}) raised {_one_line(err)}')
 
 
+def _program() -> str:
+  """How the user called it: `cgjax-train` or `python launch.py`."""
+  return ('cgjax-train' if os.path.basename(sys.argv[0]) == 'cgjax-train'
+          else 'python launch.py')
+
+
 def _usage(message: str):
   """A usage error as one line (absl would print every flag's help first)."""
-  sys.exit(f'error: {message} (python launch.py --help lists the flags)')
+  sys.exit(f'error: {message} ({_program()} --help lists the flags)')
 
 
 def check_overrides(argv):
@@ -198,8 +255,8 @@ def main(argv):
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # orbax/jax INFO lines drown progress
   if _CONFIG.value is None:
-    _usage('--config is required, e.g. '
-                         '--config configs/mnist_mlp.py:noise=0.5')
+    _usage('--config is required, e.g. --config mnist_mlp.py:noise=0.5 '
+           f'(cgjax\'s configs: {_config_names()})')
   if _SWEEP.value and (_EVALUATE.value or _STEP.present):
     _usage('--evaluate measures one workdir; drop --sweep (or '
                          'evaluate each trial dir)')
@@ -238,6 +295,12 @@ def main(argv):
     if _TRACEBACK.value:
       raise
     sys.exit(f'error: {err}')
+  if _CHECK.value:
+    config = _CONFIG.value
+    print(f'[cgjax] check: config valid; would {"evaluate" if _EVALUATE.value else "train"} '
+          f'{config.model.name} on {config.data.name}, {config.num_steps} '
+          f'steps, measurements: {", ".join(sorted(config.measurements))}')
+    return
   cache = _JAX_CACHE.value or storage.join(
       storage.dirname(storage.absolute(workdir)), '.jax_cache')
   if cache != 'none':  # resumes and sweep trials skip recompiling
@@ -286,7 +349,7 @@ def main(argv):
     print('[cgjax] final: ' + ', '.join(f'{k}={v:.4f}'
                                         for k, v in sorted(summary.items())))
     if not _EVALUATE.value:
-      print(f'[cgjax] results in {workdir}: metrics, tb/, checkpoints/')
+      print(f'[cgjax] results in {workdir}: metrics.jsonl, TensorBoard events, checkpoints/')
 
 
 def run_sweep(argv):
@@ -312,7 +375,7 @@ def run_sweep(argv):
     trials = sweep.load_trials(config_module(spec), spec.partition(':')[2])
   except ValueError as err:
     sys.exit(f'error: {err}')
-  sweep_dir = _WORKDIR.value or default_workdir(spec, '_sweep')
+  sweep_dir = storage.absolute(_WORKDIR.value or default_workdir(spec, '_sweep'))
   shared = [a for a in argv[1:] if a.startswith('--config.')]
   launch = os.path.abspath(__file__)
   runs = sweep.commands(launch, spec, trials, sweep_dir, shared)
@@ -326,6 +389,10 @@ def run_sweep(argv):
   if _PRINT_COMMANDS.value:
     for _, cmd in runs:
       print(sweep.shell_command(cmd))
+    return
+  if _CHECK.value:
+    print(f'[sweep] check: {len(runs)} trials valid, would run in '
+          f'{sweep_dir}: {", ".join(storage.basename(w) for w, _ in runs)}')
     return
   where = (f'; process {cluster.process_id} of {cluster.num_processes}'
            if cluster else '')
@@ -356,7 +423,18 @@ def run_sweep(argv):
 def run():
   """The command line: `python launch.py`, `python -m cgjax.launch` or the
   installed `cgjax-train`."""
+  if any(a in ('--help', '-h', '-?', '--helpshort') for a in sys.argv[1:]):
+    # The flags with their help, also as the installed cgjax-train (whose
+    # absl --help lists only the entry script's own flags: none).
+    print(__doc__.replace('python launch.py', _program()))
+    sys.exit(0)
   try:
+    sys.argv = with_config_path(sys.argv)
+    from cgjax import plugins  # pylint: disable=g-import-not-at-top
+    plugins.search(os.getcwd(), 'the current directory')
+    if _config_spec(sys.argv):
+      plugins.search(os.path.dirname(_config_spec(sys.argv).partition(':')[0]),
+                     "the config file's folder")
     check_overrides(sys.argv)
     from cgjax import supervisor  # pylint: disable=g-import-not-at-top
     if supervisor.needed(sys.argv):  # one line when JAX ends it for a peer

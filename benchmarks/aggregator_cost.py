@@ -34,10 +34,13 @@ TRIALS = [('mean', {}), ('winsorize', {'winsorize_c': 1}),
           ('winsorize', {'winsorize_c': 2}), ('winsorize', {'winsorize_c': 4}),
           ('winsorize', {'winsorize_c': 8}), ('m3', {'m3_groups': 3}),
           ('rm3', {}), ('ra3', {})]
-MODELS = {'mlp 3x256': ('mlp', {}), 'cnn (32, 64) + 128': ('cnn', {}),
+# Chosen by key on the command line (--models mlp cnn); the value's label
+# heads the model's table.
+MODELS = {'mlp': ('mlp 3x256', 'mlp', {}),
+          'cnn': ('cnn (32, 64) + 128', 'cnn', {}),
           # Balanced layers: batch x params is 3x batch x largest leaf, so
           # the memory column tells layer-by-layer from all-at-once.
-          'mlp 4x512': ('mlp', {'widths': (512,) * 4})}
+          'mlp4x512': ('mlp 4x512', 'mlp', {'widths': (512,) * 4})}
 
 
 def time_step(model, cfg, batch_size: int, steps: int):
@@ -74,14 +77,14 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--steps', type=int, default=20)
   parser.add_argument('--models', nargs='*', default=list(MODELS),
-                      help=f'subset of {list(MODELS)}')
+                      choices=list(MODELS), help='which models (default all)')
   parser.add_argument('--depths', nargs='*', type=int, default=[2, 4, 8, 16],
                       help='MLP depths (512 units) for the memory table')
   args = parser.parse_args()
   print(f'jax {jax.__version__}, {jax.default_backend()}, '
         f'{jax.device_count()} device(s)')
-  for model_name in args.models:
-    module, kwargs = MODELS[model_name]
+  for key in args.models:
+    model_name, module, kwargs = MODELS[key]
     model = models.get_model(module, 10, **kwargs)
     base = None
     print(f'\n{model_name}, batch 100:')

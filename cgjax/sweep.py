@@ -394,6 +394,7 @@ def _drive(pending, running, free, slots, process_id, cluster, states, stop,
 
 
 def shell_command(argv: list[str]) -> str:
-  """argv as one shell line, with 'python' for the interpreter path."""
-  return shlex.join(['python', *argv[1:]])
+  """argv as one shell line: this interpreter, absolute paths, so it runs
+  from any directory (a SLURM array's, a pod worker's)."""
+  return shlex.join(argv)
 

@@ -9,7 +9,10 @@
     metrics.parts/  object stores only (no append there): the rows since
                     metrics.jsonl was last written whole, one object per
                     flush; readers merge them, a resume folds them in
-    tb/             TensorBoard event files with the same scalars
+    events.out.tfevents.*
+                    TensorBoard: the same scalars, the config as text and as
+                    hparams (`tensorboard --logdir runs` lists each run by its
+                    workdir name)
     checkpoints/    orbax checkpoints: train state, data iterator state and
                     the measurements' own state (e.g. learning times)
     ...             files of the measurements (probe_ids.json, learning.npz)
@@ -372,6 +375,11 @@ def latest_values(workdir) -> dict:
   return {r['name']: r['value'] for r in read_metrics(workdir)}
 
 
+# The metric columns of TensorBoard's HParams tab (their last values).
+HPARAM_METRICS = ('eval/test_acc', 'eval/train_acc', 'eval/clean_acc',
+                  'eval/noisy_acc_vs_noisy_label', 'train/loss')
+
+
 class MetricWriter:
   """Scalars to metrics.jsonl and TensorBoard (process 0 only).
 
@@ -412,12 +420,20 @@ class MetricWriter:
         storage.remove(part)
     self._file = open(self._path, 'a') if self._local else None  # pylint: disable=consider-using-with
     self._pending, self._flushed_at, self._uploaded = [], time.time(), {}
-    self._tb_dir = storage.join(workdir, 'tb')
     self._staging = None if self._local else tempfile.mkdtemp(
         prefix='cgjax-tb-')
-    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-    self._tb = SummaryWriter(self._staging or self._tb_dir,
-                             purge_step=keep_through + 1 if existed else None)
+    self._purge_step = keep_through + 1 if existed else None
+    self._tb = None  # opened at the first write: a relaunch of a finished
+    # run, which writes nothing, leaves no empty event file
+
+  def _events(self):
+    """The one TensorBoard writer of the run, in the workdir itself (so
+    TensorBoard names the run by its workdir)."""
+    if self._tb is None:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(self._staging or self._workdir,
+                               purge_step=self._purge_step)
+    return self._tb
 
   def write(self, step: int, scalars: dict):
     if not self._active:
@@ -425,8 +441,9 @@ class MetricWriter:
     lines = ''.join(json.dumps({'step': int(step), 'name': name,
                                 'value': float(value)}) + '\n'
                     for name, value in sorted(scalars.items()))
+    events = self._events()
     for name, value in sorted(scalars.items()):
-      self._tb.add_scalar(name, float(value), int(step))
+      events.add_scalar(name, float(value), int(step))
     if self._local:
       check_owner(self._workdir)
       self._file.write(lines)
@@ -437,22 +454,31 @@ class MetricWriter:
       self.flush()
 
   def write_config(self, flat: dict):
-    """The resolved config to TensorBoard: a text table and hparams (scalar
-    and string fields), so runs can be compared by setting there."""
+    """The resolved config to TensorBoard: a text table, and every field as
+    an hparam of the HParams tab (tuples and None as text), with the final
+    accuracies and the loss as its metric columns."""
     if not self._active:
       return
-    self._tb.add_text('config', '\n'.join(
+    events = self._events()
+    events.add_text('config', '\n'.join(
         f'    {k} = {v!r}' for k, v in sorted(flat.items())), 0)
-    hparams = {k: v for k, v in flat.items()
-               if isinstance(v, (bool, int, float, str))}
-    self._tb.add_hparams(hparams, {}, name='.', global_step=0)
+    hparams = {k: v if isinstance(v, (bool, int, float, str)) else str(v)
+               for k, v in flat.items()}
+    # tensorboardX's add_hparams opens a second writer in the same folder,
+    # whose file name collides with this one's within the same second (the
+    # records were lost); the three hparams summaries go through this writer.
+    from tensorboardX.summary import hparams as hparams_summaries  # pylint: disable=g-import-not-at-top
+    file_writer = events._get_file_writer()  # pylint: disable=protected-access
+    for summary in hparams_summaries(hparams, dict.fromkeys(HPARAM_METRICS, 0.0)):
+      file_writer.add_summary(summary, 0)
 
   def flush(self):
     """TensorBoard (and, on an object store, the rows since the last flush)
     written out: at each checkpoint, so a resume finds everything up to it."""
     if not self._active:
       return
-    self._tb.flush()
+    if self._tb is not None:
+      self._tb.flush()
     if self._local:
       return
     check_owner(self._workdir)
@@ -468,14 +494,15 @@ class MetricWriter:
         size = os.path.getsize(local)
         if self._uploaded.get(local) != size:
           rel = os.path.relpath(local, self._staging).replace(os.sep, '/')
-          storage.upload(local, storage.join(self._tb_dir, rel))
+          storage.upload(local, storage.join(self._workdir, rel))
           self._uploaded[local] = size
     self._flushed_at = time.time()
 
   def close(self):
     if not self._active:
       return
-    self._tb.close()
+    if self._tb is not None:
+      self._tb.close()
     self.flush()
     if self._local:
       self._file.close()

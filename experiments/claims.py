@@ -133,30 +133,40 @@ def claim_rows(sweep):
 
 def table(sweeps) -> str:
   per_seed = [claim_rows(s) for s in sweeps]
-  seeds = [s[0].config['seed'] for s in sweeps]
-  lines = ['| claim | statistic | ' + ' | '.join(f'seed {s}' for s in seeds)
+  firsts = [s[0] for s in sweeps]  # one run per sweep stands for its seed
+  seeds = [r.config['seed'] for r in firsts]
+  columns = runs_lib.seed_columns(firsts)
+  lines = ['| claim | statistic | ' + ' | '.join(columns)
            + ' | mean | spread | holds |', '|---' * (len(seeds) + 5) + '|']
   details = []
   for claim in per_seed[0]:
     rows = [p.get(claim) for p in per_seed]
     values = np.array([r[1] if r else np.nan for r in rows])
     holds = all(r and r[2] for r in rows)
+    distinct = len(set(seeds))
+    verdict = ('NO' if not holds else 'yes (one seed: not yet a claim over '
+               'seeds)' if distinct == 1 else f'yes, all {distinct} seeds')
+    mean, spread = runs_lib.over_seeds(values, firsts, digits=3)
     lines.append(f'| {claim} | {rows[0][0]} | '
                  + ' | '.join(f'{v:.3g}' for v in values)
-                 + f' | {np.nanmean(values):.3g} | '
-                 f'{(np.nanmax(values) - np.nanmin(values)) / 2:.2g} | '
-                 f'{"yes, every seed" if holds else "NO"} |')
+                 + f' | {mean} | {spread} | {verdict} |')
     details += [f'- {claim}, seed {s}: {r[3]}' for s, r in zip(seeds, rows)
                 if r]
   return '\n'.join(lines + [''] + details)
+
+
+# launch.py beside this package (the checkout's, or the installed cgjax's):
+# --run works from any directory.
+LAUNCH = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), 'launch.py')
 
 
 def run_sweeps(seeds, workdir) -> list[str]:
   dirs = []
   for seed in seeds:
     sweep_dir = os.path.join(workdir, f'seed{seed}')
-    subprocess.run([sys.executable, 'launch.py', '--config',
-                    f'configs/mnist_mlp.py:seed={seed}', '--sweep',
+    subprocess.run([sys.executable, LAUNCH, '--config',
+                    f'mnist_mlp.py:seed={seed}', '--sweep',
                     '--workdir', sweep_dir], check=True)
     dirs.append(sweep_dir)
   return dirs

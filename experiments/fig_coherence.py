@@ -6,7 +6,8 @@ One panel per setting: clean (solid), noisy (dashed), test (dotted) and,
 where measured, mixed ('train', dash-dot) probe sets; seeds of a setting as
 mean line and min-max band. Log axes as in the m-coherence paper (the step
 axis linear between 0 and 1, so step 0 shows); the gray line is the
-orthogonal baseline 1 and the dashed gray line m (all gradients equal).
+orthogonal baseline 1; the ceiling m (all gradients equal) is in the axis
+label, the y range is the data's.
 With several settings, a last panel has the test probe of every setting,
 one color each.
 """
@@ -27,9 +28,11 @@ def plot(runs, out_dir):
       runs_lib.mean_and_spread(ax, runs_lib.metric_series(
           members, f'probe/{probe}/m_coherence'), label=probe, **style)
     ax.axhline(1.0, color='gray', lw=0.8, label='_1')
-    if _m(members[0]):
-      ax.axhline(_m(members[0]), color='gray', lw=0.8, ls='--', label='_m')
-    runs_lib.title(ax, runs_lib.setting_title(label, members))
+    missing = [p for p in runs_lib.PROBES
+               if not runs_lib.metric_series(members, f'probe/{p}/m_coherence')]
+    why = (f'\n(no {" / ".join(missing)} probe: fewer such examples than '
+           f'm = {_m(members[0])})' if missing and _m(members[0]) else '')
+    runs_lib.title(ax, runs_lib.setting_title(label, members) + why)
     ax.set(yscale='log', xlabel='step')
     runs_lib.step_axis(ax)
   if len(groups) > 1:
@@ -40,7 +43,9 @@ def plot(runs, out_dir):
       runs_lib.step_axis(ax)
     else:
       runs_lib.note(ax, 'fewer than two settings have a test probe')
-  runs_lib.ylabel(axes, f'm-coherence (m = {_m(runs[0])})')
+  # The ceiling m (all gradients equal) as a label, not a line: drawn, it
+  # squeezed the data into the bottom third of every panel.
+  runs_lib.ylabel(axes, f'm-coherence (ceiling m = {_m(runs[0])})')
   runs_lib.legend_once(fig, axes[:len(groups)])
   return runs_lib.save(fig, out_dir, 'coherence')
 

@@ -5,8 +5,9 @@
 Rows: alpha (= m-coherence / m), average pairwise cosine, cosine stiffness
 (same class, different class), GSNR and gradient diversity (= 1 /
 m-coherence); columns: settings (seeds as mean line and min-max band);
-lines: clean / noisy / test probes; dots mark series measured at a dozen
-steps or fewer (`probe.all_every`).
+lines: clean / noisy / test probes; a series measured at a dozen steps or
+fewer (`probe.all_every`) is drawn as its points (circle clean, square
+noisy, triangle test), not joined across the log axis.
 """
 from . import runs as runs_lib
 
@@ -43,6 +44,7 @@ def plot(runs, out_dir):
       runs_lib.step_axis(ax)
       if metric in LOG_Y:
         ax.set_yscale('log')
+      runs_lib.few_ticks(ax)
   for ax in axes[-1]:
     ax.set_xlabel('step')
   runs_lib.legend_once(fig, axes.ravel())

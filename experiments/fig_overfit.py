@@ -5,8 +5,8 @@
 
 Adjusted overfit (the CG paper's) = train_acc - [rate / K + (1 - rate) *
 test_acc]: how far training accuracy exceeds what generalization explains;
-0 means no memorization. Bars: mean over seeds; whiskers: lowest and highest
-seed; dots: the seeds. Settings are labeled by their sweep overrides (or the
+0 means no memorization. Bars: mean over seeds; whiskers (with two seeds or
+more): lowest and highest seed; dots: the seeds. Settings are labeled by their sweep overrides (or the
 config fields that differ between the runs).
 """
 import numpy as np
@@ -31,9 +31,10 @@ def plot(runs, out_dir):
       if not len(finals):
         continue
       ax.barh(i, finals.mean(), color=colors[i], alpha=0.7)
-      ax.errorbar(finals.mean(), i, color='k', capsize=3,
-                  xerr=[[finals.mean() - finals.min()],
-                        [finals.max() - finals.mean()]])
+      if len({r.config['seed'] for r in members}) > 1:  # a spread of seeds
+        ax.errorbar(finals.mean(), i, color='k', capsize=3,
+                    xerr=[[finals.mean() - finals.min()],
+                          [finals.max() - finals.mean()]])
       ax.plot(finals, [i] * len(finals), 'k.', ms=4)
     ax.set_title(title, fontsize=10)
     ax.axvline(0, color='gray', lw=0.8)

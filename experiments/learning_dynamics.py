@@ -59,28 +59,41 @@ def statistics(run, early: int) -> dict:
       for key in ('f_p', 'f_c', 'null_f_p', 'null_f_c', 'pristine_frac'):
         out[f'{key}, {window} (steps {lo}-{hi})'] = get(key)
       excess = [p - n for p, n in zip(*(
-          [v for s, v in zip(*run.series[f'{name}/{k}']) if lo <= s <= hi]
-          for k in ('f_p', 'null_f_p')))]
+          [v for s, v in zip(*run.series.get(f'{name}/{k}', ((), ())))
+           if lo <= s <= hi] for k in ('f_p', 'null_f_p')))]
       out[f'f_p - null f_p, {window} (steps {lo}-{hi})'] = (
           float(np.median(excess)) if excess else float('nan'))
   return out
 
 
 def table(runs, early: int) -> str:
+  """A table per setting: each statistic per seed, mean and spread. A
+  statistic that no run of the setting has (no noisy examples at noise 0:
+  f_c and the noisy medians) is left out, and the table says so."""
   lines = []
   for label, members in runs_lib.settings(runs):
     per_seed = [statistics(r, early) for r in members]
-    seeds = [r.config['seed'] for r in members]
+    keys = list(dict.fromkeys(k for p in per_seed for k in p))
+    columns = runs_lib.seed_columns(members)
     lines += [f'### {label}', '',
-              '| statistic | ' + ' | '.join(f'seed {s}' for s in seeds)
+              '| statistic | ' + ' | '.join(columns)
               + ' | mean | spread (max-min)/2 |',
-              '|---' * (len(seeds) + 3) + '|']
-    for key in per_seed[0]:
+              '|---' * (len(columns) + 3) + '|']
+    empty = []
+    for key in keys:
       values = np.array([p.get(key, np.nan) for p in per_seed])
-      cells = [f'{v:.4g}' for v in values]
-      lines.append(f'| {key} | ' + ' | '.join(cells) +
-                   f' | {values.mean():.4g} | '
-                   f'{(values.max() - values.min()) / 2:.2g} |')
+      if np.isnan(values).all():
+        empty.append(key)
+        continue
+      mean, spread = runs_lib.over_seeds(values, members)
+      lines.append(f'| {key} | ' + ' | '.join(
+          '-' if np.isnan(v) else f'{v:.4g}' for v in values)
+                   + f' | {mean} | {spread} |')
+    if not keys:
+      lines.append('| (no learning-times or loss-shares measurement) |'
+                   + ' |' * (len(columns) + 2))
+    if empty:
+      lines += ['', f'Not measured in this setting: {", ".join(empty)}.']
     lines.append('')
   return '\n'.join(lines)
 

@@ -11,6 +11,7 @@ import os
 import textwrap
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -129,6 +130,30 @@ def settings(runs) -> list[tuple[str, list[Run]]]:
   return list(groups.items())
 
 
+def seed_columns(members) -> list[str]:
+  """Per-run column headers of a table over seeds: 'seed S', and the
+  workdir's name too where runs share a seed (repeats, not other seeds)."""
+  seeds = [r.config['seed'] for r in members]
+  return [f'seed {s}' if seeds.count(s) == 1 else
+          f'seed {s} ({storage.basename(r.workdir)})'
+          for s, r in zip(seeds, members)]
+
+
+def over_seeds(values, members, digits: int = 4) -> tuple[str, str]:
+  """(mean, spread = (max - min) / 2) of per-run values as table cells; a
+  spread needs two distinct seeds ('-': one seed, or repeats of one), and
+  missing values (nan: a run without that metric) are left out."""
+  values = np.asarray(values, float)
+  kept = ~np.isnan(values)
+  if not kept.any():
+    return '-', '-'
+  seeds = {r.config['seed'] for r, k in zip(members, kept) if k}
+  with np.errstate(invalid='ignore'):  # inf - inf: never-learned medians
+    spread = (values[kept].max() - values[kept].min()) / 2
+  return (f'{values[kept].mean():.{digits}g}',
+          f'{spread:.2g}' if len(seeds) > 1 else '-')
+
+
 def setting_title(label: str, members) -> str:
   """A setting's panel title: its label, and how many seeds it averages."""
   return label if len(members) == 1 else f'{label} (mean of {len(members)} seeds)'
@@ -168,15 +193,28 @@ def common_steps(series) -> tuple[list, np.ndarray]:
   return steps, np.array([[at[t] for t in steps] for at in lookups], float)
 
 
+# A sparse series' marker, by the line style it would have had: probe sets
+# stay apart without lines drawn across the gaps of a log axis.
+SPARSE_MARKER = {'-': 'o', '--': 's', ':': '^', '-.': 'D'}
+
+
 def mean_and_spread(ax, series, label=None, **style):
   """The mean of several (steps, values) series (seeds of one setting) at the
   steps all of them have, with a band from the lowest to the highest; one
-  line for one series. Returns whether anything was drawn."""
+  line for one series. A series of a dozen points or fewer (probe.all_every)
+  is drawn as its points (whiskers for the band). Returns whether anything
+  was drawn."""
   if not series:
     return False
   steps, values = common_steps(series)
-  if len(steps) <= 12:  # sparse (probe.all_every): its points are the data
-    style = {'marker': 'o', 'markersize': 3, **style}
+  if len(steps) <= 12:
+    marker = SPARSE_MARKER.get(style.pop('ls', '-'), 'o')
+    ax.plot(steps, values.mean(0), label=label, marker=marker, ls='none',
+            markersize=4, **style)
+    if len(series) > 1:
+      ax.vlines(steps, values.min(0), values.max(0), lw=1, alpha=0.5,
+                color=style.get('color'))
+    return True
   ax.plot(steps, values.mean(0), label=label, **style)
   if len(series) > 1:
     ax.fill_between(steps, values.min(0), values.max(0), alpha=0.2,
@@ -198,11 +236,34 @@ def measuring(runs, type_name: str, figure: str) -> bool:
   return False
 
 
+class _StepTicks(matplotlib.ticker.Locator):
+  """0, 10, 100, ... up to the axis' end: no tick at 1, whose label
+  collided with 0's on the symlog axis."""
+
+  def __call__(self):
+    _, high = self.axis.get_view_interval()
+    return [0] + [10 ** k for k in range(1, 12) if 10 ** k <= high]
+
+
 def step_axis(ax):
   """Steps on a log axis that still shows step 0: symlog, linear in [0, 1]
-  (drawing step 0 at x = 1 made a vertical segment up to step 1)."""
+  (drawing step 0 at x = 1 made a vertical segment up to step 1), ticks
+  labeled as plain step counts."""
   ax.set_xscale('symlog', linthresh=1, linscale=0.4)
   ax.set_xlim(left=0)
+  ax.xaxis.set_major_locator(_StepTicks())
+  ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
+      lambda x, _: f'{x:,.0f}'))
+
+
+def few_ticks(ax):
+  """On a linear axis, at most 4 y ticks labeled in 2 significant digits (no
+  offset text, no crowded scientific notation); a log axis keeps
+  matplotlib's labels (within one decade they are its minor ones)."""
+  if ax.get_yscale() != 'log':
+    ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=4))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
+        lambda y, _: f'{y:.2g}'))
 
 
 def title(ax, text: str):
@@ -263,13 +324,24 @@ def main(plot, doc: str):
 
 
 def legend_once(fig, axes):
-  """One figure legend below the panels with every line label, in as many
-  rows as the figure's width needs (none is cut off)."""
+  """One legend with every line label: in the grid's unused slot where
+  there is one (inside the figure), else below the panels in as many rows
+  as the figure's width needs (none is cut off)."""
   labels = {}
   for ax in axes:
     for line in ax.get_lines():
       if not line.get_label().startswith('_'):
         labels.setdefault(line.get_label(), line)
+  spare = getattr(fig, 'spare_axes', [])
+  if spare:
+    slot = spare[0]
+    slot.set_visible(True)
+    slot.axis('off')
+    slot.legend(labels.values(), labels.keys(), fontsize=8, loc='center',
+                frameon=False)
+    if fig.get_layout_engine() is None:
+      fig.tight_layout()
+    return
   if len(axes) == 1:  # a lone panel: the legend beside it (save() widens
     fig.tight_layout()  # the canvas to hold it)
     axes[0].legend(labels.values(), labels.keys(), fontsize=7,
@@ -291,19 +363,22 @@ def legend_once(fig, axes):
     fig.tight_layout(rect=(0, min(0.5, rows * 0.22 / height + 0.02), 1, 1))
 
 
-# Panels per row: more settings wrap to further rows, so that a sweep of 8
-# settings stays readable at page width.
-PANELS_PER_ROW = 5
+# Panels per row at most: a figure stays readable at page width (5 across
+# were strips of 18 inches); more panels wrap to further rows.
+PANELS_PER_ROW = 3
 
 
 def panels(n: int, width: float = 3.6, height: float = 3.2, **kw):
-  """n subplots, in rows of at most PANELS_PER_ROW (the unused ones of the
-  last row hidden); returns (fig, the n axes in reading order)."""
-  cols = min(n, PANELS_PER_ROW)
-  rows = -(-n // cols)
+  """n subplots in as few rows of at most PANELS_PER_ROW as hold them, the
+  rows as full as can be (6 panels: 2 x 3, never 5 + 1); returns (fig, the n
+  axes in reading order). The unused slot, if any, is kept hidden as
+  `fig.spare_axes` for legend_once."""
+  rows = -(-n // PANELS_PER_ROW)
+  cols = -(-n // rows)
   fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows),
                            squeeze=False, **kw)
-  for ax in axes.ravel()[n:]:
+  fig.spare_axes = list(axes.ravel()[n:])
+  for ax in fig.spare_axes:
     ax.set_visible(False)
   return fig, axes.ravel()[:n]
 

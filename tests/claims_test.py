@@ -73,3 +73,8 @@ def test_table_over_seeds_says_where_a_claim_fails(tmp_path):
   text = claims.table([good, bad])
   row = next(line for line in text.splitlines() if line.startswith('| 2:'))
   assert '| 2.25 | 1 | 1.62 | 0.62 | NO |' in row, row
+  assert 'yes, all 2 seeds' in text
+  one = claims.table([good])  # one seed: no spread, and not yet a claim
+  row = next(line for line in one.splitlines() if line.startswith('| 2:'))
+  assert row.endswith('| 2.25 | 2.25 | - | yes (one seed: not yet a claim '
+                      'over seeds) |'), row

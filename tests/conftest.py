@@ -137,3 +137,21 @@ def assert_same_run(workdir, other, step, leaf_rtol=None):
     np.testing.assert_allclose(ra[k], rb[k], rtol=max(1e-3, leaf_rtol or 0))
   np.testing.assert_allclose(ra['eval/test_acc'], rb['eval/test_acc'],
                              atol=2e-3)
+
+
+def tensorboard_hparams(run_dir):
+  """The hparams and metric columns TensorBoard's HParams tab shows for the
+  event files of run_dir, read by TensorBoard's own event reader."""
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  from tensorboard.plugins.hparams import plugin_data_pb2  # pylint: disable=g-import-not-at-top
+  events = event_accumulator.EventAccumulator(str(run_dir))
+  events.Reload()
+  content = events.PluginTagToContent('hparams')
+  data = {tag: plugin_data_pb2.HParamsPluginData.FromString(c)
+          for tag, c in content.items()}
+  start = data['_hparams_/session_start_info'].session_start_info
+  experiment = data['_hparams_/experiment'].experiment
+  values = {k: v.WhichOneof('kind') and getattr(v, v.WhichOneof('kind'))
+            for k, v in start.hparams.items()}
+  metrics = [m.name.tag for m in experiment.metric_infos]
+  return values, metrics

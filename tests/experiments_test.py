@@ -10,14 +10,14 @@ from experiments import runs as runs_lib
 from experiments import winsorize_study
 
 
-def _run(path, seed, f_p):
+def _run(path, seed, f_p, rate=0.5):
   os.makedirs(path)
-  config = {'seed': seed, 'num_steps': 100, 'noise': {'rate': 0.5},
+  config = {'seed': seed, 'num_steps': 100, 'noise': {'rate': rate},
             'measurements': {'learning': {'type': 'learning_times'},
                              'shares': {'type': 'loss_shares'}}}
   json.dump(config, open(os.path.join(path, 'config.json'), 'w'))
   rows = []
-  for step, p in zip((0, 20, 40, 60, 100), f_p):
+  for step, p in zip((0, 20, 40, 60, 100), f_p or ()):
     rows += [{'step': step, 'name': 'shares/f_p', 'value': p},
              {'step': step, 'name': 'shares/null_f_p', 'value': 0.5}]
   with open(os.path.join(path, 'metrics.jsonl'), 'w') as f:
@@ -42,6 +42,22 @@ def test_medians_per_seed_and_over_seeds(tmp_path):
   text = learning_dynamics.table(runs, early=40)
   # Seeds of one setting in one table: early f_p 0.6 and 0.8, mean 0.7.
   assert '| f_p, early (steps 0-40) | 0.6 | 0.8 | 0.7 | 0.1 |' in text, text
+
+
+def test_a_sweep_with_noise_0_and_repeated_seeds(tmp_path):
+  """Noise 0 writes no loss shares (no corrupt examples): its table leaves
+  them out and says so. Two runs of one seed are repeats: named by their
+  workdirs, with no spread (a spread needs two seeds)."""
+  _run(str(tmp_path / 'clean'), 0, None, rate=0.0)
+  _run(str(tmp_path / 'a'), 0, (0.7, 0.6, 0.3, 0.2, 0.1))
+  _run(str(tmp_path / 'b'), 0, (0.9, 0.8, 0.7, 0.2, 0.3))
+  text = learning_dynamics.table(runs_lib.find([str(tmp_path)]), early=40)
+  clean = text.split('### noise 0.5')[0]
+  assert 'Not measured in this setting: f_p, early (steps 0-40)' in clean
+  assert '| median first_correct step, clean | 5 | 5 | - |' in clean, clean
+  noisy = text.split('### noise 0.5')[1]
+  assert '| statistic | seed 0 (a) | seed 0 (b) | mean |' in noisy, noisy
+  assert '| f_p, early (steps 0-40) | 0.6 | 0.8 | 0.7 | - |' in noisy, noisy
 
 
 def test_runs_are_labeled_by_sweep_overrides_seeds_aside():
@@ -125,13 +141,19 @@ def test_coherence_figure_draws_seed_means_and_one_color_per_setting(
   axes = [ax for ax in drawn['coherence'].axes if ax.get_visible()]
   assert len(axes) == 3  # two settings and the overlay of both
   for ax, rate in zip(axes, (0.0, 1.0)):
-    assert ax.get_title() == f'noise {rate:g} (mean of 2 seeds)'
+    assert ax.get_title().replace('\n', ' ') == (
+        f'noise {rate:g} (mean of 2 seeds) (no noisy probe: fewer such '
+        'examples than m = 50)')
     line = next(l for l in ax.get_lines() if l.get_label() == 'clean')
     seeds = np.array([values[(rate, 0)], values[(rate, 1)]], float)
     np.testing.assert_allclose(line.get_ydata(), seeds.mean(0))
     np.testing.assert_allclose(line.get_xdata(), [0, 10, 100])
-    band = ax.collections[0].get_paths()[0].vertices[:, 1]
-    assert band.min() == seeds.min() and band.max() == seeds.max()
+    # Three points: drawn as points (no line across the log axis), the
+    # seeds' range as a whisker at each.
+    assert line.get_linestyle() == 'None' and line.get_marker() == 'o'
+    whiskers = np.array(ax.collections[0].get_segments())
+    np.testing.assert_allclose(whiskers[:, 0, 1], seeds.min(0))
+    np.testing.assert_allclose(whiskers[:, 1, 1], seeds.max(0))
   overlay = {l.get_label(): l for l in axes[2].get_lines()}
   assert set(overlay) == {'noise 0', 'noise 1'}
   assert overlay['noise 0'].get_color() != overlay['noise 1'].get_color()

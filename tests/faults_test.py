@@ -152,8 +152,10 @@ def test_tensorboard_is_flushed_at_each_checkpoint(tmp_path):
   from tensorflow.compat.v1 import train as tf_train  # pylint: disable=g-import-not-at-top
   assert _fault('KILL', 14, tmp_path).returncode == -9
   steps = set()
-  for name in os.listdir(tmp_path / 'tb'):
-    for event in tf_train.summary_iterator(str(tmp_path / 'tb' / name)):
+  for name in os.listdir(tmp_path):
+    if not name.startswith('events.out.tfevents.'):
+      continue
+    for event in tf_train.summary_iterator(str(tmp_path / name)):
       steps |= {event.step for v in event.summary.value
                 if v.tag == 'eval/test_acc'}
   assert {0, 2, 4, 6, 8, 10} <= steps, steps

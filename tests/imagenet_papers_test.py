@@ -3,6 +3,7 @@ end to end on a fake ImageNet prepared by the real TFDS builder (a file of
 its own so that the test workers share the ImageNet tests' time)."""
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -29,12 +30,12 @@ def test_paper_configs_print_their_grid_and_run(spec, trials, pick, lr,
   out = run_python(['launch.py', '--config', spec, '--sweep',
                     '--print-commands', '--workdir', str(tmp_path)]).stdout
   commands = [line.split() for line in out.splitlines()
-              if line.startswith(f'python {ROOT}/launch.py')]
+              if line.startswith(f'{sys.executable} {ROOT}/launch.py')]
   assert len(commands) == trials, out
   argv = commands[pick][1:] + [f'--config.data.data_dir={data_dir}',
                                '--config.model.kwargs.width=16']
   if 'ws_imagenet' in spec:
-    assert 'configs/ws_imagenet.py:runlocal,optimizer=m3' in argv, argv
+    assert f'{ROOT}/configs/ws_imagenet.py:runlocal,optimizer=m3' in argv, argv
   run_python(argv)
   workdir = argv[argv.index('--workdir') + 1]
   assert workdir_lib.read_status(workdir) == 'done'

@@ -151,9 +151,13 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
     _one_error_line(_launch(parent / 'run', *flags, check=False), needle)
   no_config = run_python(['launch.py', '--workdir', str(parent / 'run')],
                          check=False)
+  shipped = sorted(n for n in os.listdir(os.path.join(ROOT, 'configs'))
+                   if n.endswith('.py')
+                   and n not in ('__init__.py', 'common.py'))
   assert no_config.stderr.strip().splitlines() == [
-      'error: --config is required, e.g. --config configs/mnist_mlp.py:'
-      'noise=0.5 (python launch.py --help lists the flags)'], no_config.stderr
+      'error: --config is required, e.g. --config mnist_mlp.py:noise=0.5 '
+      f"(cgjax's configs: {', '.join(shipped)}) (python launch.py --help "
+      'lists the flags)'], no_config.stderr
   for text, needle in [('def get_config(:\n', 'SyntaxError'),
                        ('x = 1\n', 'defines no get_config'),
                        ('def get_config(arg):\n  raise RuntimeError("boom")\n',

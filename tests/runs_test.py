@@ -2,9 +2,11 @@
 the notebook executed on a two-trial sweep of 20-step runs."""
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 
-import nbclient
 import nbformat
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from cgjax import runs
 from cgjax import sweep as sweep_lib
 from cgjax import train
 from configs import mnist_mlp
+from tests import doc_blocks
 from tests.conftest import ROOT, run_python
 
 TRIALS = [{'noise.rate': 0.0}, {'noise.rate': 0.5}]
@@ -150,13 +153,62 @@ def test_launch_evaluate_writes_beside_the_run(sweep_dir):
       logged['eval/test_acc'], rel=1e-6)
 
 
-def test_notebook_runs_on_the_sweep(sweep_dir, monkeypatch):
-  notebook = nbformat.read(os.path.join(ROOT, 'notebooks',
-                                        'coherence.ipynb'), 4)
-  monkeypatch.setenv('CGJAX_SWEEP', sweep_dir)
-  monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
-  nbclient.NotebookClient(notebook, timeout=300, kernel_name='python3',
-                          resources={'metadata': {'path': ROOT}}).execute()
+def readme_install_command() -> str:
+  """The install half of README.md's first command (`... && python launch.py
+  ...`)."""
+  with open(os.path.join(ROOT, 'README.md')) as f:
+    return re.search(r'\n    (.+?) && python launch.py', f.read()).group(1)
+
+
+def fresh_clone_with_venv(tmp_path) -> tuple[str, str, dict]:
+  """A copy of the checkout's tracked files and a fresh venv, in which the
+  README's install command ran: (clone, its python, the env to use).
+  The venv sees this environment's packages (no download) and pip builds
+  cgjax from the clone without an index."""
+  clone = str(tmp_path / 'clone')
+  for path in subprocess.run(['git', 'ls-files'], cwd=ROOT, check=True,
+                             capture_output=True, text=True).stdout.split():
+    if os.path.lexists(os.path.join(ROOT, path)):
+      os.makedirs(os.path.dirname(os.path.join(clone, path)), exist_ok=True)
+      shutil.copy2(os.path.join(ROOT, path), os.path.join(clone, path),
+                   follow_symlinks=False)
+  venv = str(tmp_path / 'venv')
+  subprocess.run([sys.executable, '-m', 'venv', '--system-site-packages',
+                  venv], check=True)
+  env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+  env.update(PATH=f'{venv}/bin:{env["PATH"]}', VIRTUAL_ENV=venv,
+             PIP_NO_INDEX='1', PIP_NO_BUILD_ISOLATION='0',
+             PIP_DISABLE_PIP_VERSION_CHECK='1', JAX_PLATFORMS='cpu')
+  install = subprocess.run(readme_install_command(), shell=True, cwd=clone,
+                           env=env, capture_output=True, text=True,
+                           timeout=300)
+  assert install.returncode == 0, install.stderr
+  return clone, f'{venv}/bin/python', env
+
+
+EXECUTE = """
+import sys, nbclient, nbformat
+notebook = nbformat.read(sys.argv[1], 4)
+notebook.cells.append(nbformat.v4.new_code_cell(
+    'import cgjax, os; print(os.path.dirname(cgjax.__file__), os.getcwd())'))
+nbclient.NotebookClient(notebook, timeout=300, kernel_name='python3',
+                        resources={'metadata': {'path': sys.argv[2]}}).execute()
+nbformat.write(notebook, sys.argv[3])
+"""
+
+
+def test_notebook_runs_after_the_readme_install(sweep_dir, tmp_path):
+  """As Jupyter runs it from a fresh clone: the kernel in notebooks/, cgjax
+  importable there only because the README's command installed it."""
+  clone, python, env = fresh_clone_with_venv(tmp_path)
+  where = os.path.join(clone, 'notebooks')
+  done = str(tmp_path / 'executed.ipynb')
+  proc = subprocess.run([python, '-c', EXECUTE,
+                         os.path.join(where, 'coherence.ipynb'), where, done],
+                        env=dict(env, CGJAX_SWEEP=sweep_dir), cwd=where,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  notebook = nbformat.read(done, 4)
   outputs = [o for c in notebook.cells if c.cell_type == 'code'
              for o in c.outputs]
   assert not [o for o in outputs if o.output_type == 'error']
@@ -164,3 +216,56 @@ def test_notebook_runs_on_the_sweep(sweep_dir, monkeypatch):
   figures = [o for o in outputs if 'image/png' in o.get('data', {})]
   assert len(figures) == 2
   assert any('parameters' in o.get('text', '') for o in outputs)
+  assert outputs[-1]['text'].split() == [os.path.join(clone, 'cgjax'), where]
+
+def _docs_sandbox(tmp_path, sweep_dir) -> str:
+  """A folder as the docs' commands assume one: the checkout's top level
+  (linked), the example lab, and small runs under the names the docs use."""
+  box = tmp_path / 'box'
+  box.mkdir()
+  for name in ('launch.py', 'configs', 'experiments', 'benchmarks'):
+    os.symlink(os.path.join(ROOT, name), box / name)
+  for name, source in doc_blocks.lab_files().items():
+    (box / name).parent.mkdir(exist_ok=True)
+    (box / name).write_text(source)
+  shutil.copytree(sweep_dir, box / 'runs' / 'noise_sweep')
+  for seed in range(3):  # one seed's run three times (repeats, as labeled)
+    shutil.copytree(os.path.join(sweep_dir, 'noise.rate=0.5'),
+                    box / 'runs' / f'seed{seed}')
+  return str(box)
+
+
+def test_the_docs_code_blocks_run(sweep_dir, tmp_path):
+  """Every `run` and `long` block of README.md and docs/ as
+  tests/doc_blocks.py says: a training command checked (--check), the
+  rest executed; each must exit 0."""
+  box = _docs_sandbox(tmp_path, sweep_dir)
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT,
+             PATH=f'{os.path.dirname(sys.executable)}:{os.environ["PATH"]}')
+  ran = []
+  for block in doc_blocks.all_blocks():
+    if block.kind not in ('run', 'long'):
+      continue
+    if block.lang == 'python':
+      proc = subprocess.run([sys.executable, '-c', block.text], cwd=box,
+                            env=env, capture_output=True, text=True,
+                            timeout=300)
+      assert proc.returncode == 0, f'{block.where}: {proc.stderr[-2000:]}'
+      ran.append(block.where)
+      continue
+    for line in block.commands():
+      command = doc_blocks.suite_command(line, block.kind)
+      if command is None:
+        continue
+      proc = subprocess.run(command, shell=True, cwd=box, env=env,
+                            executable='/bin/bash', capture_output=True,
+                            text=True, timeout=300)
+      assert proc.returncode == 0, (
+          f'{block.where}: {command}\n{proc.stdout[-1500:]}'
+          f'{proc.stderr[-1500:]}')
+      ran.append(command)
+  assert len(ran) >= 20, ran
+  # Checked commands wrote nothing: the runs the docs name are still the
+  # sandbox's own, and no new ones appeared.
+  assert sorted(os.listdir(os.path.join(box, 'runs'))) == [
+      'noise_sweep', 'seed0', 'seed1', 'seed2']

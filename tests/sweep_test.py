@@ -10,7 +10,7 @@ import pytest
 
 from cgjax import sweep
 from cgjax import workdir as workdir_lib
-from tests.conftest import ROOT, run_python
+from tests.conftest import ROOT, run_python, tensorboard_hparams
 
 CONFIG = 'tests/sweep_config.py'
 
@@ -77,6 +77,11 @@ def test_relaunch_skips_finished_and_completes_the_rest(killed_and_resumed):
   assert os.path.getmtime(os.path.join(first, 'metrics.jsonl')) == first_mtime
   assert '2/2 trials done' in out
   assert 'sweep ETA' in out
+  # TensorBoard on the sweep dir: each trial a run named by its dir, its
+  # setting in the HParams tab (the killed trial's too, written before).
+  for trial, rate in ((first, 0.0), (second, 0.5)):
+    hparams, columns = tensorboard_hparams(trial)
+    assert hparams['noise.rate'] == rate and 'eval/test_acc' in columns
   # The trials share one persistent XLA cache beside them (launch.py's
   # --jax_cache_dir default), which the resumed trial read from.
   assert os.listdir(os.path.join(sweep_dir, '.jax_cache'))
@@ -106,9 +111,25 @@ def test_print_commands_one_per_trial(tmp_path):
                     '--print-commands', '--workdir', str(tmp_path),
                     '--config.seed=3']).stdout.strip().splitlines()
   assert out == [
-      f'python {ROOT}/launch.py --config {CONFIG} --workdir {tmp_path}/{name} '
-      f'--config.seed=3 --config.noise.rate={rate}'
+      f'{sys.executable} {ROOT}/launch.py --config {ROOT}/{CONFIG} --workdir '
+      f'{tmp_path}/{name} --config.seed=3 --config.noise.rate={rate}'
       for name, rate in (('noise.rate=0.0', 0.0), ('noise.rate=0.5', 0.5))]
+  # Run as printed from another directory, with a relative --workdir and
+  # config given to the sweep: the trial runs and writes where it says.
+  elsewhere = tmp_path / 'elsewhere'
+  elsewhere.mkdir()
+  printed = run_python(['launch.py', '--config', CONFIG, '--sweep',
+                        '--print-commands', '--workdir', 'rel_sweep',
+                        '--config.num_steps=2']).stdout.split('\n')[0]
+  assert f' --workdir {ROOT}/rel_sweep/noise.rate=0.0 ' in printed
+  printed = printed.replace(f'{ROOT}/rel_sweep', str(tmp_path / 'sweep'))
+  proc = subprocess.run(printed, shell=True, cwd=elsewhere, text=True,
+                        capture_output=True, timeout=300,
+                        env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert proc.returncode == 0, proc.stderr
+  assert workdir_lib.read_status(
+      str(tmp_path / 'sweep' / 'noise.rate=0.0')) == 'done'
+  assert os.listdir(elsewhere) == []
 
 
 def test_sweep_errors_name_the_problem(tmp_path):

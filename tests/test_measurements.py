@@ -3,6 +3,7 @@ against independent derivations (explicit per-example gradients, naive
 loops, closed forms)."""
 import os
 import shutil
+import threading
 import types
 
 import jax
@@ -172,3 +173,23 @@ def test_shares_of_several_batches_use_their_examples_in_order():
   np.testing.assert_allclose(got['shares/f_p'],
                              g @ grads[~noisy].sum(0) / (g @ g), rtol=1e-4)
   np.testing.assert_allclose(got['shares/pristine_frac'], np.mean(~noisy))
+
+
+def test_a_long_measurement_says_it_is_still_running():
+  """Lines while the block runs (the block waits for two of them, so no
+  wall-clock bound is assumed), none after it ends."""
+  lines, two = [], threading.Event()
+
+  def log(line):
+    lines.append(line)
+    if len(lines) == 2:
+      two.set()
+
+  with measurements.still_running(log, 'step 0: probe still measuring',
+                                  seconds=0.01):
+    assert two.wait(60)
+  count = len(lines)
+  assert lines[0].startswith('step 0: probe still measuring (')
+  assert lines[0].endswith('s so far)')
+  threading.Event().wait(0.05)
+  assert len(lines) == count  # the thread ended with the block

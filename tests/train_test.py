@@ -16,7 +16,7 @@ from cgjax import train
 from cgjax import workdir as workdir_lib
 from configs import mnist_mlp
 from tests.conftest import (assert_same_run, load_params, metric_rows,
-                            run_python)
+                            run_python, tensorboard_hparams)
 
 # Divisible by 8 devices; eval every 2 steps so that a kill at step 15 leaves
 # metrics rows past the step-10 checkpoint, which a resume must drop; log
@@ -74,7 +74,12 @@ def test_run_writes_metrics_probes_and_status(ref):
   probe_ids = json.load(open(os.path.join(workdir, 'probe_ids.json')))
   assert {k: len(v) for k, v in probe_ids.items()} == {
       'clean': 50, 'noisy': 50, 'test': 50}
-  assert os.listdir(os.path.join(workdir, 'tb'))
+  # TensorBoard lists the run by its workdir, the config in the HParams tab.
+  hparams, columns = tensorboard_hparams(workdir)
+  assert hparams['noise.rate'] == 0.5 and hparams['model.name'] == 'mlp'
+  assert hparams['optim.step_boundaries'] == str(
+      tuple(_config().optim.step_boundaries))  # a tuple as text
+  assert 'eval/test_acc' in columns and 'train/loss' in columns
   assert os.path.exists(os.path.join(workdir, 'learning.npz'))
   # checkpoint_every=10 of 20 steps: exactly these, none orbax chose itself.
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['10', '20']
@@ -152,8 +157,10 @@ def test_learning_times_follow_the_predictions_of_saved_params(ref):
 def test_relaunching_a_finished_run_changes_nothing(ref):
   workdir, final = ref
   before = open(os.path.join(workdir, 'metrics.jsonl')).read()
+  files = sorted(os.listdir(workdir))
   again = train.train_and_evaluate(_config(), workdir)
   assert open(os.path.join(workdir, 'metrics.jsonl')).read() == before
+  assert sorted(os.listdir(workdir)) == files  # no empty event file either
   for name in ('eval/test_acc', 'probe/clean/m_coherence'):
     assert again[name] == final[name]
 
@@ -193,7 +200,7 @@ def test_different_config_into_same_workdir_is_refused(ref):
     ({'noise.rate': 1.5}, r'noise.rate must be in \[0, 1\], got 1.5'),
     ({'noise.rate': -0.2}, r'got -0.2'),
     ({'data.name': 'imagenet'}, r"unknown dataset 'imagenet'; available: .*mnist_5k"),
-    ({'model.name': 'alexnet'}, r"unknown model 'alexnet'; available: cnn, "
+    ({'model.name': 'alexnet'}, r"unknown model 'alexnet': not one of cgjax's \(cnn, "
      r"efficientnet, inception_v3, mlp, resnet, vgg"),
     ({'optim.name': 'lion'}, r"unknown optimizer 'lion'; choose from"),
     ({'optim.schedule': 'exp'}, r"unknown optim.schedule 'exp'"),

@@ -34,12 +34,15 @@ they run before anything is written to the workdir.
 import contextlib
 import copy
 import dataclasses
-import importlib
+import threading
+import time
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
+
+from cgjax import plugins
 
 # When a measurement runs: step 0 and the other `steps`, every `every` steps,
 # `num_log_spaced` log-spaced steps in [1, num_steps] (the early transient)
@@ -65,6 +68,31 @@ class Context:
   stop: list = dataclasses.field(default_factory=list)
 
 
+# A measurement running longer than this says so, and again at each multiple
+# (a step-0 probe with statistics='all' ran 70 s silent).
+STILL_RUNNING_SECONDS = 30.0
+
+
+@contextlib.contextmanager
+def still_running(log, what: str, seconds: float | None = None):
+  """Logs `what (N s so far)` every `seconds` until the block ends."""
+  seconds = seconds or STILL_RUNNING_SECONDS
+  done = threading.Event()
+  start = time.perf_counter()
+
+  def beat():
+    while not done.wait(seconds):
+      log(f'{what} ({time.perf_counter() - start:.0f}s so far)')
+
+  thread = threading.Thread(target=beat, daemon=True)
+  thread.start()
+  try:
+    yield
+  finally:
+    done.set()
+    thread.join()
+
+
 class Interrupted(Exception):
   """A stop request came during a measurement: it is abandoned (nothing of
   it written) and runs again at the same step after the resume."""
@@ -78,17 +106,8 @@ def check_stop(ctx: Context):
 
 def module(type_name: str):
   """The module of a measurement type: one of this package's, or a path."""
-  if not type_name:
-    raise ValueError('a measurement needs a type (a module of '
-                     f'cgjax/measurements: {", ".join(BUILTIN)})')
-  path = type_name if '.' in type_name else f'cgjax.measurements.{type_name}'
-  try:
-    return importlib.import_module(path)
-  except ModuleNotFoundError as err:
-    if err.name and path.startswith(err.name):
-      raise ValueError(f'unknown measurement type {type_name!r}; built in: '
-                       f'{", ".join(BUILTIN)}, or a module path') from None
-    raise
+  return plugins.load(type_name, 'cgjax.measurements', 'measurement type',
+                      list(BUILTIN))
 
 
 BUILTIN = ('evaluation', 'coherence', 'learning_times', 'loss_shares')
@@ -209,7 +228,8 @@ class Measurements:
     for name, item, steps in self._items:
       if step not in steps and not every:
         continue
-      with timed(self._phase(name, item, step)):
+      with timed(self._phase(name, item, step)), still_running(
+          log, f'step {step}: {name} still measuring'):
         metrics = item.run(state, step)
       out.update(metrics)
       if metrics and hasattr(item, 'summary'):

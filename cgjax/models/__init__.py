@@ -1,4 +1,5 @@
-"""Linen models, chosen by module name: `config.model.name` = module here.
+"""Linen models, chosen by module name: `config.model.name` = a module here,
+or a module path of the user's own (`my_lab.wide_mlp`, cgjax.plugins).
 
 Each module defines `Model`, a linen Module called as
 `Model(num_classes=K, **config.model.kwargs)(images, train=...)` on uint8 or
@@ -7,17 +8,22 @@ float images [B, H, W, C]; it returns logits [B, K]. A module may define
 Inception blocks) that per-group metrics report; the default group is the
 top-level module of each parameter.
 """
-import importlib
 import pkgutil
+
+from cgjax import plugins
 
 
 def names() -> list[str]:
   return sorted(m.name for m in pkgutil.iter_modules(__path__))
 
 
+def module(name: str):
+  """The model's module: cgjax.models.NAME, or the module path NAME."""
+  return plugins.load(name, 'cgjax.models', 'model', names())
+
+
 def check_name(name: str):
-  if name not in names():
-    raise ValueError(f'unknown model {name!r}; available: {", ".join(names())}')
+  module(name)
 
 
 # Model fields that must be positive (sizes) or a probability in [0, 1).
@@ -39,10 +45,8 @@ def check_kwargs(kwargs: dict):
 
 
 def get_model(name: str, num_classes: int, **kwargs):
-  check_name(name)
   check_kwargs(kwargs)
-  return importlib.import_module(f'cgjax.models.{name}').Model(
-      num_classes=num_classes, **kwargs)
+  return module(name).Model(num_classes=num_classes, **kwargs)
 
 
 def stage_group(path: str, prefixes: tuple[str, ...]) -> str:
@@ -56,9 +60,7 @@ def stage_group(path: str, prefixes: tuple[str, ...]) -> str:
 def layer_group_fn(name: str):
   """The model module's `layer_group`, or the top-level module name."""
   from cgjax import coherence  # pylint: disable=g-import-not-at-top
-  check_name(name)
-  module = importlib.import_module(f'cgjax.models.{name}')
-  return getattr(module, 'layer_group', coherence.top_module)
+  return getattr(module(name), 'layer_group', coherence.top_module)
 
 
 # torchvision's ImageNet channel statistics, of pixels in [0, 1] (RGB).
