@@ -6,6 +6,7 @@ import numpy as np
 
 from experiments import claims
 from experiments import runs as runs_lib
+from tests.conftest import ROOT
 
 STEPS = [0, 1, 2, 5, 10, 50, 100, 200, 400, 1000]
 
@@ -78,3 +79,9 @@ def test_table_over_seeds_says_where_a_claim_fails(tmp_path):
   row = next(line for line in one.splitlines() if line.startswith('| 2:'))
   assert row.endswith('| 2.25 | 2.25 | - | yes (one seed: not yet a claim '
                       'over seeds) |'), row
+
+
+def test_run_uses_the_launcher_beside_the_package():
+  """--run starts launch.py by its absolute path (works from any folder)."""
+  assert os.path.isabs(claims.LAUNCH)
+  assert os.path.samefile(claims.LAUNCH, os.path.join(ROOT, 'launch.py'))

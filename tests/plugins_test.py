@@ -81,3 +81,12 @@ def test_a_missing_plug_in_says_where_it_looked(tmp_path):
     assert (f'{tmp_path} (the current directory)' in lines[0]
             and f"{tmp_path}/my_lab (the config file's folder)" in lines[0])
   assert not (tmp_path / 'runs' / 'bad').exists()
+
+
+def test_cgjax_train_help_lists_the_flags(tmp_path):
+  proc = _cgjax_train('cgjax-train --help', tmp_path, _lab(tmp_path))
+  assert proc.stdout.startswith('Launches one cgjax training run.')
+  for flag in ('--config', '--sweep', '--print-commands', '--check',
+               '--evaluate', '--restart'):
+    assert f'  {flag}' in proc.stdout, flag
+  assert 'cgjax-train --config configs/mnist_mlp.py' in proc.stdout

@@ -202,8 +202,8 @@ def test_a_sweep_driver_passes_sigterm_to_its_trial(tmp_path):
   the relaunch resumes the trial."""
   sweep_dir = tmp_path / 'sweep'
   first = sweep_dir / 'noise.rate=0.0'
-  argv = [sys.executable, 'launch.py', '--config', CONFIG, '--sweep',
-          '--workdir', str(sweep_dir)]
+  argv = [sys.executable, 'launch.py', '--config', f'{CONFIG}:one',
+          '--sweep', '--workdir', str(sweep_dir)]  # one trial is enough
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
   driver = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -222,7 +222,7 @@ def test_a_sweep_driver_passes_sigterm_to_its_trial(tmp_path):
   again = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=240)
   assert again.returncode == 0, again.stdout + again.stderr
-  assert '2/2 trials done' in again.stdout or '1/1' in again.stdout
+  assert '1/1 trials done' in again.stdout, again.stdout
 
 
 def test_sigterm_during_a_probe_stops_within_the_step(finished, tmp_path):
