@@ -30,7 +30,10 @@ NEVER = np.inf
 
 
 def median_step(times, rows, column) -> float:
+  """nan where there are no such examples (noisy ones at noise 0)."""
   steps = times[column][rows].astype(float)
+  if not steps.size:
+    return float('nan')
   return float(np.median(np.where(steps < 0, NEVER, steps)))
 
 

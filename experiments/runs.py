@@ -257,13 +257,16 @@ def step_axis(ax):
 
 
 def few_ticks(ax):
-  """On a linear axis, at most 4 y ticks labeled in 2 significant digits (no
-  offset text, no crowded scientific notation); a log axis keeps
-  matplotlib's labels (within one decade they are its minor ones)."""
-  if ax.get_yscale() != 'log':
+  """Y ticks that stay legible in a small panel: linear, at most 4; log, at
+  1 and 3 of each decade; labeled in 2 significant digits, no minor labels
+  (matplotlib's crowded 2x10^-3, 3x10^-3, ... on spans near a decade)."""
+  label = matplotlib.ticker.FuncFormatter(lambda y, _: f'{y:.2g}')
+  if ax.get_yscale() == 'log':
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 3.0)))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+  else:
     ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=4))
-    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
-        lambda y, _: f'{y:.2g}'))
+  ax.yaxis.set_major_formatter(label)
 
 
 def title(ax, text: str):
