@@ -45,13 +45,7 @@ def main():
   parser.add_argument('--dir', default='')
   args = parser.parse_args()
   box = args.dir or tempfile.mkdtemp(prefix='cgjax-doc-commands-')
-  for name in ('launch.py', 'configs', 'experiments', 'benchmarks'):
-    if not os.path.lexists(os.path.join(box, name)):
-      os.symlink(os.path.join(ROOT, name), os.path.join(box, name))
-  for name, source in doc_blocks.lab_files().items():
-    os.makedirs(os.path.join(box, os.path.dirname(name)), exist_ok=True)
-    with open(os.path.join(box, name), 'w') as f:
-      f.write(source)
+  doc_blocks.docs_folder(box)
   print(f'{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; in {box}',
         flush=True)
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu',

@@ -30,8 +30,8 @@ def plot(runs, out_dir):
     ax.axhline(1.0, color='gray', lw=0.8, label='_1')
     missing = [p for p in runs_lib.PROBES
                if not runs_lib.metric_series(members, f'probe/{p}/m_coherence')]
-    why = (f'\n(no {" / ".join(missing)} probe: fewer such examples than '
-           f'm = {_m(members[0])})' if missing and _m(members[0]) else '')
+    why = ''.join(f'\n(no {p} probe: {runs_lib.why_no_probe(members[0], p)})'
+                  for p in missing)
     runs_lib.title(ax, runs_lib.setting_title(label, members) + why)
     ax.set(yscale='log', xlabel='step')
     runs_lib.step_axis(ax)

@@ -56,12 +56,9 @@ def plot(runs, out_dir):
     runs_lib.title(ax, f'{runs_lib.setting_title(label, members)}, '
                    f'{probes[row]}')
     if groups is None:
-      m = members[0].config['measurements'].get('probe', {}).get('m')
-      none = probes[row] == 'noisy' and members[0].noise == 0
-      ax.text(0.5, 0.5, f'{probes[row]} probe not measured:\n' + (
-          'no noisy examples at noise 0' if none else
-          f'fewer {probes[row]} examples than m = {m}'), ha='center',
-              fontsize=8, transform=ax.transAxes)
+      ax.text(0.5, 0.5, f'{probes[row]} probe not measured:\n'
+              f'{runs_lib.why_no_probe(members[0], probes[row])}',
+              ha='center', fontsize=8, transform=ax.transAxes)
       ax.axis('off')
       continue
     # Cells span the midpoints between probe steps on the step axis.

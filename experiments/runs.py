@@ -154,6 +154,15 @@ def over_seeds(values, members, digits: int = 4) -> tuple[str, str]:
           f'{spread:.2g}' if len(seeds) > 1 else '-')
 
 
+def why_no_probe(run, probe: str) -> str:
+  """Why a run has no `probe` set: a set with fewer candidates than m is
+  skipped by the coherence measurement (noisy ones at noise 0: none)."""
+  if probe == 'noisy' and run.noise == 0:
+    return 'no noisy examples at noise 0'
+  m = run.config['measurements'].get('probe', {}).get('m')
+  return f'fewer {probe} examples than m = {m}'
+
+
 def setting_title(label: str, members) -> str:
   """A setting's panel title: its label, and how many seeds it averages."""
   return label if len(members) == 1 else f'{label} (mean of {len(members)} seeds)'

@@ -109,6 +109,20 @@ def all_blocks() -> list[Block]:
   return [b for path in FILES for b in blocks(path)]
 
 
+def docs_folder(folder: str, lab_only: bool = False) -> str:
+  """Makes `folder` one the docs' commands run in: the example lab written
+  out and (unless lab_only) the checkout's top level linked in."""
+  for name in () if lab_only else ('launch.py', 'configs', 'experiments',
+                                    'benchmarks'):
+    if not os.path.lexists(os.path.join(folder, name)):
+      os.symlink(os.path.join(ROOT, name), os.path.join(folder, name))
+  for name, source in lab_files().items():
+    os.makedirs(os.path.join(folder, os.path.dirname(name)), exist_ok=True)
+    with open(os.path.join(folder, name), 'w') as f:
+      f.write(source)
+  return folder
+
+
 def lab_files() -> dict[str, str]:
   """{'my_lab/NAME.py': source} of every my_lab/ block."""
   return {LAB_FILE.match(b.text.split('\n', 1)[0]).group(1): b.text

@@ -141,9 +141,10 @@ def test_coherence_figure_draws_seed_means_and_one_color_per_setting(
   axes = [ax for ax in drawn['coherence'].axes if ax.get_visible()]
   assert len(axes) == 3  # two settings and the overlay of both
   for ax, rate in zip(axes, (0.0, 1.0)):
+    why = ('no noisy examples at noise 0' if rate == 0 else
+           'fewer noisy examples than m = 50')
     assert ax.get_title().replace('\n', ' ') == (
-        f'noise {rate:g} (mean of 2 seeds) (no noisy probe: fewer such '
-        'examples than m = 50)')
+        f'noise {rate:g} (mean of 2 seeds) (no noisy probe: {why})')
     line = next(l for l in ax.get_lines() if l.get_label() == 'clean')
     seeds = np.array([values[(rate, 0)], values[(rate, 1)]], float)
     np.testing.assert_allclose(line.get_ydata(), seeds.mean(0))

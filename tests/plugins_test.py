@@ -22,9 +22,7 @@ def _howto_commands() -> list[str]:
 
 
 def _lab(tmp_path):
-  for name, source in doc_blocks.lab_files().items():
-    (tmp_path / name).parent.mkdir(exist_ok=True)
-    (tmp_path / name).write_text(source)
+  doc_blocks.docs_folder(str(tmp_path), lab_only=True)
   env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
   env.update(JAX_PLATFORMS='cpu',
              PATH=f'{os.path.dirname(CGJAX_TRAIN)}:{env["PATH"]}')

@@ -223,11 +223,7 @@ def _docs_sandbox(tmp_path, sweep_dir) -> str:
   (linked), the example lab, and small runs under the names the docs use."""
   box = tmp_path / 'box'
   box.mkdir()
-  for name in ('launch.py', 'configs', 'experiments', 'benchmarks'):
-    os.symlink(os.path.join(ROOT, name), box / name)
-  for name, source in doc_blocks.lab_files().items():
-    (box / name).parent.mkdir(exist_ok=True)
-    (box / name).write_text(source)
+  doc_blocks.docs_folder(str(box))
   shutil.copytree(sweep_dir, box / 'runs' / 'noise_sweep')
   for seed in range(3):  # one seed's run three times (repeats, as labeled)
     shutil.copytree(os.path.join(sweep_dir, 'noise.rate=0.5'),
