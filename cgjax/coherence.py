@@ -18,6 +18,10 @@ weight-0 rows are padding and count for nothing):
                a copy of the gradients only then): an unbiased estimate of the
                all-pairs mean at O(m x block) cost, exact when one block
                holds all m examples.
+  gradient confusion (Sankararaman et al. 2019)  min over pairs i != j of
+               g_i . g_j (negative: the most conflicting pair), over the same
+               block pairs as stiffness; O(m x block), so only with
+               statistics='all'
   GSNR (Liu et al. 2020)  per parameter, mean_i(g)^2 / var_i(g) (population
                variance over the m examples), averaged over the parameters
                whose per-example gradient is not constant. The variance is
@@ -124,6 +128,15 @@ def _pooled_moments(n, mean, m2, total):
       lambda x, q, p: total(q + weigh(jnp.square(x - p))), mean, m2, pooled)}
 
 
+def _minimum() -> optax.microbatching.Accumulator:
+  """Minimum across microbatches (+inf before any pair)."""
+  return optax.microbatching.Accumulator(
+      init=lambda value: jnp.full(value.shape, jnp.inf, value.dtype),
+      update=lambda carry, value, _: jnp.minimum(carry, value),
+      finalize=lambda carry: carry,
+      aggregate=lambda values: jnp.min(values, 0))
+
+
 def _moments() -> optax.microbatching.Accumulator:
   """Per-coordinate count, mean and M2 across microbatches."""
   return optax.microbatching.Accumulator(
@@ -176,12 +189,17 @@ def _microbatch_stats(per_example_loss, params, examples, weights, classes,
   pairs = jnp.stack([jnp.stack([jnp.sum(x * jnp.sign(gram)),
                                 jnp.sum(x * cos), jnp.sum(x)])
                      for x in (same, diff)])  # [same|diff, sign|cos|count]
+  # Confusion counts zero gradients too (their products are 0): `pair`
+  # without the nonzero mask.
+  real_pair = w[:, :, None] * w[:, None, :] * (1 - jnp.eye(block))
+  confusion = jnp.min(jnp.where(real_pair > 0, gram, jnp.inf))
   sum_g = weighted_sum(jnp.ones(b), lambda g: g)
   return {
       'sum_g': sum_g,
       'sum_u': weighted_sum(inv_norm, lambda g: g),
       'moments': _microbatch_moments(grads, weights, sum_g),
       'pairs': pairs,
+      'confusion': confusion,
       'num_nonzero': jnp.sum(valid * weights),
       'loss': losses,
       'sq_norms': sq_norms,
@@ -259,7 +277,7 @@ def _accumulate(per_example_loss, params, examples, weights, classes, extra,
     fn = functools.partial(_microbatch_stats, per_example_loss, params,
                            extra=extra)
     accumulator.update(sum_u=kahan, moments=_moments(), pairs=kahan,
-                       num_nonzero=kahan)
+                       num_nonzero=kahan, confusion=_minimum())
   else:
     fn = functools.partial(_microbatch_norms, per_example_loss, params,
                            extra=extra, fast=fast)
@@ -283,6 +301,8 @@ def _accumulate(per_example_loss, params, examples, weights, classes, extra,
 
 
 _SUMMED = ('sum_g', 'sum_u', 'pairs', 'num_nonzero')
+# Carried across chunks by their own rule: Chan's merge, a minimum.
+_NOT_SUMMED = ('moments', 'confusion')
 
 
 def _reduce(acc, weights) -> dict:
@@ -316,6 +336,7 @@ def _reduce(acc, weights) -> dict:
                                  for u in jax.tree.leaves(acc['sum_u'])),
       'num_nonzero': acc['num_nonzero'],
       'pairs': acc['pairs'],
+      'confusion': acc['confusion'],
   }
 
 
@@ -373,6 +394,7 @@ def _sharded_pass(per_example_loss, mesh, params, examples, weights, classes,
     if 'moments' in acc:
       summed['moments'] = _pooled_moments(
           **acc['moments'], total=lambda x: jax.lax.psum(x, 'data'))
+      summed['confusion'] = jax.lax.pmin(acc['confusion'], 'data')
     # Per-example values (m of them) are gathered, so that every process
     # can read them (a data-sharded array spans other hosts' devices).
     gather = lambda x: jax.lax.all_gather(x, 'data', tiled=True)
@@ -421,9 +443,10 @@ def _zero_sums(chunk) -> dict:
   54)."""
   zeros = lambda v: np.zeros(v.shape, v.dtype)
   out = {k: jax.tree.map(lambda v: (zeros(v), zeros(v)), v)
-         for k, v in chunk.items() if k != 'moments'}
+         for k, v in chunk.items() if k not in _NOT_SUMMED}
   if 'moments' in chunk:
     out['moments'] = jax.tree.map(zeros, chunk['moments'])
+    out['confusion'] = np.full((), np.inf, np.float32)
   return out
 
 
@@ -431,9 +454,11 @@ def _zero_sums(chunk) -> dict:
 def _add_chunk(carry, chunk):
   """carry + one chunk's sums: compensated sums, moments by Chan's merge."""
   moments = carry.pop('moments', None)
+  confusion = carry.pop('confusion', None)
   out = _compensated_sum().update(carry, {k: chunk[k] for k in carry}, None)
   if moments is not None:
     out['moments'] = _merge_moments(moments, chunk['moments'])
+    out['confusion'] = jnp.minimum(confusion, chunk['confusion'])
   return out
 
 
@@ -441,10 +466,8 @@ def _add_chunk(carry, chunk):
 def _finish(sums, per_example):
   """The stream's sums and per-example values -> `_reduce` (one compiled
   program: run eagerly, `_reduce` cost 2 s of the quick start's 38)."""
-  moments = sums.pop('moments', None)
-  acc = {**_compensated_sum().finalize(sums), **per_example}
-  if moments is not None:
-    acc['moments'] = moments
+  kept = {k: sums.pop(k) for k in _NOT_SUMMED if k in sums}
+  acc = {**_compensated_sum().finalize(sums), **per_example, **kept}
   return _reduce(acc, acc.pop('weight'))
 
 
@@ -466,7 +489,7 @@ def streamed_coherence_stats(per_example_loss: PerExampleLoss, mesh, params,
   for examples, weights, classes in chunks:
     acc = _chunk_pass(per_example_loss, mesh, params, examples, weights,
                       classes, extra, None, statistics, fast)
-    summed = {k: acc[k] for k in _SUMMED + ('moments',) if k in acc}
+    summed = {k: acc[k] for k in _SUMMED + _NOT_SUMMED if k in acc}
     sums = _add_chunk(_zero_sums(summed) if sums is None else sums, summed)
     per_example.append(jax.device_get(
         {k: acc[k] for k in ('loss', 'sq_norms', 'weight')}))
@@ -526,6 +549,9 @@ def summarize(stats: dict, paths: list[str],
                             else float('nan'))
     out['avg_cosine'] = ((float(s['sq_norm_of_unit_sum']) - nz)
                          / (nz * (nz - 1)) if nz > 1 else float('nan'))
+    out['gradient_confusion'] = (float(s['confusion'])
+                                 if np.isfinite(s['confusion'])
+                                 else float('nan'))  # no pair
     out['stiffness'] = {'sign_same_class': mean_of(0, 0),
                         'cos_same_class': mean_of(0, 1),
                         'sign_diff_class': mean_of(1, 0),
@@ -565,7 +591,8 @@ def m_coherence(per_example_loss: PerExampleLoss, params, examples, *,
 
   Returns:
     Python floats: `m_coherence`, `alpha`, `gsnr`, `gradient_diversity`,
-    `avg_cosine`, `stiffness` {sign|cos}_{same|diff}_class, `sq_norm_of_sum`
+    `avg_cosine`, `stiffness` {sign|cos}_{same|diff}_class,
+    `gradient_confusion` (min g_i . g_j over the stiffness pairs), `sq_norm_of_sum`
     (||sum g_i||^2), `sum_of_sq_norms` (sum ||g_i||^2), `m`, `mean_loss`,
     `mean_sq_grad_norm`, quantiles `loss` and `grad_norm` {q0..q100}, and
     `per_layer` / `per_group`: {name: {m_coherence, alpha, gsnr}}.

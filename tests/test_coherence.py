@@ -89,6 +89,7 @@ def _explicit_float64(grads_per_leaf, losses, classes, pairs):
     stiff[f'sign_{rel}_class'] = np.mean([np.sign(g[i] @ g[j]) for i, j in sel])
     stiff[f'cos_{rel}_class'] = np.mean([cos(i, j) for i, j in sel])
   return {
+      'gradient_confusion': min(g[i] @ g[j] for i, j in pairs),
       'm_coherence': total, 'alpha': total / m,
       'gradient_diversity': (norms ** 2).sum() / (g.sum(0) ** 2).sum(),
       'avg_cosine': np.mean([cos(i, j) for i, j in all_pairs]),
