@@ -14,8 +14,26 @@ supported by few examples (Chatterjee 2020; Zielinski et al. 2020):
              same weights, and the update is their coordinate-wise median.
   rm3        running median: coordinate-wise median of this step's gradient
              and the previous two steps' (a ring buffer, filled with the first
-             gradient at step 0); no extra gradient work.
+             gradient at step 0); no extra gradient work. `optim.rm3_warmup`
+             'skip' (the authors' code): the first two steps update nothing;
+             'repeat': the buffer's copies of the first gradient stand in.
   ra3        the control for rm3: the mean of the same three gradients.
+
+m3 and the authors' M3: their optimizer buffers the gradients of three
+consecutive minibatches and updates along the median only at every third
+step, so the three are taken at the same weights; here one batch of k x B
+examples has k strided groups of B (group g: rows g, g + k, ...), their mean
+gradients at the same weights, one update a step. The two are the same
+update when group g holds the examples of the authors' g-th minibatch
+(tests/test_aggregators.py runs both on the same minibatches), and the same
+in distribution under shuffling: consecutive minibatches of a shuffled epoch
+and strided groups of a shuffled batch are both disjoint uniform draws.
+(The released M3 and RA3 compare the counter with `self.RINGBUFFER_SIZE`,
+an attribute they never set; the rule followed is the evident one, RM3's
+`ringbuffer_size` = 3.) With BatchNorm, each group normalizes with its own
+statistics, as each of the authors' minibatches does, and the running
+averages take the mean of the groups' updates (theirs: three updates in a
+row).
 
 winsorize runs data-parallel with exact global order statistics: each device
 takes the c+1 largest and smallest values per coordinate of its own examples,
@@ -161,8 +179,9 @@ def median_of_three(a, b, c):
       jnp.maximum(a, b), c)
 
 
-def _ring_of_three(combine) -> optax.GradientTransformation:
-  """Replaces the update by combine(last three updates), ring-buffered."""
+def _ring_of_three(combine, skip: bool) -> optax.GradientTransformation:
+  """Replaces the update by combine(last three updates), ring-buffered;
+  zero for the first two updates where `skip`."""
 
   def init(params):
     zeros = jax.tree.map(jnp.zeros_like, params)
@@ -176,18 +195,30 @@ def _ring_of_three(combine) -> optax.GradientTransformation:
         jax.tree.map(lambda old, new, i=i: jnp.where(first | (slot == i), new,
                                                      old), b, updates)
         for i, b in enumerate(state['buffer']))
-    out = jax.tree.map(combine, *buffer)
+    ready = jnp.logical_or(not skip, state['count'] >= 2)
+    out = jax.tree.map(lambda *b: jnp.where(ready, combine(*b), 0), *buffer)
     return out, {'buffer': buffer, 'count': state['count'] + 1}
 
   return optax.GradientTransformation(init, update)
 
 
-def rm3() -> optax.GradientTransformation:
-  return _ring_of_three(median_of_three)
+WARMUPS = ('skip', 'repeat')
 
 
-def ra3() -> optax.GradientTransformation:
-  return _ring_of_three(lambda a, b, c: (a + b + c) / 3)
+def rm3(warmup: str = 'skip') -> optax.GradientTransformation:
+  return _ring_of_three(median_of_three, warmup == 'skip')
+
+
+def ra3(warmup: str = 'skip') -> optax.GradientTransformation:
+  return _ring_of_three(lambda a, b, c: (a + b + c) / 3, warmup == 'skip')
+
+
+def _check_ring(cfg, batch_size):
+  del batch_size
+  warmup = cfg.get('rm3_warmup', 'skip')
+  if warmup not in WARMUPS:
+    raise ValueError(f'optim.rm3_warmup must be one of {WARMUPS}, got '
+                     f'{warmup!r}')
 
 
 def _m3(loss_fn, k, params, batch):
@@ -259,7 +290,7 @@ class Aggregator:
   raising ValueError; and whether it needs per-example gradients (no
   BatchNorm)."""
   gradient: Callable
-  stage: Callable[[], optax.GradientTransformation] | None = None
+  stage: Callable[..., optax.GradientTransformation] | None = None
   check: Callable = lambda cfg, batch_size: None
   per_example: bool = False
 
@@ -273,8 +304,8 @@ AGGREGATORS = {
         check=_check_winsorize, per_example=True),
     'm3': Aggregator(lambda cfg, loss_fn, *_: functools.partial(
         _m3, loss_fn, cfg.m3_groups), check=_check_m3),
-    'rm3': Aggregator(_plain, stage=rm3),
-    'ra3': Aggregator(_plain, stage=ra3),
+    'rm3': Aggregator(_plain, stage=rm3, check=_check_ring),
+    'ra3': Aggregator(_plain, stage=ra3, check=_check_ring),
 }
 
 
@@ -295,7 +326,7 @@ def check(cfg, batch_size: int | None = None):
 def transformation(cfg) -> optax.GradientTransformation | None:
   """The aggregator's optax stage (rm3 / ra3), None for those in the step."""
   stage = get(cfg).stage
-  return stage() if stage else None
+  return stage(cfg.get('rm3_warmup', 'skip')) if stage else None
 
 
 def make_gradient_fn(cfg, loss_fn, per_example_loss_fn, mesh):

@@ -473,7 +473,7 @@ def _finish(sums, per_example):
 
 def streamed_coherence_stats(per_example_loss: PerExampleLoss, mesh, params,
                              chunks, extra=(), *, statistics='all',
-                             fast=True) -> dict:
+                             fast=True, chunk_extra=None) -> dict:
   """`sharded_coherence_stats` over an iterable of chunks, one at a time.
 
   Each chunk is (examples, weights, classes), global arrays sharded along
@@ -482,13 +482,15 @@ def streamed_coherence_stats(per_example_loss: PerExampleLoss, mesh, params,
   whatever the number of examples (the probe sizes of the papers, 40K-80K
   ImageNet images, never reside on the devices). Sums are carried across
   chunks with compensation (moments with Chan's merge), per-example values
-  gathered on the host.
+  gathered on the host. `chunk_extra(examples)`, where given, replaces
+  `extra` for each chunk (e.g. the chunk's own BatchNorm statistics).
   """
   _check_statistics(statistics)
   sums, per_example = None, []
   for examples, weights, classes in chunks:
     acc = _chunk_pass(per_example_loss, mesh, params, examples, weights,
-                      classes, extra, None, statistics, fast)
+                      classes, chunk_extra(examples) if chunk_extra else extra,
+                      None, statistics, fast)
     summed = {k: acc[k] for k in _SUMMED + _NOT_SUMMED if k in acc}
     sums = _add_chunk(_zero_sums(summed) if sums is None else sums, summed)
     per_example.append(jax.device_get(

@@ -9,6 +9,12 @@ Fields (documented one by one in configs/common.py and docs/config.md):
   warmup_steps: linear warm-up from 0 before any schedule
   step_boundaries: fractions of training at which 'step' multiplies the lr
     by step_factor
+  schedule_every: the lr changes every N steps only (N = steps per epoch:
+    torch's schedulers stepped once per epoch, as the Weak-and-Strong trainer
+    does); 1 = every step
+  rm3_warmup: 'skip' (the authors' RM3 / RA3: no update until a third
+    gradient has been seen) or 'repeat' (the first gradient fills the
+    buffer, updates from step 0)
   aggregator, winsorize_c, m3_groups: see cgjax/aggregators.py
 """
 import math
@@ -35,6 +41,8 @@ def _check_ranges(cfg):
       ('warmup_steps', cfg.warmup_steps >= 0, '>= 0'),
       ('step_factor', finite(cfg.step_factor) and cfg.step_factor > 0,
        'a finite number > 0'),
+      ('schedule_every', isinstance(cfg.get('schedule_every', 1), int)
+       and cfg.get('schedule_every', 1) >= 1, 'an integer >= 1'),
   ]
   for field, ok, want in checks:
     if not ok:
@@ -52,6 +60,13 @@ def make_schedule(cfg, num_steps: int) -> optax.Schedule:
     raise ValueError(f'unknown optim.schedule {cfg.schedule!r}; '
                      f'choose from {SCHEDULES}')
   warmup = int(cfg.warmup_steps)
+  every = cfg.get('schedule_every', 1)
+  if every > 1:
+    if warmup:
+      raise ValueError(f'optim.warmup_steps={warmup} with optim.schedule_'
+                       f'every={every}: a warm-up is per step; use one or '
+                       'the other')
+    return _per_epoch(cfg, max(num_steps // every, 1), every)
   decay_steps = max(num_steps - warmup, 1)
   if cfg.schedule == 'constant':
     main = optax.constant_schedule(cfg.lr)
@@ -67,6 +82,24 @@ def make_schedule(cfg, num_steps: int) -> optax.Schedule:
     return main
   return optax.join_schedules(
       [optax.linear_schedule(0.0, cfg.lr, warmup), main], [warmup])
+
+
+def _per_epoch(cfg, epochs: int, every: int) -> optax.Schedule:
+  """The lr of epoch floor(count / every) of `epochs`, as torch's
+  schedulers stepped once per epoch give it: StepLR's factor from the first
+  epoch at or past each boundary (round(b * epochs)), CosineAnnealingLR's
+  lr (1 + cos(pi e / epochs)) / 2, a linear decay to 0."""
+  if cfg.schedule == 'constant':
+    main = optax.constant_schedule(cfg.lr)
+  elif cfg.schedule == 'cosine':
+    main = optax.cosine_decay_schedule(cfg.lr, epochs)
+  elif cfg.schedule == 'linear':
+    main = optax.linear_schedule(cfg.lr, 0.0, epochs)
+  else:  # optax scales from count >= boundary on, as StepLR
+    main = optax.piecewise_constant_schedule(
+        cfg.lr, {round(b * epochs): cfg.step_factor
+                 for b in cfg.step_boundaries})
+  return lambda count: main(count // every)
 
 
 def make_optimizer(cfg, num_steps: int) -> optax.GradientTransformation:

@@ -40,23 +40,42 @@ class TrainState(train_state.TrainState):
   batch_stats: Any = None
 
 
-def make_train_step(model, optim_cfg, mesh, seed: int = 0):
+def make_train_step(model, optim_cfg, mesh, seed: int = 0,
+                    bn_group_size: int = 0):
   """(state, batch) -> (state, metrics); mean loss over weight-1 rows.
 
   BatchNorm normalizes with the statistics of the global batch (the step is
-  jitted over the whole mesh) and updates the running averages. The gradient
-  is combined as `optim_cfg.aggregator` says (cgjax/aggregators.py). Dropout
-  and stochastic depth draw from a key of (seed, step), so a resumed run
-  drops what the uninterrupted one did (m3's groups share the step's masks).
+  jitted over the whole mesh), or with those of each group of
+  `bn_group_size` consecutive examples (ghost batches: what data-parallel
+  trainers without synchronized BatchNorm compute on each device, whatever
+  this run's device count); the running averages take the mean of the
+  groups' updates. The gradient is combined as `optim_cfg.aggregator` says
+  (cgjax/aggregators.py). Dropout and stochastic depth draw from a key of
+  (seed, step) (and the group), so a resumed run drops what the
+  uninterrupted one did (m3's groups share the step's masks).
   """
 
   def train_step(state, batch):
-    rngs = {'dropout': jax.random.fold_in(jax.random.key(seed), state.step)}
+    key = jax.random.fold_in(jax.random.key(seed), state.step)
+
+    def forward(params, images, key):
+      return model.apply({'params': params, 'batch_stats': state.batch_stats},
+                         images, train=True, mutable=['batch_stats'],
+                         rngs={'dropout': key})
 
     def loss_fn(params, batch):
-      logits, updates = model.apply(
-          {'params': params, 'batch_stats': state.batch_stats},
-          batch['image'], train=True, mutable=['batch_stats'], rngs=rngs)
+      images = batch['image']
+      if bn_group_size and state.batch_stats:
+        groups = images.shape[0] // bn_group_size
+        grouped = images.reshape((groups, bn_group_size) + images.shape[1:])
+        keys = jax.vmap(functools.partial(jax.random.fold_in, key))(
+            jnp.arange(groups))
+        logits, updates = jax.vmap(forward, in_axes=(None, 0, 0))(
+            params, grouped, keys)
+        logits = logits.reshape((images.shape[0],) + logits.shape[2:])
+        updates = jax.tree.map(lambda x: jnp.mean(x, 0), updates)
+      else:
+        logits, updates = forward(params, images, key)
       per_example = losses.cross_entropy(logits, batch['label'])
       loss = (jnp.sum(per_example * batch['weight'])
               / jnp.sum(batch['weight']))
@@ -64,7 +83,7 @@ def make_train_step(model, optim_cfg, mesh, seed: int = 0):
 
     def per_example_loss(params, example):  # models without BatchNorm only
       logits = model.apply({'params': params}, example['image'][None],
-                           train=True, rngs=rngs)[0]
+                           train=True, rngs={'dropout': key})[0]
       return losses.cross_entropy(logits, example['label'])
 
     gradient_fn = aggregators.make_gradient_fn(optim_cfg, loss_fn,
@@ -85,6 +104,7 @@ def validate(config):
   models.check_name(config.model.name)
   optim.make_optimizer(config.optim, config.num_steps)
   aggregators.check(config.optim, config.batch_size)
+  check_bn_group(config)
   for name, cfg in config.measurements.items():
     measurements_lib.check(name, cfg, config.num_steps)
   if config.checkpoint_every >= 1 and (config.num_steps // config.checkpoint_every
@@ -109,6 +129,20 @@ def validate(config):
     value = config[node][rest[0]] if rest else config[node]
     if value < low:
       raise ValueError(f'{field} must be >= {low}, got {value}')
+
+
+def check_bn_group(config):
+  """bn_group_size must divide what one forward pass normalizes: the batch,
+  or each of m3's groups."""
+  group = config.get('bn_group_size', 0)
+  per_pass = config.batch_size // (config.optim.m3_groups
+                                   if config.optim.aggregator == 'm3' else 1)
+  if group < 0 or (group and per_pass % group):
+    raise ValueError(f'bn_group_size={group} must be >= 0 and divide the '
+                     f'{per_pass} examples of a forward pass (batch_size='
+                     f'{config.batch_size}' + (
+                         f' in {config.optim.m3_groups} m3 groups)'
+                         if per_pass != config.batch_size else ')'))
 
 
 def _log(*args):
@@ -424,7 +458,8 @@ def _run(config, workdir, ctx, tx, measurements, resuming, stop, last_step):
   last_step[0] = start
   workdir_lib.set_status(workdir, 'running', start)
 
-  train_step = jax.jit(make_train_step(model, config.optim, mesh, config.seed),
+  train_step = jax.jit(make_train_step(model, config.optim, mesh, config.seed,
+                                       config.get('bn_group_size', 0)),
                        donate_argnums=0,
                        in_shardings=(repl, parallel.data_sharded(mesh)),
                        out_shardings=(repl, repl))

@@ -6,6 +6,12 @@ Every field of a cgjax config, documented once here:
                     (probe sets, evaluation sets)
   num_steps         parameter updates
   batch_size        global batch (all devices, all hosts)
+  bn_group_size     BatchNorm statistics in training over groups of this many
+                    consecutive examples of the batch (ghost batches: one GPU's
+                    share under data parallelism without synchronized
+                    BatchNorm, fixed whatever this run's device count); the
+                    running averages take the groups' mean update. 0 = the
+                    whole global batch. Models without BatchNorm ignore it
   log_every         steps between train-loss log lines / progress output
   checkpoint_every  steps between orbax checkpoints (and one at the end)
   keep_checkpoints  how many checkpoints to keep
@@ -61,6 +67,15 @@ Every field of a cgjax config, documented once here:
   optim.step_boundaries  'step': fractions of training at which the lr is
                     multiplied by step_factor
   optim.step_factor 'step': the factor at each boundary
+  optim.schedule_every  the lr changes every N steps only, as a schedule of
+                    num_steps // N units: N = steps per epoch gives torch's
+                    schedulers stepped once per epoch (the Weak-and-Strong
+                    trainer: StepLR from the first epoch at or past each
+                    boundary, CosineAnnealingLR's closed form); 1 = per step.
+                    No warm-up with N > 1
+  optim.rm3_warmup  rm3 / ra3 before a third gradient: 'skip' (no update,
+                    the authors' code) or 'repeat' (the first gradient fills
+                    the buffer; updates from step 0)
   optim.aggregator  how the batch gradient is formed: 'mean' (SGD),
                     'winsorize' (per-example values clipped to the
                     (winsorize_c+1)-th extremes per coordinate; no BatchNorm),
@@ -144,6 +159,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.num_steps = 1000
   c.batch_size = 100
+  c.bn_group_size = 0
   c.log_every = 100
   c.checkpoint_every = 500
   c.keep_checkpoints = 2
@@ -164,7 +180,8 @@ def base_config() -> ml_collections.ConfigDict:
       'b1': 0.9, 'b2': 0.999, 'weight_decay': 0.0,
       'schedule': 'constant', 'warmup_steps': 0,
       'step_boundaries': (0.5, 0.75), 'step_factor': 0.1,
-      'aggregator': 'mean', 'winsorize_c': 1, 'm3_groups': 3})
+      'schedule_every': 1, 'aggregator': 'mean', 'winsorize_c': 1,
+      'm3_groups': 3, 'rm3_warmup': 'skip'})
   c.measurements = ml_collections.ConfigDict({
       'eval': measurement('evaluation', every=200),
       'probe': measurement('coherence', every=200, num_log_spaced=30)})

@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from cgjax import aggregators
@@ -11,9 +12,9 @@ from cgjax.models import mlp
 from tests.conftest import run_python
 
 
-def _cfg(name, c=1, k=3):
+def _cfg(name, c=1, k=3, warmup='skip'):
   return ml_collections.ConfigDict({'aggregator': name, 'winsorize_c': c,
-                                    'm3_groups': k})
+                                    'm3_groups': k, 'rm3_warmup': warmup})
 
 
 def winsorize_np(per_example: np.ndarray, c: int) -> np.ndarray:
@@ -97,28 +98,115 @@ def test_m3_is_the_median_of_strided_group_means():
     ('winsorize', {'c': 6}, 'optim.winsorize_c=6 must leave two order statistics in a batch of 12: at most 5'),
     ('winsorize', {'c': -1}, 'optim.winsorize_c must be >= 0, got -1'),
     ('median', {}, "unknown optim.aggregator 'median'"),
+    ('rm3', {'warmup': 'fill'}, "optim.rm3_warmup must be one of .'skip', 'repeat'., got 'fill'"),
 ])
 def test_bad_settings_are_named(name, bad, match):
   with pytest.raises(ValueError, match=match):
     aggregators.check(_cfg(name, **bad), batch_size=12)
 
 
+class AuthorsRing:
+  """The rule of the authors' RM3 / RA3 / M3 (weak_and_strong/optimizers),
+  one parameter in numpy: d = grad + wd * w; the first d fills a 3-slot
+  buffer and sets the counter to 1, each later one goes to slot counter % 3;
+  an update along median / mean of the buffer once the counter is >= 3
+  (M3: and divisible by 3)."""
+
+  def __init__(self, name, lr, weight_decay=0.0):
+    self.name, self.lr, self.wd = name, lr, weight_decay
+    self.buffer, self.counter = None, 0
+
+  def step(self, w, grad):
+    d = grad + self.wd * w
+    if self.buffer is None:
+      self.buffer, self.counter = [d.copy(), d.copy(), d.copy()], 1
+    else:
+      self.buffer[self.counter % 3] = d.copy()
+      self.counter += 1
+    if self.counter < 3 or (self.name == 'm3' and self.counter % 3):
+      return w
+    b = np.stack(self.buffer)
+    direction = (b.sum(0) - b.min(0) - b.max(0) if self.name != 'ra3'
+                 else b.sum(0) / 3)
+    return w - self.lr * direction
+
+
 @pytest.mark.parametrize('name', ['rm3', 'ra3'])
-def test_running_median_and_mean_of_three(name):
+@pytest.mark.parametrize('warmup', ['skip', 'repeat'])
+def test_running_median_and_mean_of_three(name, warmup):
   rng = np.random.default_rng(1)
   updates = [rng.normal(size=(4, 3)).astype(np.float32) for _ in range(6)]
   updates[3] = updates[2].copy()  # ties
-  tx = aggregators.transformation(_cfg(name))
+  tx = aggregators.transformation(_cfg(name, warmup=warmup))
   state = tx.init({'w': jnp.zeros((4, 3))})
-  history = []
-  for u in updates:
-    history.append(u.astype(np.float64))
+  authors = AuthorsRing(name, lr=-1.0)  # w - lr * direction = direction
+  for i, u in enumerate(updates):
     out, state = tx.update({'w': jnp.asarray(u)}, state)
-    # The last three gradients, the first standing in for missing ones.
-    window = ([history[0]] * 3 + history)[-3:]
-    combine = np.median if name == 'rm3' else np.mean
-    np.testing.assert_allclose(out['w'], combine(np.stack(window), 0),
-                               rtol=1e-6, atol=1e-7)
+    expect = authors.step(np.zeros((4, 3)), u.astype(np.float64))
+    if warmup == 'repeat' and i < 2:  # copies of the first stand in
+      window = np.stack(([updates[0]] * 3 + updates[:i + 1])[-3:])
+      expect = (np.median if name == 'rm3' else np.mean)(window, 0)
+    np.testing.assert_allclose(out['w'], expect, rtol=1e-6, atol=1e-7)
+  assert authors.counter == 6
+
+
+def _softmax_regression(seed=0, dim=6, classes=3):
+  """(w0, loss_fn, numpy mean gradient) of softmax regression."""
+  rng = np.random.default_rng(seed)
+  w0 = rng.normal(0, 0.3, (dim, classes))
+
+  def loss_fn(w, batch):
+    logp = jax.nn.log_softmax(batch['x'] @ w['w'])
+    per_example = -jnp.take_along_axis(logp, batch['y'][:, None], 1)[:, 0]
+    return jnp.mean(per_example), None
+
+  def grad_np(w, x, y):
+    z = x @ w
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    p[np.arange(len(y)), y] -= 1
+    return x.T @ p / len(y)
+
+  return w0, loss_fn, grad_np
+
+
+@pytest.mark.parametrize('name', ['m3', 'rm3', 'ra3'])
+def test_trajectory_matches_the_authors_optimizer(name):
+  """Nine minibatches of 4 through the authors' rule (weight decay 0.01,
+  lr 0.5) and through cgjax: rm3 / ra3 one minibatch a step, m3 one batch of
+  12 a step whose strided group g is the authors' minibatch 3t + g."""
+  from cgjax import optim  # pylint: disable=g-import-not-at-top
+  w0, loss_fn, grad_np = _softmax_regression()
+  rng = np.random.default_rng(2)
+  xs = rng.normal(size=(9, 4, 6))
+  ys = rng.integers(0, 3, (9, 4))
+  authors, w = AuthorsRing(name, lr=0.5, weight_decay=0.01), w0.copy()
+  for x, y in zip(xs, ys):
+    w = authors.step(w, grad_np(w, x, y))
+  cfg = ml_collections.ConfigDict(dict(
+      name='sgd', lr=0.5, momentum=0.0, nesterov=False, b1=0.9, b2=0.999,
+      weight_decay=0.01, schedule='constant', warmup_steps=0,
+      step_boundaries=(0.5,), step_factor=0.1, schedule_every=1,
+      aggregator=name, winsorize_c=1, m3_groups=3, rm3_warmup='skip'))
+  tx = optim.make_optimizer(cfg, 9)
+  fn = jax.jit(aggregators.make_gradient_fn(cfg, loss_fn, None,
+                                            parallel.make_mesh()))
+  params = {'w': jnp.asarray(w0, jnp.float32)}
+  state = tx.init(params)
+  if name == 'm3':  # rows g, g + 3, ... of a batch of 12 = minibatch 3t + g
+    batches = [{'x': np.stack(xs[3 * t:3 * t + 3], 1).reshape(12, 6),
+                'y': np.stack(ys[3 * t:3 * t + 3], 1).reshape(12)}
+               for t in range(3)]
+  else:
+    batches = [{'x': x, 'y': y} for x, y in zip(xs, ys)]
+  for batch in batches:
+    batch = jax.tree.map(lambda a: jnp.asarray(a, jnp.int32 if a.dtype.kind
+                                               == 'i' else jnp.float32), batch)
+    _, grads, _ = fn(params, batch)
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+  assert not np.allclose(w, w0)
+  np.testing.assert_allclose(params['w'], w, rtol=1e-4, atol=1e-6)
 
 
 def test_eight_devices_equal_the_numpy_result():

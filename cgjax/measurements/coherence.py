@@ -29,6 +29,11 @@ Fields:
                    diversity (total, per layer, per group) and quantiles only,
                    from per-layer taps in one ordinary backward pass
                    (cgjax/layer_norms.py)
+  bn               BatchNorm in the per-example gradients: 'running' (the
+                   running averages, eval mode: the authors' measurement
+                   code) or 'batch' (each chunk's own statistics, of
+                   microbatch_size x devices examples, held constant; m must
+                   then be a multiple of the chunk, so no padding row counts)
   all_every        with statistics='norms': every all_every-th step of the
                    probe schedule (the first, step 0, included) takes
                    statistics='all' instead (0: never). The full set costs
@@ -50,7 +55,7 @@ from cgjax.data import pipeline
 
 FIELDS = {'m': 500, 'sets': ('clean', 'noisy', 'test'),
           'microbatch_size': 100, 'statistics': 'all', 'all_every': 0,
-          'layers': ()}
+          'layers': (), 'bn': 'running'}
 
 
 class Measurement:
@@ -91,6 +96,17 @@ class Measurement:
     # than that, so a small probe computes no padding).
     self._chunk = min(cfg.microbatch_size,
                       -(-cfg.m // ctx.mesh.size)) * ctx.mesh.size
+    losses.check_bn_mode(f'measurements.{name}.bn', cfg.bn)
+    self._bn = cfg.bn
+    if cfg.bn == 'batch' and cfg.m % self._chunk:
+      raise ValueError(
+          f"measurements.{name}.bn='batch' normalizes by each chunk's "
+          f'statistics, so m={cfg.m} must be a multiple of the chunk of '
+          f'{self._chunk} examples (microbatch_size={cfg.microbatch_size} x '
+          f'{ctx.mesh.size} devices): no padding row may count')
+    self._batch_statistics = jax.jit(
+        functools.partial(losses.batch_statistics, ctx.model),
+        out_shardings=parallel.replicated(ctx.mesh))
     self._fn = functools.partial(coherence.streamed_coherence_stats,
                                  losses.make_per_example_loss(ctx.model),
                                  ctx.mesh)
@@ -104,8 +120,10 @@ class Measurement:
                       for s, n in self._skipped.items())
     full = (f"; statistics='all' at {len(self._all_steps)} of its steps"
             if self._all_steps else '')
+    bn = ("; BatchNorm: each chunk's statistics held constant"
+          if self._bn == 'batch' else '')
     return (f'{self._name}: {", ".join(self.samples) or "no sets"}{skipped}'
-            f'{full}')
+            f'{full}{bn}')
 
   def kind(self, step) -> str:
     """'all' where a 'norms' probe takes the full statistics (~100x)."""
@@ -115,8 +133,13 @@ class Measurement:
     statistics = 'all' if step in self._all_steps else self._statistics
     out = {}
     for set_name, (split, index) in self.samples.items():
+      chunk_extra = None
+      if self._bn == 'batch' and state.batch_stats:
+        chunk_extra = lambda examples: (self._batch_statistics(
+            state.params, state.batch_stats, examples['image']),)
       stats = self._fn(state.params, self.chunks(split, index),
-                       (state.batch_stats,), statistics=statistics)
+                       (state.batch_stats,), statistics=statistics,
+                       chunk_extra=chunk_extra)
       summary = coherence.summarize(stats, self._ctx.param_paths,
                                     self._ctx.group_of)
       if self._layers:

@@ -17,8 +17,11 @@ its f_p is on average the pristine fraction of the batch. Pristine means not
 `is_noisy` (see `noise.noisy_means`). Batches without both kinds give no
 row. All are inner products <g, g_j> = c_j . (J g), with J the Jacobian of
 the per-example losses and c_j the designation's weights: one batched
-backward pass (g) and one forward-mode pass (J g), no per-example gradients. The forward pass is the training one (BatchNorm with
-batch statistics), so g is the update's gradient.
+backward pass (g) and one forward-mode pass (J g), no per-example gradients. By default (`bn='train'`) the forward pass is the
+training one (BatchNorm with batch statistics, differentiated through
+them), so g is the update's gradient; 'running' and 'batch' use the
+per-example definition of the probes (running averages, or the batch's
+statistics held constant), under which g is a sum of per-example gradients.
 
 Metrics: {name}/f_p, f_c, null_f_p, null_f_c, pristine_frac.
 
@@ -26,6 +29,8 @@ Fields:
   null_permutations   permutations of the designation for the null model
   batches             consecutive training batches measured together (1: the
                       step's own batch, the paper's definition)
+  bn                  BatchNorm: 'train' (batch statistics, as the update),
+                      'running' or 'batch' (held constant; as probe.bn)
 """
 import jax
 import numpy as np
@@ -35,18 +40,27 @@ from cgjax import measurements
 from cgjax import parallel
 from cgjax.data import pipeline
 
-FIELDS = {'null_permutations': 4, 'batches': 1}
+FIELDS = {'null_permutations': 4, 'batches': 1, 'bn': 'train'}
+BN_MODES = ('train',) + losses.BN_MODES
 
 
-def make_inner_products(model):
+def make_inner_products(model, bn: str = 'train'):
   """(params, batch_stats, batch, cotangents [k, B]) -> <g, g_j> [k], where
   g_j = sum_i cotangents[j, i] * grad loss_i and g = g_0."""
 
   def inner_products(params, batch_stats, batch, cotangents):
+    if bn == 'batch' and batch_stats:
+      batch_stats = losses.batch_statistics(model, params, batch_stats,
+                                            batch['image'])
+
     def per_example_losses(p):
-      logits, _ = model.apply({'params': p, 'batch_stats': batch_stats},
-                              batch['image'], train=True,
-                              mutable=['batch_stats'])
+      if bn == 'train':
+        logits, _ = model.apply({'params': p, 'batch_stats': batch_stats},
+                                batch['image'], train=True,
+                                mutable=['batch_stats'])
+      else:
+        logits = model.apply({'params': p, 'batch_stats': batch_stats},
+                             batch['image'], train=False)
       return losses.cross_entropy(logits, batch['label'])
 
     # <g, g_j> = <J^T c_0, J^T c_j> = c_j . (J g): one backward pass for g
@@ -76,10 +90,14 @@ class Measurement:
 
   def __init__(self, name, cfg, ctx):
     measurements.at_least(name, cfg, null_permutations=1, batches=1)
+    if cfg.bn not in BN_MODES:
+      raise ValueError(f'measurements.{name}.bn must be one of {BN_MODES}, '
+                       f'got {cfg.bn!r}')
     self._name, self._ctx = name, ctx
     self._permutations, self._batches = cfg.null_permutations, cfg.batches
     repl = parallel.replicated(ctx.mesh)
-    self._fn = jax.jit(make_inner_products(ctx.model), out_shardings=repl)
+    self._fn = jax.jit(make_inner_products(ctx.model, cfg.bn),
+                       out_shardings=repl)
 
   def _batch(self, step):
     """(is_noisy of the next `batches` training batches, one after the
