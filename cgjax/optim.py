@@ -76,12 +76,22 @@ def make_schedule(cfg, num_steps: int) -> optax.Schedule:
     main = optax.linear_schedule(cfg.lr, 0.0, decay_steps)
   else:
     main = optax.piecewise_constant_schedule(
-        cfg.lr, {int(b * num_steps) - warmup: cfg.step_factor
-                 for b in cfg.step_boundaries})
+        cfg.lr, _boundaries(cfg, num_steps, warmup))
   if not warmup:
     return main
   return optax.join_schedules(
       [optax.linear_schedule(0.0, cfg.lr, warmup), main], [warmup])
+
+
+def _boundaries(cfg, units: int, offset: int = 0) -> dict[int, float]:
+  """{unit: factor} of 'step': each fraction of `units` rounded to a whole
+  unit (so a schedule over epochs is the same at 1 step an epoch as per
+  step), factors multiplied where two fractions round to one unit."""
+  out = {}
+  for b in cfg.step_boundaries:
+    at = round(b * units) - offset
+    out[at] = out.get(at, 1.0) * cfg.step_factor
+  return out
 
 
 def _per_epoch(cfg, epochs: int, every: int) -> optax.Schedule:
@@ -96,9 +106,8 @@ def _per_epoch(cfg, epochs: int, every: int) -> optax.Schedule:
   elif cfg.schedule == 'linear':
     main = optax.linear_schedule(cfg.lr, 0.0, epochs)
   else:  # optax scales from count >= boundary on, as StepLR
-    main = optax.piecewise_constant_schedule(
-        cfg.lr, {round(b * epochs): cfg.step_factor
-                 for b in cfg.step_boundaries})
+    main = optax.piecewise_constant_schedule(cfg.lr,
+                                             _boundaries(cfg, epochs))
   return lambda count: main(count // every)
 
 

@@ -220,22 +220,40 @@ IMAGENET_MODELS = {
 }
 
 
+# The fake ImageNet's training examples (cgjax/data/fake_imagenet.py: 4
+# classes x 8): what `runlocal` counts epochs on unless told otherwise.
+FAKE_IMAGENET_TRAIN_EXAMPLES = 32
+
+
+def epoch_steps(a, batch: int) -> int:
+  """Steps in an epoch of `a.train_examples` (0: all of ImageNet's, or the
+  fake ImageNet's under runlocal) at `batch`: a run on a subset (the
+  easy/hard study's) counts epochs on its own training set."""
+  n = a.train_examples or (FAKE_IMAGENET_TRAIN_EXAMPLES if a.runlocal
+                           else IMAGENET_TRAIN_EXAMPLES)
+  if n < batch:
+    raise ValueError(f'train_examples={n} is fewer than one batch of {batch}')
+  return n // batch
+
+
 def imagenet_config(a, *, batch: int, lr: float, momentum: float,
                     probe_m: int, epochs_per_measurement: int = 1
                     ) -> ml_collections.ConfigDict:
   """ImageNet (TFDS imagenet2012) with label noise, for `a` from parse_arg
-  with fields model, noise, seed, epochs, runlocal.
+  with fields model, noise, seed, epochs, train_examples, runlocal.
 
   Shared by the papers' configs: no augmentation (resize + center crop) and
-  no weight decay, so that memorization is visible; SGD; measurements every
-  `epochs_per_measurement` epochs and at 20 log-spaced steps: evaluation on
-  fixed samples of 50,000 mixed, clean and noisy training examples and the
-  whole validation split (the authors' trainer); m-coherence probes of
-  `probe_m` examples per set (clean, noisy, mixed, test), streamed in eval
-  mode (BatchNorm running statistics) through the per-layer fast path
-  (statistics='norms'), per-layer series for the model's three named layers;
-  learning times of a fixed 50,000 training examples; loss-decrease shares.
-  The paper's config sets the schedule, then `imagenet_runlocal` where asked.
+  no weight decay, so that memorization is visible; SGD; `a.epochs` epochs
+  of `a.train_examples`; measurements every `epochs_per_measurement` epochs
+  and at 20 log-spaced steps: evaluation on fixed samples of 50,000 mixed,
+  clean and noisy training examples and the whole validation split (the
+  authors' trainer); m-coherence probes of `probe_m` examples per set
+  (clean, noisy, mixed, test), streamed in eval mode (BatchNorm running
+  statistics) through the per-layer fast path (statistics='norms'),
+  per-layer series for the model's three named layers; learning times of a
+  fixed 50,000 training examples, and at 2 epochs every training example
+  (the easy/hard selection); loss-decrease shares. The paper's config sets
+  the schedule, then `imagenet_runlocal` where asked.
   """
   if a.model not in IMAGENET_MODELS:
     raise ValueError(f'unknown model {a.model!r}; choose from '
@@ -248,7 +266,7 @@ def imagenet_config(a, *, batch: int, lr: float, momentum: float,
   c.model.name = name
   c.model.kwargs = {**kwargs, 'normalize': 'imagenet'}
   c.batch_size = batch
-  steps_per_epoch = IMAGENET_TRAIN_EXAMPLES // batch
+  steps_per_epoch = epoch_steps(a, batch)
   c.num_steps = a.epochs * steps_per_epoch
   c.optim.update(name='sgd', lr=lr, momentum=momentum, weight_decay=0.0)
   c.log_every = 50
@@ -266,7 +284,8 @@ def imagenet_config(a, *, batch: int, lr: float, momentum: float,
       'probe': measurement('coherence', m=probe_m, microbatch_size=32,
                            sets=('clean', 'noisy', 'train', 'test'),
                            statistics='norms', layers=layers, **schedule),
-      # Learned after 2 epochs: the Weak-and-Strong paper's "easy" examples.
+      # Learned after 2 epochs, over the whole training set: the
+      # Weak-and-Strong paper's "easy" examples.
       'learning': measurement('learning_times', examples=50_000,
                               batch_size=1024,
                               learned_at=(min(2 * steps_per_epoch,
@@ -277,20 +296,24 @@ def imagenet_config(a, *, batch: int, lr: float, momentum: float,
   return c
 
 
-def imagenet_runlocal(c, model: str) -> ml_collections.ConfigDict:
-  """A smoke run of an ImageNet config on prepared (e.g. fake) data: 4 steps
-  at the model's smallest input size, batch 16, the base lr held constant,
-  tiny measurement samples, everything measured at steps 0, 2, 4."""
-  c.data.image_size = IMAGENET_MODELS[model][3]
-  c.batch_size, c.num_steps = 16, 4
-  c.optim.update(schedule='constant', warmup_steps=0)
-  c.log_every = c.checkpoint_every = 2
+def imagenet_runlocal(c, a, batch: int = 16) -> ml_collections.ConfigDict:
+  """A smoke run of an ImageNet config on prepared (e.g. fake) data: at the
+  model's smallest input size, `batch`, at most 2 epochs of the fake
+  ImageNet's 32 training examples (or of `train_examples`: 4 steps at batch
+  16), tiny measurement samples, everything measured every epoch
+  (learned_at: at 2 epochs, the end)."""
+  c.data.image_size = IMAGENET_MODELS[a.model][3]
+  c.batch_size = batch
+  steps_per_epoch = epoch_steps(a, c.batch_size)
+  c.num_steps = min(a.epochs, 2) * steps_per_epoch
+  c.log_every = c.checkpoint_every = steps_per_epoch
   for m in c.measurements.values():
-    m.update(every=2, num_log_spaced=0)
+    m.update(every=steps_per_epoch, num_log_spaced=0)
   c.measurements.eval.update(batch_size=16, sizes={
       'train': 64, 'clean': 64, 'noisy': 64, 'test': 0})
   c.measurements.probe.update(m=8, microbatch_size=4)
-  c.measurements.learning.update(examples=0, batch_size=16, learned_at=(2,))
+  c.measurements.learning.update(examples=0, batch_size=16,
+                                 learned_at=(c.num_steps,))
   return c
 
 

@@ -7,8 +7,8 @@ The m-coherence paper's training (configs/mcoherence_imagenet.py: batch 4096,
 SGD momentum 0.9, Goyal schedule, no augmentation, no weight decay) with the
 later paper's model and probe sample of 50,000 examples per set (its ratio to
 the orthogonal baseline peaks near 40 with real labels, below about 5 with
-random ones). arg: noise, seed, probe, epochs, runlocal; the sweep is the
-noise grid 0, 0.25, 0.5, 0.75, 1.
+random ones). arg: noise, seed, probe, epochs, train_examples, runlocal;
+the sweep is the noise grid 0, 0.25, 0.5, 0.75, 1.
 """
 from cgjax.configs import common
 from cgjax.configs import mcoherence_imagenet
@@ -16,7 +16,7 @@ from cgjax.configs import mcoherence_imagenet
 
 def get_config(arg=None):
   a = common.parse_arg(arg, noise=0.0, seed=0, probe=50_000, epochs=90,
-                       runlocal=False)
+                       train_examples=0, runlocal=False)
   return mcoherence_imagenet.build(a, 'resnet50')
 
 

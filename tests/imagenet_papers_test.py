@@ -18,15 +18,18 @@ def data_dir(tmp_path_factory):
   return fake_imagenet.build(str(tmp_path_factory.mktemp('imagenet')))
 
 
-@pytest.mark.parametrize('spec,trials,pick,lr', [
-    ('configs/mcoherence_imagenet.py:runlocal', 5, 2, 0.1 * 16 / 256),
-    ('configs/ws_imagenet.py:runlocal', 8, 3, 0.1),  # M3 at noise 0.5
+@pytest.mark.parametrize('spec,trials,pick,lrs', [
+    # 4 steps at Goyal et al.'s lr for batch 16, held constant.
+    ('configs/mcoherence_imagenet.py:runlocal', 5, 2, [0.1 * 16 / 256] * 2),
+    # M3 at noise 0.5: 2 epochs of one batch of 18; StepLR's boundaries at
+    # 30/90 and 60/90 of 2 epochs both round to epoch 1: 0.1, then 0.1^3.
+    ('configs/ws_imagenet.py:runlocal', 8, 3, [0.1, 0.001]),
 ])
-def test_paper_configs_print_their_grid_and_run(spec, trials, pick, lr,
+def test_paper_configs_print_their_grid_and_run(spec, trials, pick, lrs,
                                                 data_dir, tmp_path):
   """--print-commands gives the whole grid; one printed command runs on the
   fake ImageNet (given the data dir; ResNet-18 narrowed to width 16 for CPU
-  time), at the paper's lr."""
+  time), at the paper's lr and schedule."""
   out = run_python(['launch.py', '--config', spec, '--sweep',
                     '--print-commands', '--workdir', str(tmp_path)]).stdout
   commands = [line.split() for line in out.splitlines()
@@ -40,8 +43,8 @@ def test_paper_configs_print_their_grid_and_run(spec, trials, pick, lr,
   workdir = argv[argv.index('--workdir') + 1]
   assert workdir_lib.read_status(workdir) == 'done'
   rows = workdir_lib.read_metrics(workdir)
-  lrs = [r['value'] for r in rows if r['name'] == 'train/lr']
-  assert lrs and all(v == pytest.approx(lr) for v in lrs), lrs
+  logged = [r['value'] for r in rows if r['name'] == 'train/lr']
+  assert logged == pytest.approx(lrs), logged
 
 
 def test_streamed_probe_memory_does_not_grow_with_m(data_dir):
@@ -93,26 +96,59 @@ def test_streamed_probe_memory_does_not_grow_with_m(data_dir):
   assert abs(peaks[32] / peaks[8] - 1) < 0.1, peaks
 
 
+def _classified_correctly(workdir, step) -> set:
+  """Keys of the training examples that the run's checkpoint at `step`
+  classifies as their training label: a direct eval-mode forward pass over
+  every training image."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from cgjax import data as data_lib, models, runs  # pylint: disable=g-import-not-at-top
+  run = runs.load(workdir)
+  config = run.config
+  train_split = data_lib.load(config.data, config.noise).train
+  model = models.get_model(config.model.name, 1000, **config.model.kwargs)
+  restored = run.restore(step)
+  images = train_split.read_images(np.arange(len(train_split)))
+  logits = jax.jit(model.apply)({'params': restored['params'],
+                                 'batch_stats': restored['batch_stats']},
+                                images)
+  correct = np.argmax(np.asarray(logits), 1) == train_split.labels
+  return set(train_split.keys[correct].tolist())
+
+
 def test_easy_hard_recipe_runs_end_to_end(data_dir, tmp_path):
+  """The selection classifies all 32 training examples (its learning-times
+  sample is 4); each subset run counts epochs on what it trains on."""
   workdir = str(tmp_path / 'eh')
   run_python(['-m', 'experiments.easy_hard', '--config',
               'configs/ws_imagenet.py:runlocal', '--workdir', workdir,
               f'--config.data.data_dir={data_dir}',
-              '--config.model.kwargs.width=8'])
+              '--config.model.kwargs.width=8',
+              '--config.measurements.learning.examples=4'])
   select = os.path.join(workdir, 'select')
-  easy = json.load(open(os.path.join(select, 'learning_learned_at_2.json')))
+  # 2 epochs of 32 examples at batch 16: the selection at step 4.
+  easy = json.load(open(os.path.join(select, 'learning_learned_at_4.json')))
   hard = json.load(open(os.path.join(select,
-                                     'learning_not_learned_at_2.json')))
+                                     'learning_not_learned_at_4.json')))
+  assert set(easy['keys']) == _classified_correctly(select, 4)
+  assert len(easy['keys']) > 4  # more than the learning-times sample
   assert not set(easy['keys']) & set(hard['keys'])
   assert len(easy['keys']) + len(hard['keys']) == 32
   for name, keys in (('easy', easy['keys']), ('hard', hard['keys'])):
-    rows = {r['name']: r['value']
-            for r in workdir_lib.read_metrics(os.path.join(workdir, name))
-            if r['step'] == 0}
+    subset = os.path.join(workdir, name)
+    rows = workdir_lib.read_metrics(subset)
+    at0 = {r['name']: r['value'] for r in rows if r['step'] == 0}
     # 2 of the subset held out as its test split, the rest trained on; the
     # original validation split evaluated too.
-    assert rows['data/test_examples'] == 2
-    assert rows['data/train_examples'] == len(keys) - 2
-    assert 'eval/validation_acc' in rows
+    trained = len(keys) - 2
+    assert at0['data/test_examples'] == 2
+    assert at0['data/train_examples'] == trained
+    assert 'eval/validation_acc' in at0
+    # Epochs of the subset at batch 2: 2 epochs, the lr of StepLR per epoch
+    # (0.1, then 0.1^3 from epoch 1), logged once an epoch.
+    epoch = trained // 2
+    config = json.load(open(os.path.join(subset, 'config.json')))
+    assert config['num_steps'] == 2 * epoch
+    lrs = {r['step']: r['value'] for r in rows if r['name'] == 'train/lr'}
+    assert lrs == pytest.approx({epoch: 0.1, 2 * epoch: 0.001}), lrs
   table = open(os.path.join(workdir, 'easy_hard.md')).read()
   assert '| easy |' in table and '| hard |' in table, table

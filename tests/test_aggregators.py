@@ -227,4 +227,18 @@ def test_weak_and_strong_optimizers_train_at_the_papers_lr():
     assert c.optim.aggregator == ('mean' if name == 'sgd' else name)
     assert c.batch_size == (768 if name == 'm3' else 256)
     # 90 epochs of ImageNet whatever the batch.
-    assert c.num_steps == 90 * (1_281_167 // c.batch_size)
+    assert c.num_steps == 90 * (1_281_167 // c.batch_size)    # Each of 8 GPUs normalizes its 256 / 8 examples (of each M3 group);
+    # the lr changes once an epoch; no RM3 / RA3 update before 3 gradients.
+    assert c.bn_group_size == 32
+    assert c.optim.schedule_every == 1_281_167 // c.batch_size
+    assert c.optim.rm3_warmup == 'skip'
+    assert c.optim.weight_decay == 0.0
+  # A 500K subset (easy/hard): 90 epochs of it, the lr per epoch of it.
+  c = ws_imagenet.get_config('train_examples=500000,weight_decay=1e-4')
+  assert c.num_steps == 90 * (500_000 // 256)
+  assert c.optim.schedule_every == 500_000 // 256
+  assert c.optim.weight_decay == 1e-4
+  lr = optim.make_schedule(c.optim, c.num_steps)
+  epoch = 500_000 // 256
+  assert [float(lr(e * epoch)) for e in (29, 30, 59, 60)] == pytest.approx(
+      [0.1, 0.01, 0.01, 0.001])

@@ -69,3 +69,16 @@ def test_per_step_schedule_changes_within_epochs():
 def test_bad_schedule_fields_are_named(fields, match):
   with pytest.raises(ValueError, match=match):
     optim.make_schedule(_cfg(**fields), 100)
+
+
+def test_boundaries_that_round_to_one_epoch_both_apply():
+  """30/90 and 60/90 of 2 epochs both round to epoch 1; per step at one
+  step an epoch and per epoch agree."""
+  cfg = _cfg(schedule='step', step_boundaries=(30 / 90, 60 / 90),
+             step_factor=0.1)
+  per_step = _per_step(optim.make_schedule(cfg, 2), 2)
+  cfg.schedule_every = 3
+  per_epoch = _per_step(optim.make_schedule(cfg, 6), 6)
+  np.testing.assert_allclose(per_step, [0.1, 0.001], rtol=1e-6)
+  np.testing.assert_allclose(per_epoch, np.repeat([0.1, 0.001], 3),
+                             rtol=1e-6)

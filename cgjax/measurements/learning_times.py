@@ -23,12 +23,16 @@ least once so far, `{name}/clean/ever_correct`,
 Fields:
   examples     0: every training example; N: a fixed sample of N of them
   batch_size   global evaluation batch (a multiple of the device count)
-  learned_at   steps N (measured in addition to the schedule) at which the
-               keys of the examples classified as their training label are
-               written to `{name}_learned_at_{N}.json` (the "easy" examples
-               of the Weak-and-Strong paper's easy/hard study) and those of
-               the others to `{name}_not_learned_at_{N}.json` (the "hard"
-               ones); `data.include_keys` reads either
+  learned_at   steps N (measured in addition to the schedule) at which
+               every training example, not only the `examples` sample, is
+               classified (streamed in batches, each process reading its own
+               rows; the full pass runs at these steps only), and the keys of
+               those classified as their training label are written to
+               `{name}_learned_at_{N}.json` (the "easy" examples of the
+               Weak-and-Strong paper's easy/hard study, selected over the
+               whole training set as the authors did) and those of the others
+               to `{name}_not_learned_at_{N}.json` (the "hard" ones);
+               `data.include_keys` reads either
 """
 
 import numpy as np
@@ -76,8 +80,18 @@ class Measurement:
 
   def run(self, state, step):
     train = self._ctx.dataset.train
-    pred = evaluation.run_predict(self._predict, state, train, self._index,
-                                  self._cfg.batch_size, self._ctx.mesh)['pred']
+    selecting = step in self.extra_steps
+    # At a learned_at step every training example, else the sample.
+    index = np.arange(len(train)) if selecting else self._index
+    every = evaluation.run_predict(self._predict, state, train, index,
+                                   self._cfg.batch_size, self._ctx.mesh)['pred']
+    if selecting:
+      learned = every == train.labels
+      for kind, rows in (('learned', learned), ('not_learned', ~learned)):
+        workdir_lib.write_json(
+            self._ctx.workdir, f'{self._name}_{kind}_at_{step}.json',
+            {'step': step, 'keys': train.keys[rows].tolist()})
+    pred = every[self._index] if selecting else every
     label = train.labels[self._index]
     correct = pred == label
     correct_clean = pred == train.clean_labels[self._index]
@@ -85,11 +99,6 @@ class Measurement:
                                   update(self._times[:, 2:], correct_clean,
                                          step)], 1)
     self._steps = np.append(self._steps, np.int32(step))
-    if step in self.extra_steps:
-      for kind, rows in (('learned', correct), ('not_learned', ~correct)):
-        workdir_lib.write_json(
-            self._ctx.workdir, f'{self._name}_{kind}_at_{step}.json',
-            {'step': step, 'keys': train.keys[self._index[rows]].tolist()})
     noisy = train.is_noisy[self._index]
     ever = lambda column, rows: (float(np.mean(self._times[rows, column] >= 0))
                                  if rows.any() else None)
