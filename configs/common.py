@@ -317,6 +317,76 @@ def imagenet_runlocal(c, a, batch: int = 16) -> ml_collections.ConfigDict:
   return c
 
 
+CIFAR10_TRAIN_EXAMPLES = 50_000
+# The fake CIFAR-10's (cgjax/data/fake_cifar10.py), for runlocal.
+FAKE_CIFAR10_TRAIN_EXAMPLES = 64
+# name: (cgjax model, kwargs, the layers followed: first conv, an
+# intermediate one, the final dense). 32 x 32 inputs: ResNet's 3x3 stem
+# without max-pool; VGG's classifier 512 wide, as CIFAR VGGs are.
+CIFAR10_MODELS = {
+    'resnet18': ('resnet', {'depth': 18, **RESNET, 'small_inputs': True},
+                 ('stem_conv/kernel', 'stage3_block0/conv1/kernel',
+                  'head/kernel')),
+    'vgg13_bn': ('vgg', {'depth': 13, 'width': 64, 'hidden': 512,
+                         'dropout': 0.5, 'dtype': 'float32'},
+                 ('block1_conv0/kernel', 'block3_conv0/kernel',
+                  'head/kernel')),
+}
+
+
+def cifar10_config(a, *, batch: int, lr: float, momentum: float,
+                   probe_m: int) -> ml_collections.ConfigDict:
+  """CIFAR-10 (prepared TFDS cifar10) with label noise, for `a` from
+  parse_arg with fields model, noise, seed, epochs, train_examples,
+  runlocal: no augmentation, no weight decay, SGD, `a.epochs` epochs;
+  measurements every epoch and at 20 log-spaced steps: evaluation on 10,000
+  mixed, clean and noisy training examples and the test split, m-coherence
+  probes of `probe_m` per set (norms, the full statistics at every 10th
+  probe), learning times of 10,000 examples and every example at 2 epochs,
+  loss shares. runlocal: at most 2 epochs of the fake CIFAR-10's 64
+  examples, tiny samples."""
+  if a.model not in CIFAR10_MODELS:
+    raise ValueError(f'model={a.model!r}; choose from '
+                     f'{", ".join(CIFAR10_MODELS)}')
+  name, kwargs, layers = CIFAR10_MODELS[a.model]
+  c = base_config()
+  c.seed = a.seed
+  c.data.name = 'tfds:cifar10'
+  c.noise.rate = a.noise
+  c.model.update(name=name, kwargs=dict(kwargs))
+  n = a.train_examples or (FAKE_CIFAR10_TRAIN_EXAMPLES if a.runlocal
+                           else CIFAR10_TRAIN_EXAMPLES)
+  if n < batch:
+    raise ValueError(f'train_examples={n} is fewer than one batch of {batch}')
+  steps_per_epoch = n // batch
+  c.batch_size = batch
+  c.num_steps = (min(a.epochs, 2) if a.runlocal else a.epochs) * (
+      steps_per_epoch)
+  c.optim.update(name='sgd', lr=lr, momentum=momentum, weight_decay=0.0)
+  c.log_every = min(50, steps_per_epoch)
+  c.checkpoint_every = steps_per_epoch
+  schedule = dict(every=steps_per_epoch,
+                  num_log_spaced=0 if a.runlocal else 20)
+  size = 16 if a.runlocal else 10_000
+  c.measurements = ml_collections.ConfigDict({
+      'eval': measurement('evaluation', batch_size=16 if a.runlocal else 1000,
+                          sizes={'train': size, 'clean': size,
+                                 'noisy': size, 'test': 0}, **schedule),
+      'probe': measurement('coherence', m=8 if a.runlocal else probe_m,
+                           microbatch_size=4 if a.runlocal else 64,
+                           sets=('clean', 'noisy', 'train', 'test'),
+                           statistics='norms', all_every=10, layers=layers,
+                           **schedule),
+      'learning': measurement('learning_times',
+                              examples=0 if a.runlocal else 10_000,
+                              batch_size=16 if a.runlocal else 1000,
+                              learned_at=(min(2 * steps_per_epoch,
+                                              c.num_steps),), **schedule),
+      'shares': measurement('loss_shares', **schedule),
+  })
+  return c
+
+
 def _descriptions() -> dict[str, str]:
   """{field: description} from this module's docstring: an entry starts
   two spaces in, its description continues on deeper-indented lines; the
