@@ -119,16 +119,16 @@ class Run:
     return {k: _to_host(v) for k, v in restored.state.items()}
 
   def evaluate(self, step: int | None = None,
-               measurements: dict | None = None) -> dict:
+               measurements: dict | None = None, out_dir: str = '') -> dict:
     """Scalars of the run's measurements (or of `measurements`, {name:
     cgjax.measurements.spec(...)}) on its checkpoint at `step`, as
-    `launch.py --evaluate` computes them (written to
-    WORKDIR/evaluations/step_STEP/ as well)."""
+    `launch.py --evaluate` computes them (written to `out_dir` as well,
+    default WORKDIR/evaluations/step_STEP/)."""
     from cgjax import train  # pylint: disable=g-import-not-at-top
     config = ml_collections.ConfigDict(self.config.to_dict())
     if measurements is not None:
       config.measurements = ml_collections.ConfigDict(measurements)
-    return train.evaluate(config, self.workdir, step)
+    return train.evaluate(config, self.workdir, step, out_dir)
 
 
 class Sweep(list):

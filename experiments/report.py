@@ -20,6 +20,7 @@ from cgjax import storage
 from . import claims
 from . import fig_accuracy
 from . import fig_coherence
+from . import fig_coherence_loss
 from . import fig_layers
 from . import fig_learning
 from . import fig_metrics
@@ -30,6 +31,7 @@ from . import runs as runs_lib
 
 FIGURES = {
     'm-coherence over training': fig_coherence,
+    'm-coherence against the probe set\'s loss': fig_coherence_loss,
     'Accuracy on clean, noisy and test examples': fig_accuracy,
     'Per-layer-group m-coherence': fig_layers,
     'm-coherence of the named layers (first conv, intermediate, final dense)':

@@ -105,7 +105,7 @@ def test_winsorize_study_table_over_seeds(tmp_path):
   # The report of runs that measure accuracy only: those figures, and a note
   # for each of the others instead of a grid of empty panels.
   page = open(report.build([str(tmp_path / 's0')], str(tmp_path / 'r'))).read()
-  assert page.count('not drawn: these runs do not measure it') == 6
+  assert page.count('not drawn: these runs do not measure it') == 7
   assert sorted(f for f in os.listdir(tmp_path / 'r') if f.endswith(
       '.png')) == ['accuracy.png', 'overfit.png']
 
@@ -177,7 +177,7 @@ def test_report_on_runs_without_probes_and_a_non_noise_sweep(tmp_path):
   page = open(report.build([str(tmp_path)], str(tmp_path / 'out'))).read()
   assert 'Claims' not in page  # the settings differ in more than noise
   assert 'peak m-coh' not in page  # no run has probes: no empty columns
-  assert page.count('not drawn: these runs do not measure it') == 6
+  assert page.count('not drawn: these runs do not measure it') == 7
   assert page.count('<img') == 2  # accuracy and overfit
 
 
@@ -201,3 +201,31 @@ def test_a_note_panel_keeps_the_shared_axis_ticks_of_its_neighbours(
   assert 'no shares' in note.texts[0].get_text()
   labels = [t.get_text() for t in shares.get_yticklabels() if t.get_visible()]
   assert any(labels), 'the f_p panel lost its y tick labels'
+
+
+def test_coherence_against_loss_pairs_each_probe_with_its_own_loss(
+    tmp_path, monkeypatch):
+  """Each seed's path: (mean loss, m-coherence) at the steps both were
+  logged, in step order; a step with only one of them is left out."""
+  path = str(tmp_path / 'run')
+  os.makedirs(path)
+  json.dump({'seed': 0, 'noise': {'rate': 0.5},
+             'measurements': {'probe': {'type': 'coherence', 'm': 50}}},
+            open(os.path.join(path, 'config.json'), 'w'))
+  rows = [{'step': s, 'name': f'probe/clean/{k}', 'value': v}
+          for s, k, v in ((0, 'mean_loss', 2.3), (0, 'm_coherence', 40.0),
+                          (10, 'mean_loss', 1.0), (10, 'm_coherence', 9.0),
+                          (20, 'mean_loss', 0.5),  # no m-coherence logged
+                          (30, 'mean_loss', 0.1), (30, 'm_coherence', 3.0))]
+  with open(os.path.join(path, 'metrics.jsonl'), 'w') as f:
+    f.writelines(json.dumps(r) + '\n' for r in rows)
+  drawn = {}
+  monkeypatch.setattr(runs_lib, 'save',
+                      lambda fig, out, name: drawn.setdefault(name, fig))
+  from experiments import fig_coherence_loss  # pylint: disable=g-import-not-at-top
+  fig_coherence_loss.plot(runs_lib.find([path]), str(tmp_path))
+  ax = drawn['coherence_loss'].axes[0]
+  line = next(l for l in ax.get_lines() if l.get_label() == 'clean')
+  np.testing.assert_allclose(line.get_xdata(), [2.3, 1.0, 0.1])
+  np.testing.assert_allclose(line.get_ydata(), [40.0, 9.0, 3.0])
+  assert ax.get_xscale() == ax.get_yscale() == 'log'
