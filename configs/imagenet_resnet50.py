@@ -4,10 +4,11 @@
         --config.data.data_dir=DATA_DIR --workdir runs/r50_noise50
 
 The m-coherence paper's training (configs/mcoherence_imagenet.py: batch 4096,
-SGD momentum 0.9, Goyal schedule, no augmentation, no weight decay) with the
-later paper's model and probe sample of 50,000 examples per set (its ratio to
-the orthogonal baseline peaks near 40 with real labels, below about 5 with
-random ones). arg: noise, seed, probe, epochs, train_examples, runlocal;
+SGD momentum 0.9, Goyal schedule, no augmentation, no weight decay; each
+unverified, see its table) with the later paper's model and probe sample of
+50,000 examples per set (its ratio to the orthogonal baseline peaks near 40
+with real labels, below about 5 with random ones): unverified, from
+secondary notes; only the papers' abstracts could be checked. arg: noise, seed, probe, epochs, train_examples, runlocal;
 the sweep is the noise grid 0, 0.25, 0.5, 0.75, 1.
 """
 from cgjax.configs import common
