@@ -55,6 +55,11 @@ def _check_ranges(cfg):
 
 
 def make_schedule(cfg, num_steps: int) -> optax.Schedule:
+  """The lr by update count. With `schedule_every` = N > 1 it is constant
+  over each block of N steps, the lr of block floor(count / N) of
+  num_steps // N, as torch's schedulers stepped once per epoch give it:
+  StepLR's factor from the first epoch at or past each boundary,
+  CosineAnnealingLR's lr (1 + cos(pi e / epochs)) / 2, a linear decay to 0."""
   _check_ranges(cfg)
   if cfg.schedule not in SCHEDULES:
     raise ValueError(f'unknown optim.schedule {cfg.schedule!r}; '
@@ -66,49 +71,33 @@ def make_schedule(cfg, num_steps: int) -> optax.Schedule:
       raise ValueError(f'optim.warmup_steps={warmup} with optim.schedule_'
                        f'every={every}: a warm-up is per step; use one or '
                        'the other')
-    return _per_epoch(cfg, max(num_steps // every, 1), every)
-  decay_steps = max(num_steps - warmup, 1)
-  if cfg.schedule == 'constant':
-    main = optax.constant_schedule(cfg.lr)
-  elif cfg.schedule == 'cosine':
-    main = optax.cosine_decay_schedule(cfg.lr, decay_steps)
-  elif cfg.schedule == 'linear':
-    main = optax.linear_schedule(cfg.lr, 0.0, decay_steps)
-  else:
-    main = optax.piecewise_constant_schedule(
-        cfg.lr, _boundaries(cfg, num_steps, warmup))
+    per_epoch = _decay(cfg, max(num_steps // every, 1))
+    return lambda count: per_epoch(count // every)
+  main = _decay(cfg, num_steps, warmup)
   if not warmup:
     return main
   return optax.join_schedules(
       [optax.linear_schedule(0.0, cfg.lr, warmup), main], [warmup])
 
 
-def _boundaries(cfg, units: int, offset: int = 0) -> dict[int, float]:
-  """{unit: factor} of 'step': each fraction of `units` rounded to a whole
-  unit (so a schedule over epochs is the same at 1 step an epoch as per
-  step), factors multiplied where two fractions round to one unit."""
-  out = {}
-  for b in cfg.step_boundaries:
-    at = round(b * units) - offset
-    out[at] = out.get(at, 1.0) * cfg.step_factor
-  return out
-
-
-def _per_epoch(cfg, epochs: int, every: int) -> optax.Schedule:
-  """The lr of epoch floor(count / every) of `epochs`, as torch's
-  schedulers stepped once per epoch give it: StepLR's factor from the first
-  epoch at or past each boundary (round(b * epochs)), CosineAnnealingLR's
-  lr (1 + cos(pi e / epochs)) / 2, a linear decay to 0."""
+def _decay(cfg, units: int, warmup: int = 0) -> optax.Schedule:
+  """`cfg.schedule` over `units` (steps or epochs), counted from the end of
+  a warm-up of `warmup` units. 'step': each boundary fraction of `units`
+  rounded to a whole unit (so a schedule over epochs is the same at 1 step
+  an epoch as per step; optax scales from count >= boundary on, as StepLR),
+  factors multiplied where two fractions round to one unit."""
+  length = max(units - warmup, 1)
   if cfg.schedule == 'constant':
-    main = optax.constant_schedule(cfg.lr)
-  elif cfg.schedule == 'cosine':
-    main = optax.cosine_decay_schedule(cfg.lr, epochs)
-  elif cfg.schedule == 'linear':
-    main = optax.linear_schedule(cfg.lr, 0.0, epochs)
-  else:  # optax scales from count >= boundary on, as StepLR
-    main = optax.piecewise_constant_schedule(cfg.lr,
-                                             _boundaries(cfg, epochs))
-  return lambda count: main(count // every)
+    return optax.constant_schedule(cfg.lr)
+  if cfg.schedule == 'cosine':
+    return optax.cosine_decay_schedule(cfg.lr, length)
+  if cfg.schedule == 'linear':
+    return optax.linear_schedule(cfg.lr, 0.0, length)
+  boundaries = {}
+  for b in cfg.step_boundaries:
+    at = round(b * units) - warmup
+    boundaries[at] = boundaries.get(at, 1.0) * cfg.step_factor
+  return optax.piecewise_constant_schedule(cfg.lr, boundaries)
 
 
 def make_optimizer(cfg, num_steps: int) -> optax.GradientTransformation:

@@ -387,6 +387,22 @@ def cifar10_config(a, *, batch: int, lr: float, momentum: float,
   return c
 
 
+def weak_and_strong_optim(c, a, steps_per_epoch: int):
+  """The Weak-and-Strong trainer's optimizer for `a.optimizer` and
+  `a.model`: M3 / RM3 / RA3 with no update before a third gradient, weight
+  decay `a.weight_decay`, ResNets /10 at epochs 30 and 60 of 90, other
+  models cosine, the lr changing once an epoch (torch's schedulers)."""
+  if a.optimizer != 'sgd':
+    c.optim.update(aggregator=a.optimizer, m3_groups=3, rm3_warmup='skip')
+  c.optim.weight_decay = a.weight_decay
+  if a.model == 'resnet18':
+    c.optim.update(schedule='step', step_boundaries=(30 / 90, 60 / 90),
+                   step_factor=0.1)
+  else:
+    c.optim.schedule = 'cosine'
+  c.optim.schedule_every = steps_per_epoch
+
+
 def _descriptions() -> dict[str, str]:
   """{field: description} from this module's docstring: an entry starts
   two spaces in, its description continues on deeper-indented lines; the

@@ -49,15 +49,7 @@ def get_config(arg=None):
   c = common.cifar10_config(a, batch=3 * base if m3 else base, lr=0.1,
                             momentum=0.9 if a.optimizer == 'sgd' else 0.0,
                             probe_m=5000)
-  if a.optimizer != 'sgd':
-    c.optim.update(aggregator=a.optimizer, m3_groups=3, rm3_warmup='skip')
-  c.optim.weight_decay = a.weight_decay
-  if a.model == 'resnet18':
-    c.optim.update(schedule='step', step_boundaries=(30 / 90, 60 / 90),
-                   step_factor=0.1)
-  else:
-    c.optim.schedule = 'cosine'
-  c.optim.schedule_every = c.checkpoint_every  # once an epoch
+  common.weak_and_strong_optim(c, a, c.checkpoint_every)  # an epoch
   return c
 
 

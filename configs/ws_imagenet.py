@@ -89,14 +89,7 @@ def get_config(arg=None):
   c = common.imagenet_config(a, batch=batch, lr=0.1,
                              momentum=0.9 if a.optimizer == 'sgd' else 0.0,
                              probe_m=40_000)
-  if a.optimizer != 'sgd':
-    c.optim.update(aggregator=a.optimizer, m3_groups=3, rm3_warmup='skip')
-  c.optim.weight_decay = a.weight_decay
-  if a.model == 'resnet18':
-    c.optim.update(schedule='step', step_boundaries=(30 / 90, 60 / 90),
-                   step_factor=0.1)
-  else:
-    c.optim.schedule = 'cosine'
+  common.weak_and_strong_optim(c, a, common.epoch_steps(a, batch))
   if a.model == 'inception_v3':
     c.data.crop_fraction = 1.0
   if a.runlocal:
@@ -104,8 +97,6 @@ def get_config(arg=None):
   # Each GPU's share of a minibatch (of each M3 group). Not in smoke runs:
   # 16 / 8 = 2 examples of 1 x 1 maps at the last stage (32 px) diverge.
   c.bn_group_size = 0 if a.runlocal else base // GPUS
-  # torch's schedulers, stepped once per epoch.
-  c.optim.schedule_every = common.epoch_steps(a, batch)
   return c
 
 

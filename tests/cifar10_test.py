@@ -1,12 +1,11 @@
 """The CIFAR-10 configs end to end on a fake CIFAR-10 prepared by the real
 TFDS builder: their sweeps' printed commands, and one of each run."""
-import sys
 
 import pytest
 
 from cgjax import workdir as workdir_lib
 from cgjax.data import fake_cifar10
-from tests.conftest import ROOT, run_python
+from tests.conftest import printed_commands, run_python
 
 
 @pytest.fixture(scope='module')
@@ -36,12 +35,9 @@ def test_the_fake_set_is_read_as_cifar10(data_dir):
 ])
 def test_cifar10_configs_print_their_grid_and_run(spec, trials, pick, steps,
                                                   lrs, data_dir, tmp_path):
-  out = run_python(['launch.py', '--config', spec, '--sweep',
-                    '--print-commands', '--workdir', str(tmp_path)]).stdout
-  commands = [line.split() for line in out.splitlines()
-              if line.startswith(f'{sys.executable} {ROOT}/launch.py')]
-  assert len(commands) == trials, out
-  argv = commands[pick][1:] + [f'--config.data.data_dir={data_dir}',
+  commands = printed_commands(spec, str(tmp_path))
+  assert len(commands) == trials, commands
+  argv = commands[pick] + [f'--config.data.data_dir={data_dir}',
                                '--config.model.kwargs.width=8']
   run_python(argv)
   workdir = argv[argv.index('--workdir') + 1]

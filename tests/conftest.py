@@ -71,6 +71,15 @@ def run_python(args, devices=1, check=True, timeout=300):
   return proc
 
 
+def printed_commands(spec: str, workdir: str) -> list[list[str]]:
+  """The argv (without the interpreter) of each command that `launch.py
+  --sweep --print-commands` prints for config `spec`."""
+  out = run_python(['launch.py', '--config', spec, '--sweep',
+                    '--print-commands', '--workdir', workdir]).stdout
+  return [line.split()[1:] for line in out.splitlines()
+          if line.startswith(f'{sys.executable} {ROOT}/launch.py')]
+
+
 def run_processes(args, num_processes=2, devices=2, timeout=300):
   """Runs `python ARGS` as a jax.distributed job on a localhost coordinator."""
   with socket.socket() as sock:

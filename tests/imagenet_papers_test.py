@@ -3,14 +3,13 @@ end to end on a fake ImageNet prepared by the real TFDS builder (a file of
 its own so that the test workers share the ImageNet tests' time)."""
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 
 from cgjax import workdir as workdir_lib
 from cgjax.data import fake_imagenet
-from tests.conftest import ROOT, run_python
+from tests.conftest import ROOT, printed_commands, run_python
 
 
 @pytest.fixture(scope='module')
@@ -30,12 +29,9 @@ def test_paper_configs_print_their_grid_and_run(spec, trials, pick, lrs,
   """--print-commands gives the whole grid; one printed command runs on the
   fake ImageNet (given the data dir; ResNet-18 narrowed to width 16 for CPU
   time), at the paper's lr and schedule."""
-  out = run_python(['launch.py', '--config', spec, '--sweep',
-                    '--print-commands', '--workdir', str(tmp_path)]).stdout
-  commands = [line.split() for line in out.splitlines()
-              if line.startswith(f'{sys.executable} {ROOT}/launch.py')]
-  assert len(commands) == trials, out
-  argv = commands[pick][1:] + [f'--config.data.data_dir={data_dir}',
+  commands = printed_commands(spec, str(tmp_path))
+  assert len(commands) == trials, commands
+  argv = commands[pick] + [f'--config.data.data_dir={data_dir}',
                                '--config.model.kwargs.width=16']
   if 'ws_imagenet' in spec:
     assert f'{ROOT}/configs/ws_imagenet.py:runlocal,optimizer=m3' in argv, argv

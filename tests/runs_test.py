@@ -1,9 +1,11 @@
 """cgjax.runs (the Python API for runs), `--evaluate` on a checkpoint, and
 the notebook executed on a two-trial sweep of 20-step runs."""
+import glob
 import json
 import os
 import re
 import shutil
+import site
 import subprocess
 import sys
 
@@ -173,8 +175,18 @@ def fresh_clone_with_venv(tmp_path) -> tuple[str, str, dict]:
       shutil.copy2(os.path.join(ROOT, path), os.path.join(clone, path),
                    follow_symlinks=False)
   venv = str(tmp_path / 'venv')
-  subprocess.run([sys.executable, '-m', 'venv', '--system-site-packages',
-                  venv], check=True)
+  subprocess.run([sys.executable, '-m', 'venv', venv], check=True)
+  # It sees this environment's packages (no download) through a .pth file
+  # (--system-site-packages would give the base interpreter's, not this
+  # venv's), and their setuptools: the one venv bundles (65.5 with Python
+  # 3.11) has no bdist_wheel beside a current wheel package.
+  site_dir, = glob.glob(os.path.join(venv, 'lib', 'python*', 'site-packages'))
+  for bundled in glob.glob(os.path.join(site_dir, 'setuptools*')) + glob.glob(
+      os.path.join(site_dir, '_distutils_hack')) + glob.glob(
+          os.path.join(site_dir, 'distutils-precedence.pth')):
+    shutil.rmtree(bundled) if os.path.isdir(bundled) else os.remove(bundled)
+  with open(os.path.join(site_dir, 'parent_env.pth'), 'w') as f:
+    f.write('\n'.join(site.getsitepackages()) + '\n')
   env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
   env.update(PATH=f'{venv}/bin:{env["PATH"]}', VIRTUAL_ENV=venv,
              PIP_NO_INDEX='1', PIP_NO_BUILD_ISOLATION='0',

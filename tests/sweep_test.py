@@ -91,13 +91,13 @@ def test_report_builds_every_figure_and_the_table(killed_and_resumed):
   sweep_dir = killed_and_resumed[0]
   run_python(['-m', 'experiments.report', sweep_dir])
   out = os.path.join(sweep_dir, 'report')
-  names = ('coherence', 'accuracy', 'layers', 'metrics', 'learning',
-           'shares', 'overfit')
+  names = ('coherence', 'coherence_loss', 'accuracy', 'layers', 'metrics',
+           'learning', 'shares', 'overfit')
   for name in names:
     for ext in ('png', 'pdf'):
       assert os.path.getsize(os.path.join(out, f'{name}.{ext}')) > 1000
   page = open(os.path.join(out, 'index.html')).read()
-  assert page.count('<img') == len(names) and 'noise.rate=0.5' in page
+  assert page.count("<img") == len(names) and "noise.rate=0.5" in page
   assert 'peak m-coh clean (step; running median of 5)' in page
   # noise 0 and 0.5 of one seed: the claims that need a partial rate
   assert 'Claims of the papers' in page and '4a: clean more coherent' in page
