@@ -2,9 +2,12 @@
 
     python -m experiments.claims SWEEP_DIR [SWEEP_DIR ...] [--out DIR]
     python -m experiments.claims --run --seeds 0 1 2 --workdir runs/claims
+    python -m experiments.claims --study conv --run --seeds 0 1 2 \
+        --workdir runs/claims_conv
 
-Reads noise sweeps of the embedded study (`configs/mnist_mlp.py --sweep`),
-one sweep dir per seed (or, with --run, runs them first: one `launch.py
+Reads noise sweeps of an embedded study (`configs/mnist_mlp.py --sweep`, or
+the convolutional one, `configs/mnist_cnn.py --sweep`: --study conv, also
+recognized by its runs' model), one sweep dir per seed (or, with --run, runs them first: one `launch.py
 --sweep` per seed, resuming what exists). Each claim has a statistic defined
 over a window of probes, never one probe, computed per seed; the table gives
 the value per seed, mean and spread ((max - min) / 2), and whether the claim
@@ -26,9 +29,23 @@ probes, so that a single unstable probe cannot make a peak):
   6  median over the loss-shares measurements at steps <= EPOCH of
      f_p - null f_p, at every partial rate; holds if > 0
 
+With --study conv (configs/mnist_cnn.py: noise 0, 0.5, 1), two more,
+their statistics and thresholds fixed before the study's numbers were seen:
+
+  L  layer-wise: convolutional layers more coherent than dense ones: at
+     noise 0 (clean probe), per probe at steps >= 1, the first conv
+     kernel's m-coherence / the largest of the dense kernels' (the hidden
+     dense layer and the head); the median of that over the probes; holds
+     if > 1 (the claim is an ordering, so no margin)
+  T  early transient: m-coherence falls from near m at initialization: at
+     noise 0 (clean probe), m-coherence at step 0 / its median over steps
+     TRANSIENT (the rest of the first epoch); holds if >= 10 (a fall of an
+     order of magnitude, the papers' "from near m to below 10")
+
 alpha (= m-coherence / m) is given next to each m-coherence statistic.
 """
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
@@ -42,6 +59,24 @@ from . import runs as runs_lib
 EARLY = 400   # steps: the clean examples are fitted by then (10 epochs)
 LATE = 100    # steps: after the initial transient
 EPOCH = 40    # steps of one epoch of the embedded MNIST at batch 100
+TRANSIENT = (10, 40)  # steps: after the transient, still in the 1st epoch
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+  """A noise sweep whose claims are checked: its config (run per seed by
+  --run) and whether its model has conv layers (the layer-wise claim)."""
+  config: str
+  model: str  # the config's model.name: how a sweep's study is recognized
+  layers: tuple = ()  # (first conv kernel, dense kernels...) for claim L
+  transient: bool = False  # claim T
+
+
+STUDIES = {
+    'mlp': Study('mnist_mlp.py', 'mlp'),
+    'conv': Study('mnist_cnn.py', 'cnn', transient=True,
+                  layers=('conv0/kernel', 'dense/kernel', 'head/kernel')),
+}
 
 
 def probe(run, name, lo=0, hi=None):
@@ -67,8 +102,18 @@ def by_rate(runs):
   return rates
 
 
-def claim_rows(sweep):
-  """{claim: (statistic text, value, holds)} for one seed's sweep."""
+def study_of(sweep) -> Study:
+  """The study whose model the sweep's runs train (default: the MLP's)."""
+  names = {r.config.get('model', {}).get('name') for r in sweep}
+  return next((s for s in STUDIES.values() if names == {s.model}),
+              STUDIES['mlp'])
+
+
+def claim_rows(sweep, study=None):
+  """{claim: (statistic text, value, holds, details)} for one seed's
+  sweep; the layer-wise and transient claims where its study (`study`, or
+  the one its model says) has them."""
+  study = study or study_of(sweep)
   rates = by_rate(sweep)
   rows = {}
   real, random = rates.get(0.0), rates.get(1.0)
@@ -128,11 +173,42 @@ def claim_rows(sweep):
           f'min over rates of median f_p - null f_p, steps 0-{EPOCH} (> 0)',
           least, least > 0, ', '.join(f'{rate:g}: {x:+.3f}'
                                       for rate, x in excess))
+  if real and study.layers:
+    rows.update(_layer_claim(real, study.layers))
+  if real and study.transient:
+    steps, values = probe(real, 'clean')
+    at = dict(zip(steps, values))
+    later = probe(real, 'clean', *TRANSIENT)[1]
+    if 0 in at and later:
+      fall = at[0] / np.median(later)
+      rows['T: early transient: m-coherence falls from near m'] = (
+          f'm-coh at step 0 / median steps {TRANSIENT[0]}-{TRANSIENT[1]}, '
+          'noise 0 (>= 10)', fall, fall >= 10,
+          f'{at[0]:.1f} (alpha {at[0] / m_of(real):.3f}) -> '
+          f'{np.median(later):.2f}')
   return rows
 
 
-def table(sweeps) -> str:
-  per_seed = [claim_rows(s) for s in sweeps]
+def _layer_claim(run, layers):
+  """Claim L on the clean probe of `run`: first / largest of the rest."""
+  first, *dense = layers
+  series = [dict(zip(*run.series.get(
+      f'probe/clean/per_layer/{p}/m_coherence', ((), ())))) for p in layers]
+  steps = [s for s in series[0] if s >= 1 and all(s in d for d in series)]
+  if not steps:
+    return {}
+  ratios = [series[0][s] / max(d[s] for d in series[1:]) for s in steps]
+  value = float(np.median(ratios))
+  medians = ', '.join(f'{p.split("/")[0]} {np.median([d[s] for s in steps]):.2f}'
+                      for p, d in zip(layers, series))
+  return {'L: conv layers more coherent than dense ones': (
+      f'median over probes of m-coh {first} / max of {", ".join(dense)}, '
+      'noise 0, steps >= 1 (> 1)', value, value > 1,
+      f'median m-coh: {medians}')}
+
+
+def table(sweeps, study=None) -> str:
+  per_seed = [claim_rows(s, study) for s in sweeps]
   firsts = [s[0] for s in sweeps]  # one run per sweep stands for its seed
   seeds = [r.config['seed'] for r in firsts]
   columns = runs_lib.seed_columns(firsts)
@@ -161,12 +237,12 @@ LAUNCH = os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), 'launch.py')
 
 
-def run_sweeps(seeds, workdir) -> list[str]:
+def run_sweeps(seeds, workdir, study) -> list[str]:
   dirs = []
   for seed in seeds:
     sweep_dir = os.path.join(workdir, f'seed{seed}')
     subprocess.run([sys.executable, LAUNCH, '--config',
-                    f'mnist_mlp.py:seed={seed}', '--sweep',
+                    f'{study.config}:seed={seed}', '--sweep',
                     '--workdir', sweep_dir], check=True)
     dirs.append(sweep_dir)
   return dirs
@@ -178,14 +254,19 @@ def main():
   parser.add_argument('--run', action='store_true',
                       help='run the sweeps (one per --seeds) first')
   parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+  parser.add_argument('--study', choices=tuple(STUDIES), default=None,
+                      help="the study's config (with --run; default mlp) "
+                      'and claims (default: by the runs\' model)')
   parser.add_argument('--workdir', default='runs/claims')
   parser.add_argument('--out', default='')
   args = parser.parse_args()
-  paths = run_sweeps(args.seeds, args.workdir) if args.run else args.paths
+  study = STUDIES[args.study] if args.study else None
+  paths = (run_sweeps(args.seeds, args.workdir, study or STUDIES['mlp'])
+           if args.run else args.paths)
   if not paths:
     parser.error('give sweep dirs, or --run')
   try:
-    text = table([finished(p) for p in paths])
+    text = table([finished(p) for p in paths], study)
   except ValueError as err:
     raise SystemExit(f'error: {err}') from None
   runs_lib.write_text(args.out or (args.workdir if args.run else paths[0]),

@@ -85,3 +85,56 @@ def test_run_uses_the_launcher_beside_the_package():
   """--run starts launch.py by its absolute path (works from any folder)."""
   assert os.path.isabs(claims.LAUNCH)
   assert os.path.samefile(claims.LAUNCH, os.path.join(ROOT, 'launch.py'))
+
+
+def test_the_conv_studys_layer_and_transient_claims_by_hand(tmp_path):
+  """Claim L: per probe, conv0 / max(dense, head); median over steps >= 1.
+  Claim T: m-coherence at step 0 / its median over steps 10-40."""
+  root = str(tmp_path)
+  clean = [200, 30, 12, 9, 6, 5, 4, 4, 3, 3]  # steps 0 ... 1000
+  _run(f'{root}/a', 0, 0.0, {'clean': clean})
+  layers = {'conv0/kernel': [50, 9, 8, 6, 5, 4, 4, 3, 3, 2],
+            'dense/kernel': [40, 3, 4, 3, 6, 2, 2, 2, 1, 1],
+            'head/kernel': [90, 4, 2, 5, 2, 2, 1, 1, 1, 4]}
+  path = f'{root}/a'
+  config = json.load(open(os.path.join(path, 'config.json')))
+  config['model'] = {'name': 'cnn'}
+  json.dump(config, open(os.path.join(path, 'config.json'), 'w'))
+  with open(os.path.join(path, 'metrics.jsonl'), 'a') as f:
+    for layer, values in layers.items():
+      f.writelines(json.dumps({'step': s, 'value': v, 'name':
+                               f'probe/clean/per_layer/{layer}/m_coherence'})
+                   + '\n' for s, v in zip(STEPS, values))
+  sweep = runs_lib.find([root])
+  assert claims.study_of(sweep) is claims.STUDIES['conv']
+  rows = claims.claim_rows(sweep)
+  stat = {k.split(':')[0]: v[1] for k, v in rows.items()}
+  holds = {k.split(':')[0]: v[2] for k, v in rows.items()}
+  # steps 1 ... 1000: conv0 / max(dense, head) = 9/4, 8/4, 6/5, 5/6, 4/2,
+  # 4/2, 3/2, 3/1, 2/4 -> sorted 0.5, 0.83, 1.2, 1.5, 2, 2, 2, 2.25, 3:
+  # median 2
+  assert stat['L'] == 2.0 and holds['L']
+  # step 0: 200; steps 10-40: only step 10 (6) -> 200 / 6
+  np.testing.assert_allclose(stat['T'], 200 / 6)
+  assert holds['T']
+  # The MLP study has neither claim.
+  assert 'L' not in {k.split(':')[0] for k in claims.claim_rows(
+      sweep, claims.STUDIES['mlp'])}
+
+
+def test_the_conv_study_config_and_its_sweep():
+  """Noise 0, 0.5, 1 per seed; 50 epochs of SGD with momentum; m-coherence
+  per layer at every probe (norms), the full statistics at every 10th."""
+  from cgjax import measurements, train  # pylint: disable=g-import-not-at-top
+  from configs import mnist_cnn  # pylint: disable=g-import-not-at-top
+  assert mnist_cnn.get_sweep() == [{'noise.rate': r} for r in (0, 0.5, 1)]
+  assert len(mnist_cnn.get_sweep('seeds=3')) == 9
+  for arg in ('noise=1', 'runlocal'):
+    c = mnist_cnn.get_config(arg)
+    train.validate(c)
+  c = mnist_cnn.get_config('noise=1')
+  assert c.num_steps == 50 * 40 and c.optim.momentum == 0.9
+  probe = c.measurements.probe
+  assert probe.statistics == 'norms' and probe.all_every == 10
+  steps = sorted(measurements.schedule_steps(probe, c.num_steps))
+  assert {0, 1, 2, 3, 40, 2000} <= set(steps)

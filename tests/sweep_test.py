@@ -133,7 +133,7 @@ def test_print_commands_one_per_trial(tmp_path):
 
 
 def test_sweep_errors_name_the_problem(tmp_path):
-  bad = run_python(['launch.py', '--config', 'configs/mnist_cnn.py',
+  bad = run_python(['launch.py', '--config', 'tests/diverge_config.py',
                     '--sweep', '--workdir', str(tmp_path)], check=False)
   assert 'defines no get_sweep' in bad.stderr
   bad = run_python(['launch.py', '--config', CONFIG, '--sweep', '--workdir',
