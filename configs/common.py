@@ -188,6 +188,17 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def noise_sweep(a, rates) -> list[dict]:
+  """A sweep over `rates`; with `a.seeds` = N > 1, each rate at seeds
+  a.seed ... a.seed + N - 1 (the report draws their mean and spread)."""
+  if a.seeds < 1:
+    raise ValueError(f'config arg seeds must be >= 1, got {a.seeds}')
+  if a.seeds == 1:
+    return [{'noise.rate': rate} for rate in rates]
+  return [{'noise.rate': rate, 'seed': a.seed + s} for rate in rates
+          for s in range(a.seeds)]
+
+
 IMAGENET_TRAIN_EXAMPLES = 1_281_167
 
 # name: (cgjax model, kwargs, image size, smallest size for runlocal smoke

@@ -75,11 +75,5 @@ def get_config(arg=None):
 def get_sweep(arg=None):
   """The paper's label-noise sweep: 5 runs, ~3 min in all on 2 CPU cores;
   with `seeds=N`, each rate at N seeds."""
-  a = common.parse_arg(arg, **ARGS)
-  if a.seeds < 1:
-    raise ValueError(f'config arg seeds must be >= 1, got {a.seeds}')
-  rates = (0.0, 0.25, 0.5, 0.75, 1.0)
-  if a.seeds == 1:
-    return [{'noise.rate': rate} for rate in rates]
-  return [{'noise.rate': rate, 'seed': a.seed + s} for rate in rates
-          for s in range(a.seeds)]
+  return common.noise_sweep(common.parse_arg(arg, **ARGS),
+                            (0.0, 0.25, 0.5, 0.75, 1.0))
