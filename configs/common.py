@@ -236,12 +236,12 @@ IMAGENET_MODELS = {
 FAKE_IMAGENET_TRAIN_EXAMPLES = 32
 
 
-def epoch_steps(a, batch: int) -> int:
-  """Steps in an epoch of `a.train_examples` (0: all of ImageNet's, or the
-  fake ImageNet's under runlocal) at `batch`: a run on a subset (the
-  easy/hard study's) counts epochs on its own training set."""
-  n = a.train_examples or (FAKE_IMAGENET_TRAIN_EXAMPLES if a.runlocal
-                           else IMAGENET_TRAIN_EXAMPLES)
+def epoch_steps(a, batch: int, full: int = IMAGENET_TRAIN_EXAMPLES,
+                fake: int = FAKE_IMAGENET_TRAIN_EXAMPLES) -> int:
+  """Steps in an epoch of `a.train_examples` (0: the data set's `full`
+  training set, or the `fake` one's under runlocal) at `batch`: a run on a
+  subset (the easy/hard study's) counts epochs on its own training set."""
+  n = a.train_examples or (fake if a.runlocal else full)
   if n < batch:
     raise ValueError(f'train_examples={n} is fewer than one batch of {batch}')
   return n // batch
@@ -365,11 +365,8 @@ def cifar10_config(a, *, batch: int, lr: float, momentum: float,
   c.data.name = 'tfds:cifar10'
   c.noise.rate = a.noise
   c.model.update(name=name, kwargs=dict(kwargs))
-  n = a.train_examples or (FAKE_CIFAR10_TRAIN_EXAMPLES if a.runlocal
-                           else CIFAR10_TRAIN_EXAMPLES)
-  if n < batch:
-    raise ValueError(f'train_examples={n} is fewer than one batch of {batch}')
-  steps_per_epoch = n // batch
+  steps_per_epoch = epoch_steps(a, batch, CIFAR10_TRAIN_EXAMPLES,
+                                FAKE_CIFAR10_TRAIN_EXAMPLES)
   c.batch_size = batch
   c.num_steps = (min(a.epochs, 2) if a.runlocal else a.epochs) * (
       steps_per_epoch)
