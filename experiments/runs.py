@@ -269,7 +269,9 @@ def few_ticks(ax):
   """Y ticks that stay legible in a small panel: linear, at most 4; log, at
   1 and 3 of each decade; labeled in 2 significant digits, no minor labels
   (matplotlib's crowded 2x10^-3, 3x10^-3, ... on spans near a decade)."""
-  label = matplotlib.ticker.FuncFormatter(lambda y, _: f'{y:.2g}')
+  # 2 significant digits, written out where short (-300, not -3e+02).
+  label = matplotlib.ticker.FuncFormatter(
+      lambda y, _: f'{float(f"{y:.2g}"):g}')
   if ax.get_yscale() == 'log':
     ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 3.0)))
     ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
