@@ -107,14 +107,17 @@ def main():
   parser.add_argument('--out', default='',
                       help='default: WORKDIR/m_dependence')
   args = parser.parse_args()
-  run = cgjax_runs.load(args.workdir)
-  if not isinstance(run, cgjax_runs.Run):
-    raise SystemExit(f'error: {args.workdir} is a sweep dir; give one of its '
-                     'workdirs')
-  saved = run.checkpoint_steps()
-  step = saved[-1] if args.step is None and saved else args.step
-  out_dir = args.out or storage.join(args.workdir, 'm_dependence')
-  values = measure(run, step, out_dir)
+  try:
+    run = cgjax_runs.load(args.workdir)
+    if not isinstance(run, cgjax_runs.Run):
+      raise ValueError(f'{args.workdir} holds several runs (a sweep dir); '
+                       'give one workdir')
+    saved = run.checkpoint_steps()
+    step = saved[-1] if args.step is None and saved else args.step
+    out_dir = args.out or storage.join(args.workdir, 'm_dependence')
+    values = measure(run, step, out_dir)
+  except ValueError as err:  # no such run or checkpoint: one line
+    raise SystemExit(f'error: {err}') from None
   rate = run.config.noise.rate
   plot(values, f'{storage.basename(args.workdir)}, step {step}, noise '
        f'{rate:g}', out_dir)

@@ -53,6 +53,15 @@ def test_m_coherence_of_nested_samples_against_a_naive_loop(tmp_path):
                                rtol=1e-4)
     np.testing.assert_allclose(values['test'][m]['alpha'], expect / m,
                                rtol=1e-4)
+  # A missing checkpoint or a dir of several runs: one line each.
+  bad = run_python(['-m', 'experiments.fig_m_dependence', workdir, '--step',
+                    '7'], check=False)
+  assert bad.returncode and bad.stderr.strip().splitlines()[-1] == (
+      f'error: {workdir}/checkpoints has no checkpoint at step 7; saved '
+      f'steps: {run.checkpoint_steps()}'), bad.stderr
+  bad = run_python(['-m', 'experiments.fig_m_dependence', str(tmp_path)],
+                   check=False)
+  assert 'holds several runs (a sweep dir); give one workdir' in bad.stderr
   fig_m_dependence.plot(values, 'test', out)
   assert os.path.getsize(os.path.join(out, 'm_dependence.png')) > 0
   assert '| 2 |' in fig_m_dependence.table(values)

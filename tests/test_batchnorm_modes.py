@@ -187,3 +187,13 @@ def test_a_batch_mode_probe_needs_whole_chunks():
   with pytest.raises(ValueError, match=r"measurements.probe.bn must be one of "
                      r"\('running', 'batch'\), got 'ema'"):
     probe.Measurement('probe', cfg, ctx)
+
+
+def test_a_bad_shares_bn_mode_is_named():
+  from cgjax import measurements  # pylint: disable=g-import-not-at-top
+  from configs import mnist_mlp  # pylint: disable=g-import-not-at-top
+  ctx = train.make_context(mnist_mlp.get_config('runlocal'))
+  cfg = measurements.spec('loss_shares', bn='eval')
+  with pytest.raises(ValueError, match=r"measurements.shares.bn must be one "
+                     r"of \('train', 'running', 'batch'\), got 'eval'"):
+    loss_shares.Measurement('shares', cfg, ctx)
