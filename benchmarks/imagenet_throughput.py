@@ -3,11 +3,16 @@
     python -m benchmarks.imagenet_throughput                  # fake set, temp dir
     python -m benchmarks.imagenet_throughput --data_dir=/data/tfds   # real one
 
-Part 1 (always): images/s (and per core) of cgjax's ImageNet reader (JPEG
-decode + crop in the PIL thread pool) with eval preprocessing and with
-Inception training crops, and through `pipeline.prefetch` onto the devices,
-as the training loop reads it. Without --data_dir a fake ImageNet with photo-sized JPEGs (300-500
-px a side) is prepared by the real TFDS builder in a temp dir first.
+Part 1 (always): images/s (and per core) of cgjax's ImageNet reader, with
+eval preprocessing and with Inception training crops, in one run: the
+decode in one process (today's 16 threads, and 1 and `cores` threads, whose
+speed-up gives the fraction of an image's time that holds the GIL by
+Amdahl's law), the Grain worker processes at 1 and `cores` workers (steady
+rate, after each worker's first batch; and the main process's CPU time per
+image), through `pipeline.prefetch` onto the devices as the training loop
+reads it, and the estimate for a `--target_cores` host. Without --data_dir a
+fake ImageNet with photo-sized JPEGs (300-500 px a side) is prepared by the
+real TFDS builder in a temp dir first.
 
 Part 2 (on a GPU, or on CPU with --model_on_cpu at a small size): images/s of
 one ResNet-50 training step (SGD momentum, BatchNorm, uint8 batch already on
@@ -17,7 +22,6 @@ benchmarks/torch_models.py's definition with the identical 25,557,032 params), i
 the same run; ratio = cgjax / PyTorch.
 """
 import argparse
-import os
 import tempfile
 import time
 
@@ -25,6 +29,7 @@ import jax
 import numpy as np
 
 from benchmarks import device
+from cgjax.data import workers as workers_lib
 
 
 def _rate(fn, n_items: int, repeats: int) -> float:
@@ -37,31 +42,112 @@ def _rate(fn, n_items: int, repeats: int) -> float:
   return n_items / best
 
 
-def input_pipeline(data_dir: str, batch: int, steps: int, image_size: int):
-  """(label, images/s)."""
+def _streamed_rate(batches, workers: int) -> tuple[float, float, float]:
+  """(images/s, main-process CPU seconds per image, seconds to the first
+  batch) of an iterator of batches, timed from when every worker has
+  delivered its first batch to the last one: the ~2 s it takes to spawn them
+  is paid once per run (and per evaluation or probe pass)."""
+  start = time.perf_counter()
+  for _ in range(workers):
+    jax.block_until_ready(next(batches))
+  first = time.perf_counter() - start
+  wall, cpu, images = time.perf_counter(), time.process_time(), 0
+  for batch in batches:
+    images += len(jax.block_until_ready(batch)['label'])
+  wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+  return images / wall, cpu / images, first
+
+
+def _loader(data_dir, batch, image_size, augment, workers, threads):
   from configs import common  # pylint: disable=g-import-not-at-top
-  from cgjax import data as data_lib, parallel  # pylint: disable=g-import-not-at-top
+  from cgjax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from cgjax.data import pipeline  # pylint: disable=g-import-not-at-top
+  config = common.base_config()  # the data and noise fields a run has
+  config.data.update(name='tfds:imagenet2012', data_dir=data_dir,
+                     augment=augment, image_size=image_size, workers=workers,
+                     threads=threads)
+  config.noise.rate = 0.5
+  return pipeline.TrainLoader(data_lib.load(config.data, config.noise).train,
+                              batch, seed=0)
+
+
+def amdahl_serial_fraction(speedup: float, n: int) -> float:
+  """f of Amdahl's law S = 1 / (f + (1 - f) / n), from S measured at n."""
+  return (n / speedup - 1) / (n - 1)
+
+
+def input_pipeline(data_dir: str, batch: int, steps: int, image_size: int,
+                   repeats: int, cores: int) -> dict:
+  """{crop kind: ({reader: images/s}, GIL-held fraction, main-process CPU s
+  per image and s to the first batches with `cores` workers)}."""
+  from cgjax import parallel  # pylint: disable=g-import-not-at-top
   from cgjax.data import pipeline  # pylint: disable=g-import-not-at-top
   mesh = parallel.make_mesh()
-  rows = []
+  to_device = lambda b: parallel.to_global(b, mesh)
+  results = {}
   for augment in (False, True):
-    config = common.base_config()  # the data and noise fields a run has
-    config.data.update(name='tfds:imagenet2012', data_dir=data_dir,
-                       augment=augment, image_size=image_size)
-    config.noise.rate = 0.5
-    train = data_lib.load(config.data, config.noise).train
-    loader = pipeline.TrainLoader(train, batch, seed=0)
-    loader.batch(0)  # warm the thread pool and file handles
     kind = 'train crops' if augment else 'eval crops'
-    rows.append((f'read + decode, {kind}', _rate(
-        lambda: [loader.batch(s) for s in range(steps)], batch * steps, 3)))
-    def to_device():
-      for b in pipeline.prefetch(
-          lambda s: parallel.to_global(loader.batch(s), mesh), range(steps), 2):
-        jax.block_until_ready(b)
-    rows.append((f'  + prefetch to device, {kind}',
-                 _rate(to_device, batch * steps, 2)))
-  return rows
+    inline = {f'threads {threads}': _loader(data_dir, batch, image_size,
+                                            augment, 0, threads)
+              for threads in (16, 1, cores)}
+    for loader in inline.values():
+      loader.batch(0)  # warm the thread pool and file handles
+    # name: (worker processes, placed on the devices as training does)
+    streamed = {'workers 1': (1, False), f'workers {cores}': (cores, False),
+                'device': (cores, True)}
+    rate, main_cpu, startup = {}, {}, {}
+    # Interleaved and repeated, best kept: this VM's cores vary by +-20%
+    # from second to second.
+    for _ in range(repeats):
+      for name, loader in inline.items():
+        got = _rate(lambda: [loader.batch(s) for s in range(steps)],
+                    batch * steps, 1)
+        rate[name] = max(rate.get(name, 0), got)
+      for name, (workers, placed) in streamed.items():
+        batches = _loader(data_dir, batch, image_size, augment, workers,
+                          1).batches(0, steps)
+        if placed:
+          batches = pipeline.prefetch(to_device, batches, 2)
+        got, cpu, first = _streamed_rate(batches, workers)
+        if got > rate.get(name, 0):
+          rate[name], main_cpu[name], startup[name] = got, cpu, first
+    speedup = rate[f'threads {cores}'] / rate['threads 1']
+    many = f'workers {cores}'
+    results[kind] = (rate, amdahl_serial_fraction(speedup, cores),
+                     main_cpu[many], startup[many])
+  return results
+
+
+def report_pipeline(results, cores: int, target_cores: int):
+  print(f'  {"reader":44s} {"images/s":>9s} {"per core":>9s}')
+  for kind, (rate, gil, main_cpu, startup) in results.items():
+    print(f'  {kind}:')
+    today = rate['threads 16']
+    one, many = rate['workers 1'], rate[f'workers {cores}']
+    rows = [('today: 1 process, 16 threads', today, cores),
+            ('1 process, 1 thread', rate['threads 1'], 1),
+            (f'1 process, {cores} threads', rate[f'threads {cores}'], cores),
+            ('Grain, 1 worker', one, 1),
+            (f'Grain, {cores} workers', many, cores),
+            (f'Grain, {cores} workers + prefetch to device', rate['device'],
+             cores)]
+    for name, value, used in rows:
+      print(f'    {name:42s} {value:9.1f} {value / used:9.1f}')
+    print(f'    GIL-held fraction of an image (Amdahl, threads 1 vs {cores}): '
+          f'{gil:.2f}; with {cores} workers: main-process CPU '
+          f'{main_cpu * 1e3:.2f} ms per image, {startup:.1f} s to the first '
+          'batches')
+    print(f'    Grain 1 worker / today per core: {one / (today / cores):.2f}; '
+          f'{cores} workers / 1 worker: {many / one:.2f}')
+    threads_at = rate['threads 1'] / (gil + (1 - gil) / target_cores)
+    efficiency = min(1.0, many / (cores * one))  # above 1: noise
+    workers_at = min(target_cores * one * efficiency, 1 / main_cpu)
+    print(f'    at {target_cores} cores (estimate): 1 process '
+          f'{threads_at:.0f} images/s (Amdahl: at most '
+          f'{rate["threads 1"] / gil:.0f} at any core count), {target_cores} '
+          f'workers {workers_at:.0f} images/s ({efficiency:.2f} parallel '
+          f'efficiency kept; the main process alone could take '
+          f'{1 / main_cpu:.0f})')
 
 
 def jax_resnet50_step(batch: int, image_size: int, dtype: str):
@@ -155,9 +241,16 @@ def main():
   parser.add_argument('--data_dir', default='',
                       help='prepared TFDS dir with imagenet2012 (ArrayRecord);'
                       ' empty: build a fake set in a temp dir')
-  parser.add_argument('--batch', type=int, default=64,
+  parser.add_argument('--batch', type=int, default=32,
                       help='input-pipeline batch (per host)')
-  parser.add_argument('--steps', type=int, default=4)
+  parser.add_argument('--steps', type=int, default=40,
+                      help='input-pipeline batches per measurement')
+  parser.add_argument('--repeats', type=int, default=3,
+                      help='input-pipeline measurements per reader (best)')
+  parser.add_argument('--images', type=int, default=512,
+                      help='fake ImageNet training images (read in epochs)')
+  parser.add_argument('--target_cores', type=int, default=64,
+                      help='host size of the scaling estimate')
   parser.add_argument('--image_size', type=int, default=224)
   parser.add_argument('--model_batch', type=int, default=256)
   parser.add_argument('--model_image_size', type=int, default=224)
@@ -173,18 +266,17 @@ def main():
     data_dir = args.data_dir
     if not data_dir:
       from cgjax.data import fake_imagenet  # pylint: disable=g-import-not-at-top
-      per_class = -(-args.batch * args.steps // 8)
+      per_class = -(-args.images // 8)
       print(f'preparing a fake ImageNet (8 classes x {per_class} JPEGs, '
             '300-500 px) with the TFDS builder ...', flush=True)
       data_dir = fake_imagenet.build(tmp, num_classes=8, per_class=per_class,
                                      num_val=16, sizes=(300, 500))
-    cores = os.cpu_count()
+    cores = workers_lib.host_cores()
     print(f'\nInput pipeline, {args.image_size} px, batch {args.batch}, '
-          f'{cores} cores:')
-    print(f'  {"":40s} {"images/s":>8s} {"per core":>8s}')
-    for name, rate in input_pipeline(data_dir, args.batch, args.steps,
-                                     args.image_size):
-      print(f'  {name:40s} {rate:8.1f} {rate / cores:8.1f}')
+          f'{args.steps} steps, {cores} cores, best of {args.repeats}:')
+    report_pipeline(input_pipeline(data_dir, args.batch, args.steps,
+                                   args.image_size, args.repeats, cores),
+                    cores, args.target_cores)
 
   if jax.default_backend() != 'gpu' and not args.model_on_cpu:
     print('\nResNet-50 train step: skipped (no GPU; --model_on_cpu runs it '

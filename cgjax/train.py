@@ -33,6 +33,7 @@ from cgjax import storage
 from cgjax import workdir as workdir_lib
 from cgjax.data import noise as noise_lib
 from cgjax.data import pipeline
+from cgjax.data import workers as workers_lib
 
 
 class TrainState(train_state.TrainState):
@@ -121,6 +122,8 @@ def validate(config):
   if not config.lock_stale_after > 0:
     raise ValueError('lock_stale_after must be > 0 seconds, got '
                      f'{config.lock_stale_after}')
+  workers_lib.resolve(config.data.get('workers', 0),
+                      config.data.get('threads', 0))
   if not 0 < config.data.get('crop_fraction', 0.875) <= 1:
     raise ValueError('data.crop_fraction must lie in (0, 1], got '
                      f'{config.data.crop_fraction}')
@@ -540,38 +543,40 @@ def _run(config, workdir, ctx, tx, measurements, resuming, stop, last_step):
     measurements.finalize(workdir)
 
   last_report = time.perf_counter()
-  batches = pipeline.prefetch(
-      lambda step: parallel.to_global(loader.batch(step - 1), mesh),
-      range(start + 1, config.num_steps + 1), config.data.prefetch)
-  for step, batch in zip(range(start + 1, config.num_steps + 1), batches):
-    state, metrics = train_step(state, batch)
-    last_step[0] = step
-    losses_in_interval.append(metrics['loss'])
-    logged = step % config.log_every == 0 or step == config.num_steps
-    # A line right after the first step (its compile booked apart) and at
-    # least every PROGRESS_SECONDS, besides the metrics' log_every.
-    if (logged or step == start + 1
-        or time.perf_counter() - last_report >= PROGRESS_SECONDS):
-      loss = float(np.mean(jax.device_get(losses_in_interval)))
-      tracker.point(step)
-      if logged:
-        losses_in_interval = []
-        if not np.isfinite(loss):
-          diverged(step, f'loss {loss}')
-        writer.write(step, {'train/loss': loss,
-                            'train/steps_per_sec': tracker.rate() or 0.0,
-                            'train/lr': float(schedule(step - 1))})
-        workdir_lib.set_status(workdir, 'running', step)
-      _log(tracker.line(step, loss))
-      last_report = time.perf_counter()
-    interrupted = measure(step, state)
-    stopping = interrupted or (_should_stop(stop, step)
-                               and step < config.num_steps)
-    if (step % config.checkpoint_every == 0 or step == config.num_steps
-        or stopping):
-      save(step, measure_again=interrupted)
-    if stopping:
-      raise stopped(step)
+  # Update number `step` trains on the loader's batch step - 1.
+  batches = pipeline.prefetch(lambda batch: parallel.to_global(batch, mesh),
+                              loader.batches(start, config.num_steps),
+                              config.data.prefetch)
+  with contextlib.closing(batches):  # the decode workers end with the loop
+    for step, batch in zip(range(start + 1, config.num_steps + 1), batches):
+      state, metrics = train_step(state, batch)
+      last_step[0] = step
+      losses_in_interval.append(metrics['loss'])
+      logged = step % config.log_every == 0 or step == config.num_steps
+      # A line right after the first step (its compile booked apart) and at
+      # least every PROGRESS_SECONDS, besides the metrics' log_every.
+      if (logged or step == start + 1
+          or time.perf_counter() - last_report >= PROGRESS_SECONDS):
+        loss = float(np.mean(jax.device_get(losses_in_interval)))
+        tracker.point(step)
+        if logged:
+          losses_in_interval = []
+          if not np.isfinite(loss):
+            diverged(step, f'loss {loss}')
+          writer.write(step, {'train/loss': loss,
+                              'train/steps_per_sec': tracker.rate() or 0.0,
+                              'train/lr': float(schedule(step - 1))})
+          workdir_lib.set_status(workdir, 'running', step)
+        _log(tracker.line(step, loss))
+        last_report = time.perf_counter()
+      interrupted = measure(step, state)
+      stopping = interrupted or (_should_stop(stop, step)
+                                 and step < config.num_steps)
+      if (step % config.checkpoint_every == 0 or step == config.num_steps
+          or stopping):
+        save(step, measure_again=interrupted)
+      if stopping:
+        raise stopped(step)
   checkpointer.close()
   writer.close()
   workdir_lib.set_status(workdir, 'done', config.num_steps)

@@ -594,7 +594,8 @@ def fingerprint(config) -> str:
   fields = _config_dict(config)
   for name in ('measurements', 'lock_stale_after'):
     fields.pop(name, None)
-  fields.get('data', {}).pop('prefetch', None)
+  for name in ('prefetch', 'workers', 'threads'):  # how, not what, is read
+    fields.get('data', {}).pop(name, None)
   return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()
                         ).hexdigest()[:16]
 

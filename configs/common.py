@@ -32,6 +32,12 @@ Every field of a cgjax config, documented once here:
                     the papers' choice, so that memorization is visible)
   data.prefetch     training batches read and put on device ahead of the
                     step that uses them, in a background thread (0 = inline)
+  data.workers      'tfds:imagenet2012': processes per host decoding whole
+                    batches ahead (training, evaluation, probes; Grain):
+                    -1 = one per core this process may use, 0 = decode in
+                    the training process. Never changes a batch
+  data.threads      'tfds:imagenet2012': decode threads in each process
+                    (0 = 1 per worker process, 16 without workers)
   data.include_keys JSON key list (a list, or {'keys': [...]} as
                     learning_times' learned_at files): train only on these
                     training examples ('' = all)
@@ -168,7 +174,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict({'name': 'mnist_5k', 'data_dir': '',
                                       'image_size': 224, 'augment': False,
                                       'crop_fraction': 0.875,
-                                      'prefetch': 2, 'include_keys': '',
+                                      'prefetch': 2, 'workers': -1,
+                                      'threads': 0, 'include_keys': '',
                                       'exclude_keys': '', 'heldout_size': 0,
                                       'train_size': 0})
   c.noise = ml_collections.ConfigDict({

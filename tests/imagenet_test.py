@@ -1,7 +1,10 @@
 """ImageNet end to end on a fake set prepared by the real TFDS builder."""
+import io
 import json
+import multiprocessing
 import os
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -11,7 +14,10 @@ from cgjax import data as data_lib
 from cgjax import workdir as workdir_lib
 from cgjax.data import imagenet
 from cgjax.data import fake_imagenet
-from tests.conftest import assert_same_run, run_processes, run_python
+from cgjax.data import pipeline
+from cgjax.data import workers
+from tests.conftest import (assert_same_run, load_params, metric_rows,
+                            run_processes, run_python)
 
 CONFIG = 'configs/imagenet_resnet50.py:runlocal,noise=0.5'
 # A narrow ResNet-18 at 32 px, probed and evaluated at steps 0 and 4 only,
@@ -100,6 +106,70 @@ def test_crops():
   assert (a != c).any()
 
 
+def _loaded(data_dir, augment, workers, threads):
+  config = _config(data_dir)
+  config.update(augment=augment, workers=workers, threads=threads)
+  return data_lib.load(config, _noise(0.5))
+
+
+def _grain_workers() -> int:
+  return sum(p.name.startswith('grain-process-prefetch')
+             for p in multiprocessing.active_children())
+
+
+@pytest.mark.parametrize('augment', [False, True])
+def test_worker_processes_give_todays_batches(data_dir, augment):
+  """Training batches (crossing an epoch) and padded evaluation batches
+  decoded in 2 Grain worker processes equal those of the reader cgjax had
+  (16 threads in this process): same examples, crops and pixels."""
+  ours, today = (_loaded(data_dir, augment, w, t) for w, t in ((2, 1), (0, 16)))
+  assert ours.train.images.workers == 2 and today.train.images.workers == 0
+  want = [pipeline.TrainLoader(today.train, 8, seed=3).batch(s)
+          for s in range(7)]  # 4 steps per epoch
+  got = pipeline.TrainLoader(ours.train, 8, seed=3).batches(0, 7)
+  for step, (batch, expected) in enumerate(zip(got, want)):
+    assert _grain_workers() == 2, step
+    assert batch.keys() == expected.keys()
+    for name in batch:
+      np.testing.assert_array_equal(batch[name], expected[name], err_msg=name)
+  # 16 test images in batches of 12: the second padded with weight-0 rows.
+  want = [pipeline.pad_batch(today.test, np.arange(12), 12),
+          pipeline.pad_batch(today.test, np.arange(12, 16), 12)]
+  got = list(pipeline.padded_batches(ours.test, 12))
+  assert len(got) == 2 and list(got[1]['weight']) == [1] * 4 + [0] * 8
+  for batch, expected in zip(got, want):
+    for name in batch:
+      np.testing.assert_array_equal(batch[name], expected[name], err_msg=name)
+
+
+def test_eval_crops_are_pils_resize_and_center_crop(data_dir):
+  """The reader's eval crop, against PIL called directly on the record."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  source = tfds.data_source('imagenet2012', split='validation',
+                            data_dir=data_dir,
+                            decoders={'image': tfds.decode.SkipDecoding()})
+  got = _loaded(data_dir, False, 2, 1).test.read_images(np.arange(16))
+  for i in range(16):
+    img = Image.open(io.BytesIO(source[i]['image'])).convert('RGB')
+    w, h = img.size
+    short = 37  # ceil(32 / 0.875)
+    img = img.resize((max(short, round(w * short / min(w, h))),
+                      max(short, round(h * short / min(w, h)))),
+                     Image.BILINEAR)
+    left, top = (img.size[0] - 32) // 2, (img.size[1] - 32) // 2
+    np.testing.assert_array_equal(
+        got[i], np.asarray(img.crop((left, top, left + 32, top + 32))))
+
+
+def test_worker_settings_are_checked():
+  with pytest.raises(ValueError, match='data.workers must be .* got -2'):
+    workers.resolve(-2, 0)
+  with pytest.raises(ValueError, match='data.threads must be .* got -1'):
+    workers.resolve(0, -1)
+  assert workers.resolve(-1, 0) == (workers.host_cores(), 1)
+  assert workers.resolve(0, 0) == (0, 16)
+
+
 def test_not_prepared_says_how(tmp_path):
   with pytest.raises(FileNotFoundError, match='tfds build imagenet2012 '
                      '--manual_dir=MANUAL_DIR'):
@@ -129,6 +199,35 @@ def test_trains_through_launch_with_noise_and_probes(ref):
   learned = json.load(open(os.path.join(ref, 'learning_learned_at_4.json')))
   assert learned['step'] == 4
   assert all(k.endswith('.JPEG') for k in learned['keys'])
+
+
+def test_resume_after_kill_is_bitwise_identical(ref, data_dir, tmp_path):
+  """Killed (SIGKILL) after step 2's loss is logged, while 2 decode workers
+  read batches 2 and 3, and relaunched: it resumes from the step-1
+  checkpoint and ends as the uninterrupted run did. The orphaned workers
+  exit by themselves: run_python returns only once no process holds the
+  killed run's output pipes (they would otherwise wait forever)."""
+  args = ['--config', CONFIG, '--workdir', str(tmp_path),
+          f'--config.data.data_dir={data_dir}', *SMALL,
+          '--config.checkpoint_every=1']
+  killed = run_python(['-m', 'tests.fault_launch', 'KILL', '2', *args],
+                      check=False)
+  assert killed.returncode == -9, killed.stderr[-2000:]
+  resumed = run_python(['launch.py', *args])
+  assert 'from step 1\n' in resumed.stdout, resumed.stdout
+  assert metric_rows(str(tmp_path)) == metric_rows(ref)
+  jax.tree.map(np.testing.assert_array_equal, load_params(ref, 4),
+               load_params(str(tmp_path), 4))
+
+
+def test_decode_workers_exit_with_a_killed_parent(data_dir):
+  """Grain's workers, blocked on a queue nobody reads, would live on after
+  a SIGKILL of their parent and keep its output pipes open (so run_python
+  would time out); cgjax's parent watch ends them within a second."""
+  killed = run_python(['-m', 'tests.sharded_checks', 'killed_while_decoding',
+                       data_dir], check=False, timeout=120)
+  assert killed.returncode == -9, killed.stderr[-2000:]
+  assert killed.stdout.startswith('workers [') and ', ' in killed.stdout
 
 
 def test_eight_devices_match_one(ref, data_dir, tmp_path):

@@ -6,8 +6,12 @@ conftest.run_python) or a jax.distributed group (conftest.run_processes).
 CHECK: streamed_probes (test_coherence.py), aggregators
 (test_aggregators.py), layer_taps (test_layer_norms.py), noise_assignment
 DATA_DIR OUT_DIR (imagenet_test.py). Each prints OK when it holds.
+killed_while_decoding DATA_DIR (imagenet_test.py) kills itself instead.
 """
 import json
+import multiprocessing
+import os
+import signal
 import sys
 
 import jax
@@ -19,6 +23,7 @@ from cgjax import coherence
 from cgjax import data as data_lib
 from cgjax import losses
 from cgjax import parallel
+from cgjax.data import pipeline
 from cgjax.models import cnn
 from cgjax.models import mlp
 from tests.conftest import random_variables
@@ -153,8 +158,25 @@ def noise_assignment(data_dir, out_dir, *flags):
   print('OK')
 
 
+def killed_while_decoding(data_dir):
+  """SIGKILLs this process while 2 decode workers read far ahead."""
+  cfg = ml_collections.ConfigDict({'name': 'tfds:imagenet2012',
+                                   'data_dir': data_dir, 'image_size': 32,
+                                   'augment': True, 'workers': 2,
+                                   'threads': 1})
+  noise = ml_collections.ConfigDict({'rate': 0.0, 'kind': 'uniform',
+                                     'exclude_true_label': False, 'seed': 0,
+                                     'noisy_means': 'changed'})
+  loader = pipeline.TrainLoader(data_lib.load(cfg, noise).train, 8, seed=0)
+  batches = loader.batches(0, 10_000)
+  next(batches)
+  print('workers', [p.pid for p in multiprocessing.active_children()],
+        flush=True)
+  os.kill(os.getpid(), signal.SIGKILL)
+
+
 CHECKS = {f.__name__: f for f in (streamed_probes, aggregators, layer_taps,
-                                  noise_assignment)}
+                                  noise_assignment, killed_while_decoding)}
 
 if __name__ == '__main__':
   CHECKS[sys.argv[1]](*sys.argv[2:])

@@ -183,6 +183,21 @@ def test_prefetch_raises_the_reader_error():
   assert got == [0, 1, 2]
 
 
+@pytest.mark.parametrize('depth', [0, 2])
+def test_prefetch_closes_its_source_when_the_reader_stops(depth):
+  """What stops decode worker processes when a loop ends early."""
+  closed = []
+  def source():
+    try:
+      yield from range(10)
+    finally:
+      closed.append(True)
+  batches = pipeline.prefetch(lambda x: x, source(), depth)
+  assert next(batches) == 0
+  batches.close()
+  assert closed == [True]
+
+
 def test_key_lists_restrict_training_and_hold_out_a_test_split(tmp_path):
   """include/exclude key lists select training examples; a held-out part of
   them (the same for any seed) becomes the test split and the data set's own

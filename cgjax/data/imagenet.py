@@ -9,14 +9,16 @@ a pure function of (seed, step), so a resumed run repeats and skips nothing):
 
 The stable example key is the image's file name (e.g. 'n01440764_10026.JPEG',
 'ILSVRC2012_val_00000001.JPEG'), so label noise is the same for any host count,
-order or re-preparation. Images are decoded with PIL in a thread pool:
-evaluation resizes the shorter side to size / crop_fraction and
+order or re-preparation. Images are decoded with PIL (`data.threads`
+threads in each process; batches read ahead in `data.workers` processes,
+cgjax/data/workers.py): evaluation resizes the shorter side to size / crop_fraction and
 center-crops `size` (0.875: the standard 256 -> 224); training does the
 same unless `data.augment`, which
 takes an Inception-style random resized crop (scale 0.08-1, aspect 3/4-4/3)
 and a random horizontal flip, seeded by (seed, step, position in batch).
 """
 import concurrent.futures
+import functools
 import io
 import math
 
@@ -25,10 +27,17 @@ from PIL import Image
 
 from cgjax import storage
 from cgjax.data import Split, import_tfds, write_npz_atomically
+from cgjax.data import workers as workers_lib
 
 NAME = 'imagenet2012'
 NUM_CLASSES = 1000
-_POOL = concurrent.futures.ThreadPoolExecutor(16)
+
+
+@functools.cache
+def _decode_pool(threads: int) -> concurrent.futures.ThreadPoolExecutor:
+  """One pool per thread count and process (a worker process makes its own:
+  a pool does not pickle)."""
+  return concurrent.futures.ThreadPoolExecutor(threads, 'cgjax-decode')
 
 
 def _resize_short_side(img: Image.Image, short: int) -> Image.Image:
@@ -70,14 +79,18 @@ class LazyImages:
   """Images of one split, decoded and cropped when indexed.
 
   `images[index]` gives uint8 [n, size, size, 3] (eval preprocessing);
-  `read(index, seeds)` gives training crops, one seed per row.
+  `read(index, seeds)` gives training crops, one seed per row. Pickles small
+  (the TFDS source reopens its files), so worker processes can read it;
+  `workers` and `threads` are how cgjax/data/workers.py reads it ahead.
   """
 
   def __init__(self, source, rows: np.ndarray, size: int, augment: bool,
-               crop_fraction: float = 0.875):
+               crop_fraction: float = 0.875, workers: int = 0,
+               threads: int = 16):
     self._source, self._rows = source, rows
     self.size, self.augment = size, augment
     self.crop_fraction = crop_fraction
+    self.workers, self.threads = workers, threads
     self.shape = (len(rows), size, size, 3)
     self.dtype = np.dtype(np.uint8)
 
@@ -86,7 +99,7 @@ class LazyImages:
 
   def view(self, index) -> 'LazyImages':
     return LazyImages(self._source, self._rows[index], self.size, self.augment,
-                      self.crop_fraction)
+                      self.crop_fraction, self.workers, self.threads)
 
   def _decode(self, row) -> Image.Image:
     image = self._source[int(row)]['image']
@@ -100,7 +113,10 @@ class LazyImages:
     else:
       work = lambda i: random_resized_crop(
           self._decode(rows[i]), self.size, np.random.default_rng(seeds[i]))
-    out = list(_POOL.map(work, range(len(rows))))
+    if self.threads > 1:
+      out = list(_decode_pool(self.threads).map(work, range(len(rows))))
+    else:  # no pool: one thread decodes in its worker process
+      out = list(map(work, range(len(rows))))
     return np.stack(out) if out else np.zeros((0, *self.shape[1:]), np.uint8)
 
   def __getitem__(self, index):
@@ -163,10 +179,13 @@ def _split(name, split, config):
         f'--data_dir={data_dir or "DATA_DIR"} --file_format=array_record\n'
         f'(original error: {type(err).__name__}: {err})') from err
   keys, labels = _index(source, split)
+  workers, threads = workers_lib.resolve(config.get('workers', 0),
+                                         config.get('threads', 0))
   return Split(images=LazyImages(source, np.arange(len(labels)),
                                  config.image_size,
                                  bool(config.get('augment', False)),
-                                 config.get('crop_fraction', 0.875)),
+                                 config.get('crop_fraction', 0.875),
+                                 workers, threads),
                labels=labels, clean_labels=labels,
                is_noisy=np.zeros(len(labels), bool), keys=keys)
 

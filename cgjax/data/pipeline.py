@@ -1,4 +1,4 @@
-"""Batches from an in-memory `Split`, as pure functions of (seed, step).
+"""Batches of a `Split`, as pure functions of (seed, step).
 
 A training batch depends only on (seed, step), so the data iterator's whole
 state is the next step: a resumed run sees exactly the batches an
@@ -7,24 +7,45 @@ the global batch (process-local data for `make_array_from_process_local_data`).
 """
 import collections
 import concurrent.futures
-from typing import Callable, Iterable, Iterator
+import contextlib
+import dataclasses
+import functools
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 from cgjax.data import Split
 from cgjax.data import noise as noise_lib
+from cgjax.data import workers
 
 
-def batch_dict(split: Split, index: np.ndarray, seeds=None) -> dict:
-  """The one batch layout used by training, evaluation and probes."""
+def batch_dict(split: Split, index: np.ndarray, seeds=None,
+               images=None) -> dict:
+  """The one batch layout used by training, evaluation and probes (`images`:
+  the rows of `index` already read, e.g. by worker processes)."""
   return {
-      'image': split.read_images(index, seeds),
+      'image': split.read_images(index, seeds) if images is None else images,
       'label': split.labels[index],
       'clean_label': split.clean_labels[index],
       'is_noisy': split.is_noisy[index],
       'example_id': index.astype(np.int32),
       'weight': np.ones(len(index), np.float32),
   }
+
+
+def stream(split: Split, plan: workers.Plan, elements: range,
+           finish: Callable[[int, dict], dict] = lambda e, batch: batch
+           ) -> Iterator[dict]:
+  """batch_dict of plan(e) for each e in `elements`, in order; a split of
+  decoded images reads them ahead in worker processes (cgjax/data/workers.py).
+  `finish(e, batch)` completes each batch (e.g. zero weights of padding)."""
+  if isinstance(split.images, np.ndarray):
+    images = (split.images[plan(e)[0]] for e in elements)
+  else:
+    images = workers.stream(split.images, plan, elements)
+  with contextlib.closing(images):
+    for element, read in zip(elements, images):
+      yield finish(element, batch_dict(split, plan(element)[0], images=read))
 
 
 def local_rows(global_size: int, process_index: int,
@@ -36,6 +57,41 @@ def local_rows(global_size: int, process_index: int,
                      f'the process count {process_count}')
   local = global_size // process_count
   return slice(process_index * local, (process_index + 1) * local)
+
+
+@functools.lru_cache(maxsize=4)
+def _permutation(size: int, seed: int, epoch: int) -> np.ndarray:
+  # Cached: the prefetched batches and measurements read up to two epochs
+  # at once; the whole order is recomputed once per epoch (1.28M: ~30 ms).
+  return np.random.default_rng([seed, epoch]).permutation(size)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOrder:
+  """Which examples and crop seeds make up each training batch: a plan
+  (`order(step) -> (this process's rows, seeds)`) small enough to pickle
+  into worker processes."""
+  size: int
+  global_batch: int
+  seed: int
+  local: slice
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return self.size // self.global_batch
+
+  def global_indices(self, step: int) -> np.ndarray:
+    epoch, pos = divmod(step, self.steps_per_epoch)
+    order = _permutation(self.size, self.seed, epoch)
+    return order[pos * self.global_batch:(pos + 1) * self.global_batch]
+
+  def __call__(self, step: int) -> tuple[np.ndarray, list]:
+    """Random training crops (where the split makes them) are seeded by
+    (seed, step, position in the global batch): the same for any process
+    count."""
+    seeds = [(self.seed, step, pos)
+             for pos in range(self.local.start, self.local.stop)]
+    return self.global_indices(step)[self.local], seeds
 
 
 class TrainLoader:
@@ -50,74 +106,99 @@ class TrainLoader:
       raise ValueError(f'batch_size={global_batch} is not divisible by the '
                        f'process count {process_count}')
     self.split, self.global_batch, self.seed = split, global_batch, seed
-    self.steps_per_epoch = len(split) // global_batch
-    self._local = local_rows(global_batch, process_index, process_count)
-    self._epoch_order = (None, None)
+    self.order = TrainOrder(len(split), global_batch, seed, local_rows(
+        global_batch, process_index, process_count))
+    self.steps_per_epoch = self.order.steps_per_epoch
 
   def global_indices(self, step: int) -> np.ndarray:
-    epoch, pos = divmod(step, self.steps_per_epoch)
-    # One tuple, replaced whole: the prefetch thread and measurements read
-    # batches of different epochs concurrently.
-    cached_epoch, order = self._epoch_order
-    if epoch != cached_epoch:
-      order = np.random.default_rng([self.seed, epoch]).permutation(
-          len(self.split))
-      self._epoch_order = (epoch, order)
-    return order[pos * self.global_batch:(pos + 1) * self.global_batch]
+    return self.order.global_indices(step)
 
   def batch(self, step: int) -> dict:
-    """Process-local part of the global batch for update number step + 1.
+    """Process-local part of the global batch for update number step + 1,
+    read here and now."""
+    return batch_dict(self.split, *self.order(step))
 
-    Random training crops (where the split makes them) are seeded by (seed,
-    step, position in the global batch): the same for any process count.
-    """
-    index = self.global_indices(step)[self._local]
-    seeds = [(self.seed, step, pos)
-             for pos in range(self._local.start, self._local.stop)]
-    return batch_dict(self.split, index, seeds)
+  def batches(self, start: int, stop: int) -> Iterator[dict]:
+    """`batch(step)` for step in [start, stop), read ahead (in worker
+    processes where the split decodes images)."""
+    return stream(self.split, self.order, range(start, stop))
 
 
-def prefetch(make_batch: Callable[[int], dict], steps: Iterable[int],
-             depth: int) -> Iterator[dict]:
-  """Yields make_batch(step) for each step, computing up to `depth` ahead.
+def prefetch(place: Callable[[dict], Any], batches: Iterable[dict],
+             depth: int) -> Iterator[Any]:
+  """Yields place(batch) for each batch, computing up to `depth` ahead.
 
-  One background thread reads, decodes and places (on device) the next
-  batches while the accelerator runs the current step. Because a batch is a
-  pure function of its step, prefetching never changes what a run sees, and
-  the checkpointed data state stays just the next step. depth=0 reads inline.
+  One background thread takes the next batches and places them (on device)
+  while the accelerator runs the current step. Because a batch is a pure
+  function of its step, prefetching never changes what a run sees, and the
+  checkpointed data state stays just the next step. depth=0 reads inline.
   """
-  if depth < 1:
-    yield from map(make_batch, steps)
-    return
-  with concurrent.futures.ThreadPoolExecutor(1, 'cgjax-prefetch') as pool:
-    pending = collections.deque()
-    steps = iter(steps)
-    try:
-      for step in steps:
-        pending.append(pool.submit(make_batch, step))
-        if len(pending) > depth:
-          yield pending.popleft().result()
-      while pending:
-        yield pending.popleft().result()
-    finally:  # an error or an early stop: drop what was read ahead
-      for future in pending:
-        future.cancel()
+  batches = iter(batches)
+  try:
+    if depth < 1:
+      yield from map(place, batches)
+      return
+    done = object()
+
+    def take():
+      batch = next(batches, done)
+      return done if batch is done else place(batch)
+
+    with concurrent.futures.ThreadPoolExecutor(1, 'cgjax-prefetch') as pool:
+      pending = collections.deque(pool.submit(take) for _ in range(depth))
+      try:
+        while (item := pending.popleft().result()) is not done:
+          pending.append(pool.submit(take))
+          yield item
+      finally:  # an error or an early stop: drop what was read ahead
+        for future in pending:
+          future.cancel()
+  finally:  # stops the worker processes reading ahead (after the thread)
+    if hasattr(batches, 'close'):
+      batches.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class PaddedOrder:
+  """The plan of `padded_batches`: batch b holds split rows b * batch_size
+  onwards (this process's share), then copies of row 0 up to its size."""
+  size: int
+  batch_size: int
+  local: slice
+
+  def __len__(self):
+    return -(-self.size // self.batch_size)
+
+  def real(self, batch: int) -> np.ndarray:
+    index = np.arange(batch * self.batch_size,
+                      (batch + 1) * self.batch_size)[self.local]
+    return index[index < self.size]
+
+  def __call__(self, batch: int) -> tuple[np.ndarray, None]:
+    return _padded(self.real(batch), self.local.stop - self.local.start), None
+
+
+def _padded(index: np.ndarray, size: int) -> np.ndarray:
+  return np.concatenate([index, np.zeros(size - len(index), index.dtype)])
 
 
 def padded_batches(split: Split, batch_size: int, process_index: int = 0,
-                   process_count: int = 1):
-  """Whole-split batches for evaluation, padded with weight-0 examples."""
-  n = len(split)
-  local = local_rows(batch_size, process_index, process_count)
-  for start in range(0, n, batch_size):
-    index = np.arange(start, start + batch_size)[local]
-    yield pad_batch(split, index[index < n], local.stop - local.start)
+                   process_count: int = 1) -> Iterator[dict]:
+  """Whole-split batches for evaluation, padded with weight-0 examples, read
+  ahead like training batches."""
+  order = PaddedOrder(len(split), batch_size,
+                      local_rows(batch_size, process_index, process_count))
+
+  def zero_padding(b, batch):
+    batch['weight'][len(order.real(b)):] = 0.0
+    return batch
+
+  return stream(split, order, range(len(order)), zero_padding)
 
 
 def pad_batch(split: Split, index: np.ndarray, size: int) -> dict:
   """Batch of `size` rows: `index`'s examples, then weight-0 copies of row 0."""
-  pad = size - len(index)
-  batch = batch_dict(split, np.concatenate([index, np.zeros(pad, int)]))
+  batch = batch_dict(split, _padded(index, size))
   batch['weight'][len(index):] = 0.0
   return batch
 

@@ -42,6 +42,7 @@ Fields:
                    stiffness / GSNR series are sparser and the m-coherence
                    series stays dense
 """
+import contextlib
 import functools
 
 import jax
@@ -165,10 +166,10 @@ class Measurement:
       return ({'image': arrays['image'], 'label': arrays['label']},
               arrays['weight'], arrays['label'])
 
-    for chunk in pipeline.prefetch(lambda _: to_device(next(batches)),
-                                   range(-(-len(index) // self._chunk)), 1):
-      measurements.check_stop(self._ctx)  # preemption: stop in seconds
-      yield chunk
+    with contextlib.closing(pipeline.prefetch(to_device, batches, 1)) as ahead:
+      for chunk in ahead:
+        measurements.check_stop(self._ctx)  # preemption: stop in seconds
+        yield chunk
 
   def finalize(self, workdir):
     workdir_lib.write_json(workdir, self._ids_file, {

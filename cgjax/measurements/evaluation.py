@@ -24,6 +24,7 @@ Fields:
   batch_size   global evaluation batch (a multiple of the device count)
   sizes        {train, clean, noisy, test}: examples per set (0 = all)
 """
+import contextlib
 import functools
 
 import jax
@@ -64,12 +65,12 @@ def make_predict(model, num_classes: int, mesh):
 
 def run_predict(predict, state, split, index, batch_size, mesh) -> dict:
   """Per-example results of `split`'s examples `index`, in that order."""
-  chunks = []
-  for batch in pipeline.padded_batches(split.subset(index), batch_size,
-                                       jax.process_index(),
-                                       jax.process_count()):
-    chunks.append(jax.device_get(predict(state.params, state.batch_stats,
-                                         parallel.to_global(batch, mesh))))
+  batches = pipeline.padded_batches(split.subset(index), batch_size,
+                                    jax.process_index(), jax.process_count())
+  with contextlib.closing(batches):
+    chunks = [jax.device_get(predict(state.params, state.batch_stats,
+                                     parallel.to_global(batch, mesh)))
+              for batch in batches]
   out = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
   # Padding rows sit at the end of each process's part of a global batch;
   # the real rows keep their order.
