@@ -141,13 +141,14 @@ def report_pipeline(results, cores: int, target_cores: int):
           f'{cores} workers / 1 worker: {many / one:.2f}')
     threads_at = rate['threads 1'] / (gil + (1 - gil) / target_cores)
     efficiency = min(1.0, many / (cores * one))  # above 1: noise
-    workers_at = min(target_cores * one * efficiency, 1 / main_cpu)
-    print(f'    at {target_cores} cores (estimate): 1 process '
-          f'{threads_at:.0f} images/s (Amdahl: at most '
-          f'{rate["threads 1"] / gil:.0f} at any core count), {target_cores} '
-          f'workers {workers_at:.0f} images/s ({efficiency:.2f} parallel '
-          f'efficiency kept; the main process alone could take '
-          f'{1 / main_cpu:.0f})')
+    decode_at = target_cores * one * efficiency
+    print(f'    at {target_cores} cores (estimate): 1 process with threads '
+          f'{threads_at:.0f} images/s (Amdahl; at most '
+          f'{rate["threads 1"] / gil:.0f} at any core count); {target_cores} '
+          f'workers min({target_cores} x {one:.0f} x {efficiency:.2f} '
+          f'efficiency = {decode_at:.0f} decoded, {1 / main_cpu:.0f} received '
+          f'by the main process) = {min(decode_at, 1 / main_cpu):.0f} '
+          'images/s')
 
 
 def jax_resnet50_step(batch: int, image_size: int, dtype: str):

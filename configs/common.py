@@ -319,8 +319,11 @@ def imagenet_runlocal(c, a, batch: int = 16) -> ml_collections.ConfigDict:
   model's smallest input size, `batch`, at most 2 epochs of the fake
   ImageNet's 32 training examples (or of `train_examples`: 4 steps at batch
   16), tiny measurement samples, everything measured every epoch
-  (learned_at: at 2 epochs, the end)."""
+  (learned_at: at 2 epochs, the end), decoded without worker processes."""
   c.data.image_size = IMAGENET_MODELS[a.model][3]
+  # A few hundred small images per pass: decoded here in milliseconds, where
+  # worker processes take ~2.5 s to start for each evaluation and probe set.
+  c.data.workers = 0
   c.batch_size = batch
   steps_per_epoch = epoch_steps(a, c.batch_size)
   c.num_steps = min(a.epochs, 2) * steps_per_epoch

@@ -202,14 +202,13 @@ def test_trains_through_launch_with_noise_and_probes(ref):
 
 
 def test_resume_after_kill_is_bitwise_identical(ref, data_dir, tmp_path):
-  """Killed (SIGKILL) after step 2's loss is logged, while 2 decode workers
-  read batches 2 and 3, and relaunched: it resumes from the step-1
-  checkpoint and ends as the uninterrupted run did. The orphaned workers
-  exit by themselves: run_python returns only once no process holds the
-  killed run's output pipes (they would otherwise wait forever)."""
+  """Killed (SIGKILL) after step 2's loss is logged, while 2 decode worker
+  processes read batches 2 and 3, and relaunched: it resumes from the
+  step-1 checkpoint and ends bitwise as the uninterrupted run without
+  workers did (its training, evaluation and probe reads all in workers)."""
   args = ['--config', CONFIG, '--workdir', str(tmp_path),
           f'--config.data.data_dir={data_dir}', *SMALL,
-          '--config.checkpoint_every=1']
+          '--config.checkpoint_every=1', '--config.data.workers=2']
   killed = run_python(['-m', 'tests.fault_launch', 'KILL', '2', *args],
                       check=False)
   assert killed.returncode == -9, killed.stderr[-2000:]

@@ -95,13 +95,14 @@ def _grain():
 def stream(images, plan: Plan, elements: range) -> Iterator[np.ndarray]:
   """uint8 images of plan(e) for each e in `elements`, in order.
 
-  With `images.workers` >= 1 and more than one element, min(workers,
+  With `images.workers` >= 1 (a lazy reader without the attribute: 0)
+  and more than one element, min(workers,
   elements) spawned processes decode whole batches ahead (one batch each in
   flight plus one waiting); otherwise they are decoded here, as each is
   asked for (a single batch gains nothing from processes that take ~2 s to
   start). Closing the generator stops the workers (in the background).
   """
-  workers = min(images.workers, len(elements))
+  workers = min(getattr(images, 'workers', 0), len(elements))
   read = _Read(images, plan)
   if workers < 1 or len(elements) < 2:
     yield from map(read, elements)
