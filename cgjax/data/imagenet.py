@@ -86,7 +86,7 @@ class LazyImages:
 
   def __init__(self, source, rows: np.ndarray, size: int, augment: bool,
                crop_fraction: float = 0.875, workers: int = 0,
-               threads: int = 16):
+               threads: int = workers_lib.THREADS_IN_PROCESS):
     self._source, self._rows = source, rows
     self.size, self.augment = size, augment
     self.crop_fraction = crop_fraction

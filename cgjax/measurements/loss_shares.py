@@ -112,7 +112,7 @@ class Measurement:
         np.arange(s * size, (s + 1) * size)[
             pipeline.local_rows(size, p, jax.process_count())]
         for p in range(jax.process_count()) for s in steps])
-    local = [loader.batch(step + s) for s in steps]
+    local = list(loader.batches(step, step + self._batches))
     batch = {k: np.concatenate([b[k] for b in local]) for k in local[0]}
     return is_noisy, positions, parallel.to_global(batch, self._ctx.mesh)
 
