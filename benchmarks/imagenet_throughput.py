@@ -246,7 +246,7 @@ def main():
                       help='input-pipeline batch (per host)')
   parser.add_argument('--steps', type=int, default=40,
                       help='input-pipeline batches per measurement')
-  parser.add_argument('--repeats', type=int, default=3,
+  parser.add_argument('--repeats', type=int, default=5,
                       help='input-pipeline measurements per reader (best)')
   parser.add_argument('--images', type=int, default=512,
                       help='fake ImageNet training images (read in epochs)')
