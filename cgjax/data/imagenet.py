@@ -11,11 +11,11 @@ The stable example key is the image's file name (e.g. 'n01440764_10026.JPEG',
 'ILSVRC2012_val_00000001.JPEG'), so label noise is the same for any host count,
 order or re-preparation. Images are decoded with PIL (`data.threads`
 threads in each process; batches read ahead in `data.workers` processes,
-cgjax/data/workers.py): evaluation resizes the shorter side to size / crop_fraction and
-center-crops `size` (0.875: the standard 256 -> 224); training does the
-same unless `data.augment`, which
-takes an Inception-style random resized crop (scale 0.08-1, aspect 3/4-4/3)
-and a random horizontal flip, seeded by (seed, step, position in batch).
+cgjax/data/workers.py): evaluation resizes the shorter side to
+size / crop_fraction and center-crops `size` (0.875: the standard
+256 -> 224); training does the same unless `data.augment`, which takes an
+Inception-style random resized crop (scale 0.08-1, aspect 3/4-4/3) and a
+random horizontal flip, seeded by (seed, step, position in batch).
 """
 import concurrent.futures
 import functools

@@ -108,7 +108,8 @@ def stream(images, plan: Plan, elements: range) -> Iterator[np.ndarray]:
     yield from map(read, elements)
     return
   grain = _grain()
-  dataset = (grain.MapDataset.range(elements.start, elements.stop, elements.step)
+  dataset = (grain.MapDataset.range(elements.start, elements.stop,
+                                    elements.step)
              .map(read)
              # Reads in the workers only: threads there would decode several
              # batches at once in each and overcommit the cores.
