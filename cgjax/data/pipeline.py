@@ -39,10 +39,11 @@ def stream(split: Split, plan: workers.Plan, elements: range,
   """batch_dict of plan(e) for each e in `elements`, in order; a split of
   decoded images reads them ahead in worker processes (cgjax/data/workers.py).
   `finish(e, batch)` completes each batch (e.g. zero weights of padding)."""
-  if isinstance(split.images, np.ndarray):
-    images = (split.images[plan(e)[0]] for e in elements)
-  else:
-    images = workers.stream(split.images, plan, elements)
+  if isinstance(split.images, np.ndarray):  # in memory: sliced here
+    for element in elements:
+      yield finish(element, batch_dict(split, plan(element)[0]))
+    return
+  images = workers.stream(split.images, plan, elements)
   with contextlib.closing(images):
     for element, read in zip(elements, images):
       yield finish(element, batch_dict(split, plan(element)[0], images=read))
