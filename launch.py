@@ -53,6 +53,7 @@ import threading
 from absl import app
 from absl import flags
 from absl import logging
+import ml_collections
 from ml_collections import config_flags
 
 # After an error, the process is gone this many seconds later at the most
@@ -128,6 +129,9 @@ def config_path(spec: str) -> str:
   one command serves a checkout and an installed package). One line naming
   where it looked where neither exists."""
   path = spec.partition(':')[0]
+  if os.path.isdir(path):
+    sys.exit(f'error: --config {path!r} is a folder; name a config file in '
+             f'it, e.g. {os.path.join(path, "mnist_mlp.py")}')
   if os.path.exists(path):
     return os.path.abspath(path)
   shipped = os.path.join(_installed_configs(), os.path.basename(path))
@@ -182,11 +186,15 @@ def get_config(spec: str):
   path, _, arg = spec.partition(':')
   module = config_module(spec)
   try:
-    return module.get_config(arg or None)
+    config = module.get_config(arg or None)
   except ValueError as err:
     sys.exit(f'error: {err}')
   except Exception as err:  # pylint: disable=broad-except
     sys.exit(f'error: {path}: get_config({arg!r}) raised {_one_line(err)}')
+  if not isinstance(config, ml_collections.ConfigDict):
+    sys.exit(f'error: {path}: get_config({arg!r}) returned a '
+             f'{type(config).__name__}, not an ml_collections.ConfigDict')
+  return config
 
 
 def _program() -> str:
@@ -249,28 +257,37 @@ def default_workdir(spec: str, suffix: str = '') -> str:
   return os.path.join('runs', f'{name}_{stamp}')
 
 
-def main(argv):
+def _check_flags(argv):
+  """Usage errors, one line each, before anything starts."""
   if len(argv) > 1:
     _usage(f'unexpected arguments: {argv[1:]}')
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # orbax/jax INFO lines drown progress
   if _CONFIG.value is None:
     _usage('--config is required, e.g. --config mnist_mlp.py:noise=0.5 '
            f'(cgjax\'s configs: {_config_names()})')
   if _SWEEP.value and (_EVALUATE.value or _STEP.present):
     _usage('--evaluate measures one workdir; drop --sweep (or '
-                         'evaluate each trial dir)')
-  if _SWEEP.value:
-    return run_sweep(sys.argv)
-  if _PRINT_COMMANDS.value or _PARALLEL.present or _DEVICES_PER_TRIAL.present:
-    _usage('--print-commands, --parallel and '
-                         '--devices_per_trial need --sweep')
-  if (_STEP.present or _OUT.value) and not _EVALUATE.value:
-    _usage('--step and --out need --evaluate')
+           'evaluate each trial dir)')
+  if (_NUM_PROCESSES.present or _PROCESS_ID.present) and not _COORDINATOR.value:
+    _usage('--num_processes and --process_id need --coordinator_address '
+           '(host:port of process 0); SLURM and TPU pods need none of them')
   if _RESTART.value and (_EVALUATE.value or _SWEEP.value):
     _usage('--restart starts one run over; not with --evaluate or --sweep')
+  if _SWEEP.value:
+    return
+  if _PRINT_COMMANDS.value or _PARALLEL.present or _DEVICES_PER_TRIAL.present:
+    _usage('--print-commands, --parallel and --devices_per_trial need --sweep')
+  if (_STEP.present or _OUT.value) and not _EVALUATE.value:
+    _usage('--step and --out need --evaluate')
   if _EVALUATE.value and not _WORKDIR.value:
     _usage('--evaluate needs --workdir (the run to measure)')
+
+
+def main(argv):
+  _check_flags(argv)
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # orbax/jax INFO lines drown progress
+  if _SWEEP.value:
+    return run_sweep(sys.argv)
   from cgjax import parallel  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                   _PROCESS_ID.value)
@@ -280,7 +297,6 @@ def main(argv):
     if jax.process_count() > 1:
       _usage('multi-process runs need an explicit --workdir')
     workdir = default_workdir(_config_spec(sys.argv))
-  from cgjax import storage  # pylint: disable=g-import-not-at-top
   if jax.process_index() == 0:
     print(f'[cgjax] workdir: {workdir}', flush=True)
     assigned = ' '.join(f'{k}={os.environ[k]}' for k in (
@@ -297,40 +313,72 @@ def main(argv):
     sys.exit(f'error: {err}')
   if _CHECK.value:
     config = _CONFIG.value
-    print(f'[cgjax] check: config valid; would {"evaluate" if _EVALUATE.value else "train"} '
-          f'{config.model.name} on {config.data.name}, {config.num_steps} '
-          f'steps, measurements: {", ".join(sorted(config.measurements))}')
+    print(f'[cgjax] check: config valid; would '
+          f'{"evaluate" if _EVALUATE.value else "train"} {config.model.name} '
+          f'on {config.data.name}, {config.num_steps} steps, measurements: '
+          f'{", ".join(sorted(config.measurements))}')
     return
+  created_cache = _compilation_cache(workdir)
+  final = _launch(workdir, created_cache)
+  if jax.process_index() == 0:
+    from cgjax import measurements  # pylint: disable=g-import-not-at-top
+    headline = measurements.headline_keys(_CONFIG.value.measurements, final)
+    print('[cgjax] final: ' + ', '.join(f'{k}={final[k]:.4f}'
+                                        for k in headline))
+    if not _EVALUATE.value:
+      print(f'[cgjax] results in {workdir}: metrics.jsonl, TensorBoard '
+            'events, checkpoints/')
+
+
+def _compilation_cache(workdir: str) -> str | None:
+  """XLA's persistent cache (resumes and sweep trials skip recompiling);
+  returns its path where this launch created it (removed again if the
+  launch is refused)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from cgjax import storage  # pylint: disable=g-import-not-at-top
   cache = _JAX_CACHE.value or storage.join(
       storage.dirname(storage.absolute(workdir)), '.jax_cache')
-  if cache != 'none':  # resumes and sweep trials skip recompiling
-    try:
-      storage.makedirs(cache)
-      jax.config.update('jax_compilation_cache_dir', cache)
-      jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
-    except OSError as err:  # a cache is no reason to fail the run
-      print(f'[cgjax] warning: --jax_cache_dir={cache!r} is not usable '
-            f'({err.strerror}); compiling without a persistent cache',
-            file=sys.stderr, flush=True)
+  if cache == 'none':
+    return None
+  created = not storage.exists(cache)
+  try:
+    storage.makedirs(cache)
+    jax.config.update('jax_compilation_cache_dir', cache)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+  except OSError as err:  # a cache is no reason to fail the run
+    print(f'[cgjax] warning: --jax_cache_dir={cache!r} is not usable '
+          f'({err.strerror}); compiling without a persistent cache',
+          file=sys.stderr, flush=True)
+    return None
+  return cache if created else None
+
+
+def _launch(workdir: str, created_cache: str | None) -> dict:
+  """Trains (or evaluates); every ending but done exits here, in one line
+  with its exit code."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from cgjax import session  # pylint: disable=g-import-not-at-top
+  from cgjax import storage  # pylint: disable=g-import-not-at-top
+  from cgjax import train  # pylint: disable=g-import-not-at-top
   from cgjax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   try:
     if _EVALUATE.value:
-      final = train.evaluate(_CONFIG.value, workdir, _STEP.value, _OUT.value)
-    else:
-      final = train.train_and_evaluate(_CONFIG.value, workdir, _RESTART.value)
-  except train.Stopped as stopped:
+      return train.evaluate(_CONFIG.value, workdir, _STEP.value, _OUT.value)
+    return train.train_and_evaluate(_CONFIG.value, workdir, _RESTART.value)
+  except session.Stopped as stopped:
     print(f'[cgjax] {stopped}', flush=True)
     sys.exit(stopped.exit_code)
   except Exception as err:  # pylint: disable=broad-except
-    expected = (ValueError, OSError, FloatingPointError, workdir_lib.Locked,
-                workdir_lib.LockLost)
+    expected = (ValueError, OSError, FloatingPointError, workdir_lib.LockLost)
     if _TRACEBACK.value or (not isinstance(err, expected)
                             and jax.process_count() == 1):
       raise
+    if created_cache and isinstance(err, ValueError):  # refused: left as found
+      storage.rmtree(created_cache)
     text = str(err) if isinstance(err, expected) else (
         f'{type(err).__name__}: {str(err).splitlines()[0][:300]}')
     print(f'error: {text}', file=sys.stderr, flush=True)
-    code = 3 if isinstance(err, train.Diverged) else 1
+    code = 3 if isinstance(err, session.Diverged) else 1
     if jax.process_count() > 1:
       # Not through jax's shutdown barrier, which would wait for peers that
       # wait for this process in a collective: they see it gone and stop.
@@ -342,14 +390,6 @@ def main(argv):
     exit_timer.daemon = True
     exit_timer.start()
     sys.exit(code)
-  if jax.process_index() == 0:
-    summary = {k: v for k, v in final.items()
-               if k.startswith('eval/') and ('acc' in k or 'overfit' in k)
-               or k.endswith('/m_coherence') and k.count('/') == 2}
-    print('[cgjax] final: ' + ', '.join(f'{k}={v:.4f}'
-                                        for k, v in sorted(summary.items())))
-    if not _EVALUATE.value:
-      print(f'[cgjax] results in {workdir}: metrics.jsonl, TensorBoard events, checkpoints/')
 
 
 def run_sweep(argv):
@@ -428,6 +468,8 @@ def run():
     # absl --help lists only the entry script's own flags: none).
     print(__doc__.replace('python launch.py', _program()))
     sys.exit(0)
+  from cgjax import stops  # pylint: disable=g-import-not-at-top
+  stops.install()  # before JAX is imported: Ctrl-C is honoured at once
   try:
     sys.argv = with_config_path(sys.argv)
     from cgjax import plugins  # pylint: disable=g-import-not-at-top
@@ -440,9 +482,9 @@ def run():
     if supervisor.needed(sys.argv):  # one line when JAX ends it for a peer
       supervisor.run(sys.argv)
     app.run(main)
-  except KeyboardInterrupt:  # Ctrl-C outside the train loop's own handler
-    # (setup, compile, a sweep's wait): one line, no traceback; whatever was
-    # checkpointed resumes with the same command.
+  except KeyboardInterrupt:  # Ctrl-C in a multi-process run (cgjax.stops):
+    # one line, no traceback; whatever was checkpointed resumes with the
+    # same command.
     print('\n[cgjax] interrupted; relaunch the same command to resume',
           file=sys.stderr, flush=True)
     sys.exit(130)

@@ -3,8 +3,14 @@ packages (`mlp`, `coherence`), or a module path of the user's own
 (`my_lab.wide_mlp`). The launcher puts the config file's folder and the
 current directory on the import path first, so a lab's modules beside its
 configs are found without PYTHONPATH (also by the installed cgjax-train,
-whose sys.path holds neither)."""
+whose sys.path holds neither).
+
+A config read from a workdir (`cgjax.runs`, the report, `--evaluate`) is
+data, not code to run (a shared gs:// workdir could name any module): its
+plug-ins are loaded only from cgjax itself and the searched folders.
+"""
 import importlib
+import importlib.machinery
 import os
 import sys
 
@@ -20,6 +26,27 @@ def search(folder: str, why: str):
   if folder in sys.path:
     sys.path.remove(folder)
   sys.path.insert(0, folder)
+
+
+def trusted(module_path: str) -> bool:
+  """Whether a module path is cgjax's or lies in a searched folder (found
+  without importing anything)."""
+  top = module_path.split('.')[0]
+  return top == 'cgjax' or any(
+      importlib.machinery.PathFinder.find_spec(top, [folder]) is not None
+      for folder, _ in SEARCHED)
+
+
+def check_trusted(names: dict[str, str], source: str):
+  """Refuses, naming `source` (a config.json), a plug-in name (by field) that
+  is a module path outside cgjax and the searched folders."""
+  for field, name in names.items():
+    if '.' in name and not trusted(name):
+      where = ', '.join(folder for folder, _ in SEARCHED) or 'none'
+      raise ValueError(
+          f'{source}: {field} {name!r} is not cgjax\'s, nor in a plug-in '
+          f'folder (searched: {where}); a workdir is data, not code to run: '
+          'put the module in the current directory to use it')
 
 
 def load(name: str, package: str, kind: str, builtin: list[str]):

@@ -104,6 +104,7 @@ def _lost(argv) -> int:
       if status['state'] == 'running':
         workdir_lib.set_status(workdir, 'failed', int(step),
                                f'{who} lost: {why} (seen by process {me})',
+                               checkpoint=status.get('checkpoint'),
                                any_process=True)
     except (OSError, ValueError, TypeError, json.JSONDecodeError):
       pass  # the line below still says what happened

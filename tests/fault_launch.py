@@ -13,8 +13,15 @@ FAULT, raised right after the metrics of STEP are written:
   ENOSPC_IN_SAVE  the checkpoint save of STEP fails with "No space left on
         device" and leaves a background writer that never ends (as orbax's
         threads do on a full disk)
-Checkpoint saves are awaited before anything further happens, so a fault
-never races an asynchronous checkpoint write.
+and the moments of a crash before or between commits (SIGKILL; STEP is
+ignored where no step applies):
+  KILL_IMPORTS     while launch.py imports the train loop
+  KILL_COMPILE     while the train step is traced and compiled
+  KILL_IN_MEASURE  as the measurements of STEP start (a probe)
+  KILL_IN_SAVE     right after the asynchronous checkpoint save of STEP
+                   started, while orbax writes it
+Checkpoint saves are awaited before anything further happens (except with
+KILL_IN_SAVE), so a fault never races an asynchronous checkpoint write.
 """
 import errno
 import os
@@ -46,6 +53,9 @@ def main():
       os.kill(os.getpid(), SIGNALS[fault])
 
   def finished_save(self, step, *args):
+    if fault == 'KILL_IN_SAVE' and step == at:
+      save(self, step, *args)
+      os.kill(os.getpid(), signal.SIGKILL)
     if fault == 'ENOSPC_IN_SAVE' and step == at:
       threading.Thread(target=threading.Event().wait, name='stuck-writer'
                        ).start()  # not a daemon: the interpreter waits for it
@@ -60,13 +70,43 @@ def main():
     if fault == 'TERM_IN_MEASURE' and step == at and not fired:
       fired.append(step)
       os.kill(os.getpid(), signal.SIGTERM)
+    if fault == 'KILL_IN_MEASURE' and step == at:
+      os.kill(os.getpid(), signal.SIGKILL)
     return measure(self, state, step, *args, **kwargs)
+
+  if fault == 'KILL_COMPILE':
+    from cgjax import train  # pylint: disable=g-import-not-at-top
+    make_step = train.make_train_step
+
+    def killed_in_compile(*args, **kwargs):
+      step = make_step(*args, **kwargs)
+
+      def traced(state, batch):  # runs while jax.jit traces it
+        os.kill(os.getpid(), signal.SIGKILL)
+        return step(state, batch)
+      return traced
+
+    train.make_train_step = killed_in_compile
+  if fault == 'KILL_IMPORTS':
+    sys.meta_path.insert(0, _KillOnImport('cgjax.session'))
 
   workdir.MetricWriter.write = faulty_write
   measurements.Measurements.run = interrupted_run
   workdir.Checkpointer.save = finished_save
   sys.argv = ['launch.py'] + sys.argv[3:]
   runpy.run_path(LAUNCH, run_name='__main__')
+
+
+class _KillOnImport:
+  """A meta path finder that kills the process when `name` is imported."""
+
+  def __init__(self, name):
+    self._name = name
+
+  def find_spec(self, name, path=None, target=None):
+    del path, target
+    if name == self._name:
+      os.kill(os.getpid(), signal.SIGKILL)
 
 
 if __name__ == '__main__':

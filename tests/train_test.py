@@ -12,6 +12,7 @@ import pytest
 
 from cgjax import data as data_lib
 from cgjax import models
+from cgjax import session
 from cgjax import train
 from cgjax import workdir as workdir_lib
 from configs import mnist_mlp
@@ -169,7 +170,7 @@ def test_divergence_is_reported(tmp_path):
   """Caught by the evaluation after the first step (eval every 2 steps and
   at every log-spaced step), before the loss is logged at step 4."""
   workdir = str(tmp_path)
-  with pytest.raises(train.Diverged, match='diverged at step 1: '
+  with pytest.raises(session.Diverged, match='diverged at step 1: '
                      'eval/train_loss inf'):
     train.train_and_evaluate(_config(**{'optim.lr': 1e9}), workdir)
   status = json.load(open(os.path.join(workdir, 'status.json')))
@@ -180,7 +181,7 @@ def test_divergence_of_the_loss_alone_is_reported(tmp_path):
   workdir = str(tmp_path)
   config = _config(**{'optim.lr': 1e9})
   config.measurements = {}
-  with pytest.raises(train.Diverged, match='diverged at step 4: loss nan'):
+  with pytest.raises(session.Diverged, match='diverged at step 4: loss nan'):
     train.train_and_evaluate(config, workdir)
   status = json.load(open(os.path.join(workdir, 'status.json')))
   assert status['state'] == 'diverged' and status['step'] == 4

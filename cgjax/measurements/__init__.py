@@ -26,10 +26,25 @@ and optionally, on the class,
       def finalize(self, workdir)                  # per-example files; called
                                                    # at every checkpoint too
 
+and, on the module, its policies (each `key` relative to the measurement's
+name, `test_acc` for `eval/test_acc`), which no other module second-guesses
+by the measurement's name:
+
+    def diverges(key) -> bool   # a non-finite value of `key` stops the run
+                                # as diverged (default: every key's)
+    def headline(key) -> bool   # a headline metric: TensorBoard's HParams
+                                # columns, the end-of-run summary, the
+                                # report's table (default: none)
+    FIGURES = ('fig_x', ...)    # the report's figures that draw it: modules
+                                # of cgjax.experiments, or module paths
+
 `cfg` holds the schedule fields (SCHEDULE) and the module's FIELDS; `ctx` is
 the `Context` below, and `state` the train state (params, batch_stats).
 Constructors check their fields and raise ValueError naming the bad one:
-they run before anything is written to the workdir.
+they run before anything is written to the workdir. Every key a
+measurement writes lies under its own name (`NAME/...`); names that would
+share keys (`eval` and `eval/x`, or the loop's own `train`, `noise`,
+`data`) are refused at start.
 """
 import contextlib
 import copy
@@ -43,6 +58,7 @@ import ml_collections
 import numpy as np
 
 from cgjax import plugins
+from cgjax import stops
 
 # When a measurement runs: step 0 and the other `steps`, every `every` steps,
 # `num_log_spaced` log-spaced steps in [1, num_steps] (the early transient)
@@ -63,9 +79,9 @@ class Context:
   param_paths: list     # '/'-joined param leaf paths, in tree_leaves order
   group_of: Any         # param path -> layer group name
   workdir: str          # files go here, written by process 0 only
-  # Stop requests (SIGTERM / SIGINT) of the train loop; long measurements
-  # call check_stop(ctx) between chunks, so preemption never waits for them.
-  stop: list = dataclasses.field(default_factory=list)
+  # Stop requests (SIGTERM / SIGINT, cgjax.stops); long measurements call
+  # check_stop(ctx) between chunks, so preemption never waits for them.
+  stop: list = dataclasses.field(default_factory=lambda: stops.REQUESTS)
 
 
 # A measurement running longer than this says so, and again at each multiple
@@ -108,6 +124,49 @@ def module(type_name: str):
   """The module of a measurement type: one of this package's, or a path."""
   return plugins.load(type_name, 'cgjax.measurements', 'measurement type',
                       list(BUILTIN))
+
+
+# The key prefixes of the train loop's own metrics (train/loss, noise/...,
+# data/...): no measurement may write there.
+LOOP_PREFIXES = ('train', 'noise', 'data')
+
+
+def check_names(names):
+  """Refuses names whose keys would collide: one is a path prefix of
+  another (`eval` and `eval/x`), or a prefix the train loop writes."""
+  names = sorted(names)
+  for name in names:
+    clash = [n for n in names if n != name and n.startswith(name + '/')]
+    clash += [p for p in LOOP_PREFIXES if name == p or name.startswith(p + '/')]
+    if clash:
+      raise ValueError(f'measurements {name!r} and {clash[0]!r} would write '
+                       f'the same keys ({name}/...): rename one')
+
+
+def _decide(mod, what: str, key: str, default: bool) -> bool:
+  """A measurement module's policy `what` for `key` (relative to its name)."""
+  decide = getattr(mod, what, None)
+  return default if decide is None else bool(decide(key))
+
+
+def headline_keys(measurement_configs: dict, keys) -> list[str]:
+  """The keys among `keys` that their measurement declares headline metrics
+  (`measurement_configs`: config.measurements, or config.json's)."""
+  out = []
+  for name, cfg in sorted(measurement_configs.items()):
+    mod = module(cfg['type'])
+    out += [k for k in sorted(keys) if k.startswith(name + '/')
+            and _decide(mod, 'headline', k[len(name) + 1:], False)]
+  return out
+
+
+def figures(measurement_configs: dict) -> list[str]:
+  """The figure modules that the measurements declare, in their order."""
+  out = []
+  for _, cfg in sorted(measurement_configs.items()):
+    out += [f for f in getattr(module(cfg['type']), 'FIGURES',
+                               ()) if f not in out]
+  return out
 
 
 BUILTIN = ('evaluation', 'coherence', 'learning_times', 'loss_shares')
@@ -187,10 +246,13 @@ class Measurements:
   """Every configured measurement, run when its schedule says."""
 
   def __init__(self, config, ctx: Context):
-    self._items = []
+    self._items, self._modules = [], {}
+    self._configs = config.measurements
+    check_names(config.measurements)
     for name, cfg in sorted(config.measurements.items()):
       check(name, cfg)
-      instance = module(cfg.type).Measurement(name, cfg, ctx)
+      self._modules[name] = module(cfg.type)
+      instance = self._modules[name].Measurement(name, cfg, ctx)
       steps = schedule_steps(cfg, config.num_steps)
       steps |= set(getattr(instance, 'extra_steps', ()))
       self._items.append((name, instance, steps))
@@ -231,10 +293,26 @@ class Measurements:
       with timed(self._phase(name, item, step)), still_running(
           log, f'step {step}: {name} still measuring'):
         metrics = item.run(state, step)
+      stray = [k for k in metrics if not k.startswith(name + '/')]
+      if stray:
+        raise ValueError(f'measurement {name} ({type(item).__module__}) '
+                         f'wrote {stray[0]!r}, outside its keys {name}/...')
       out.update(metrics)
       if metrics and hasattr(item, 'summary'):
         log(f'step {step}: {item.summary(metrics)}')
     return out
+
+  def diverged(self, scalars: dict) -> list[str]:
+    """The keys of `scalars` whose non-finite value means divergence, as
+    their measurement declares (`diverges`)."""
+    return [k for name, item, _ in self._items for k, v in scalars.items()
+            if k.startswith(name + '/') and not np.isfinite(v)
+            and _decide(self._modules[name], 'diverges', k[len(name) + 1:],
+                        True)]
+
+  def headline(self, scalars: dict) -> list[str]:
+    """The keys of `scalars` that their measurement calls headline."""
+    return headline_keys(self._configs, scalars)
 
   def state_dict(self) -> dict:
     return {name: item.state_dict() for name, item, _ in self._items

@@ -58,6 +58,22 @@ FIELDS = {'m': 500, 'sets': ('clean', 'noisy', 'test'),
           'microbatch_size': 100, 'statistics': 'all', 'all_every': 0,
           'layers': (), 'bn': 'running'}
 
+# Policies (cgjax.measurements).
+FIGURES = ('fig_coherence', 'fig_coherence_loss', 'fig_layers',
+           'fig_named_layers', 'fig_metrics')
+
+
+def diverges(key: str) -> bool:
+  """The probe's loss and gradient norms; m-coherence itself is 0/0 for
+  all-zero gradients (every example fitted), which is no divergence."""
+  return key.endswith(('/mean_loss', '/sum_of_sq_norms'))
+
+
+def headline(key: str) -> bool:
+  """Each probe set's whole-model m-coherence (SET/m_coherence)."""
+  return key.count('/') == 1 and key.endswith('/m_coherence')
+
+
 
 class Measurement:
 

@@ -41,6 +41,15 @@ FIELDS = {'batch_size': 1000,
           'sizes': ml_collections.ConfigDict(
               {'train': 0, 'clean': 0, 'noisy': 0, 'test': 0})}
 
+# Policies (cgjax.measurements): every value must stay finite (the default).
+FIGURES = ('fig_accuracy', 'fig_overfit')
+
+
+def headline(key: str) -> bool:
+  """Accuracies and the adjusted overfit: the numbers a run is judged by."""
+  return key.endswith('_acc') or '_acc_vs_' in key or key == 'adjusted_overfit'
+
+
 
 @functools.lru_cache(maxsize=None)
 def make_predict(model, num_classes: int, mesh):

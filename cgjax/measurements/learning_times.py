@@ -48,6 +48,10 @@ FIELDS = {'examples': 0, 'batch_size': 1000, 'learned_at': ()}
 COLUMNS = ('first_correct', 'stays_correct', 'first_correct_clean_label',
            'stays_correct_clean_label')
 
+# Policies (cgjax.measurements): every value must stay finite (the default).
+FIGURES = ('fig_learning',)
+
+
 
 def update(times: np.ndarray, correct: np.ndarray, step: int) -> np.ndarray:
   """New [n, 2] (first, stays) steps after a measurement at `step`."""

@@ -43,6 +43,10 @@ from cgjax.data import pipeline
 FIELDS = {'null_permutations': 4, 'batches': 1, 'bn': 'train'}
 BN_MODES = ('train',) + losses.BN_MODES
 
+# Policies (cgjax.measurements): every value must stay finite (the default).
+FIGURES = ('fig_shares',)
+
+
 
 def make_inner_products(model, bn: str = 'train'):
   """(params, batch_stats, batch, cotangents [k, B]) -> <g, g_j> [k], where
