@@ -7,22 +7,29 @@
     run.per_example()['learning']['first_correct']   # per-example arrays
     run.restore()['params']                  # a checkpoint's parameters
     run.evaluate(measurements={...})         # measure a checkpoint anew
+    run.final('eval/test_acc'), run.peak(run.key('coherence', 'clean/m_coherence'))
 
     sweep = runs.load('runs/noise_sweep')    # a sweep dir -> Sweep of Runs
     sweep.table(['eval/test_acc'])           # one row per trial: overrides,
                                              # state and final values
 
-Reading never writes to the run, so it works on running ones too.
+Reading never writes to the run, so it works on running ones too. This is
+the one reader of a workdir: the figure scripts of cgjax.experiments use it
+as well. A config.json is data, not code: a model or measurement module it
+names outside cgjax and the plug-in folders (cgjax.plugins) is refused.
 """
+import collections
 import dataclasses
 import functools
 import io
 import json
+import os
 
 import ml_collections
 import numpy as np
 import pandas as pd
 
+from cgjax import plugins
 from cgjax import storage
 from cgjax import workdir as workdir_lib
 
@@ -49,16 +56,78 @@ def find_workdirs(path: str) -> list[tuple[str, dict | None]]:
 
 @dataclasses.dataclass
 class Run:
-  """One workdir. `overrides`: its sweep trial's ({} outside a sweep)."""
+  """One workdir. `overrides`: its sweep trial's ({} outside a sweep);
+  `label`: what sets it apart from the runs it was found with (figures)."""
   workdir: str
   overrides: dict = dataclasses.field(default_factory=dict)
+  label: str = ''
+
+  @classmethod
+  def in_memory(cls, config: dict, series: dict, workdir: str = '') -> 'Run':
+    """A run of given config and series, with no workdir behind it (tests,
+    figures of computed data)."""
+    run = cls(workdir)
+    run.__dict__['config'] = ml_collections.ConfigDict(_tuples(config))
+    run.__dict__['series'] = series
+    return run
 
   @functools.cached_property
   def config(self) -> ml_collections.ConfigDict:
     """config.json, its lists as the tuples the config files wrote (flax
-    modules hash their fields)."""
-    return ml_collections.ConfigDict(_tuples(workdir_lib.read_config(
-        self.workdir)))
+    modules hash their fields); refused where it names a plug-in module
+    outside cgjax and the plug-in folders."""
+    config = workdir_lib.read_config(self.workdir)
+    names = {'model.name': config.get('model', {}).get('name', '')}
+    for name, cfg in config.get('measurements', {}).items():
+      names[f'measurements.{name}.type'] = cfg.get('type', '')
+    plugins.check_trusted(names, storage.join(self.workdir, 'config.json'))
+    return ml_collections.ConfigDict(_tuples(config))
+
+  @functools.cached_property
+  def series(self) -> dict[str, tuple[list, list]]:
+    """{metric: (steps, values)}, read once (figures, claims)."""
+    out = collections.defaultdict(lambda: ([], []))
+    for row in self._rows():
+      out[row['name']][0].append(row['step'])
+      out[row['name']][1].append(row['value'])
+    return dict(out)
+
+  @property
+  def noise(self) -> float:
+    return float(self.config.noise.rate)
+
+  def measurement(self, type_name: str) -> str | None:
+    """The name of the run's first measurement of that type, if any: where
+    its metrics are (`eval` for evaluation's `eval/test_acc`)."""
+    return next((name for name, m in sorted(self.config.measurements.items())
+                 if m.type == type_name), None)
+
+  def measurement_config(self, type_name: str) -> ml_collections.ConfigDict:
+    """The config of the run's first measurement of that type ({} if none)."""
+    name = self.measurement(type_name)
+    return (self.config.measurements[name] if name else
+            ml_collections.ConfigDict())
+
+  def key(self, type_name: str, metric: str) -> str:
+    """The full key of a measurement type's metric in this run
+    ('coherence', 'clean/m_coherence' -> 'probe/clean/m_coherence'); a key
+    no series has where the run has no such measurement."""
+    return f'{self.measurement(type_name) or "<no " + type_name + ">"}/{metric}'
+
+  def final(self, name: str) -> float:
+    steps, values = self.series.get(name, ((), ()))
+    return values[-1] if values else float('nan')
+
+  def peak(self, name: str, width: int = 5) -> tuple[float, int]:
+    """(max, its step) of a metric's running median over `width` consecutive
+    values, so that one unstable probe cannot make a peak; (nan, -1) when
+    absent."""
+    steps, values = self.series.get(name, ((), ()))
+    if not values:
+      return float('nan'), -1
+    smooth = running_median(values, width)
+    i = int(np.argmax(smooth))
+    return float(smooth[i]), steps[i]
 
   @property
   def status(self) -> dict:
@@ -70,14 +139,17 @@ class Run:
   def metrics(self) -> pd.DataFrame:
     """Every scalar, one column per metric and one row per step logged (NaN
     where a metric was not measured at that step); re-read each time."""
-    rows = (workdir_lib.read_metrics(self.workdir)
-            if workdir_lib.has_metrics(self.workdir) else [])
+    rows = self._rows()
     if not rows:
       return pd.DataFrame(index=pd.Index([], name='step'))
     frame = pd.DataFrame(rows).pivot_table(index='step', columns='name',
                                            values='value', aggfunc='last')
     frame.columns.name = None
     return frame
+
+  def _rows(self) -> list[dict]:
+    return (workdir_lib.read_metrics(self.workdir)
+            if workdir_lib.has_metrics(self.workdir) else [])
 
   def per_example(self) -> dict:
     """The measurements' per-example files by name: arrays of each .npz
@@ -152,13 +224,23 @@ class Sweep(list):
 
 
 def load(path: str) -> Run | Sweep:
-  """A Run for a workdir, a Sweep for a sweep dir (a dir of workdirs)."""
+  """A Run for a workdir, a Sweep for a sweep dir (a dir of workdirs). The
+  current directory is a plug-in folder, as for launch.py."""
+  plugins.search(os.getcwd(), 'the current directory')
   found = find_workdirs(path)
   if found == [(path, None)]:
     return Run(path)
   if not found:
     raise ValueError(f'no run (a dir with config.json) in {path!r}')
   return Sweep(path, [Run(w, o or {}) for w, o in found])
+
+
+def running_median(values, width: int) -> np.ndarray:
+  """Median of each value and its width // 2 neighbours on either side."""
+  values = np.asarray(values, float)
+  half = width // 2
+  return np.array([np.median(values[max(0, i - half):i + half + 1])
+                   for i in range(len(values))])
 
 
 def _tuples(tree):

@@ -184,6 +184,44 @@ def _last_progress(log_path: str) -> str:
   return found[-1].removeprefix('[cgjax] ') if found else ''
 
 
+class _Claims:
+  """Which driver of a sweep runs which trial: SWEEP_DIR/.claims/TRIAL, a
+  cgjax.workdir.Lock per trial, taken before the trial starts (and before
+  its log is opened), released when it ends. Identical drivers started
+  together so share the trials, each run by exactly one of them, and wait
+  for the others' (a claim whose driver died is stale and taken over). Off
+  in a pod-wide sweep, whose drivers run every trial together."""
+
+  STALE_AFTER = 120.0  # a claim's heartbeat is refreshed every 10 s
+
+  def __init__(self, sweep_dir: str, enabled: bool):
+    self._dir = storage.join(sweep_dir, '.claims')
+    self._enabled, self._held = enabled, {}
+
+  def _path(self, workdir: str) -> str:
+    return storage.join(self._dir, storage.basename(workdir))
+
+  def take(self, workdir: str) -> bool:
+    """Whether this driver now holds the trial (False: another one does)."""
+    if not self._enabled:
+      return True
+    try:
+      self._held[workdir] = workdir_lib.Lock(
+          self._path(workdir), self.STALE_AFTER, writer=True).acquire()
+    except workdir_lib.Locked:
+      return False
+    return True
+
+  def release(self, workdir: str):
+    lock = self._held.pop(workdir, None)
+    if lock is not None:
+      lock.release()
+
+  def held_elsewhere(self, workdir: str) -> bool:
+    return self._enabled and workdir_lib.owner_of(
+        self._path(workdir), self.STALE_AFTER) is not None
+
+
 class _TrialLog:
   """A trial's output: WORKDIR/log.txt (log.processI.txt for process I > 0
   of a pod-wide sweep). Appended to where the workdir is local; on an object
@@ -264,28 +302,26 @@ def run(launch: str, config_spec: str, trials: list[dict], sweep_dir: str,
         {'config': config_spec, 'flags': extra_flags, 'trials': [
             {'name': trial_name(t), 'overrides': t, 'workdir': w}
             for t, (w, _) in zip(trials, todo)]}, indent=1))
-  states, pending, running = {}, [], {}
+  states, pending = {}, []
+  claims = _Claims(sweep_dir, enabled=cluster is None)
   for workdir, argv in todo:
     state = workdir_lib.read_status(workdir)
-    owner = None if cluster else workdir_lib.owner_of(
-        workdir, stale_after=_stale_after(workdir))
+    owner = None if cluster or claims.held_elsewhere(workdir) else (
+        workdir_lib.owner_of(workdir, stale_after=_stale_after(workdir)))
     if state in FINAL and (state == 'done' or not retry_failed):
       states[workdir] = state
       print(f'[sweep] {storage.basename(workdir)}: {state} already, skipped'
             + ('' if state == 'done' else ' (--retry_failed reruns it)'),
             flush=True)
-    elif owner is not None:
+    elif owner is not None:  # a run started by hand, or by another sweep
       states[workdir] = 'running elsewhere'
       print(f'[sweep] {storage.basename(workdir)}: running (pid '
             f'{owner["pid"]} on {owner["host"]}), skipped', flush=True)
     else:
       pending.append((workdir, argv))
-  total = len(pending)
-  free = list(range(parallel))
-  t0 = last_report = time.time()
-  with _forwarded_signals(running) as stop:
-    _drive(pending, running, free, slots, process_id, cluster, states, stop,
-           total, t0, last_report)
+  driver = _Driver(pending, slots, process_id, cluster, claims, states)
+  with _forwarded_signals(driver.running) as stop:
+    driver.drive(stop)
   for workdir, state in states.items():
     print(f'[sweep]   {storage.basename(workdir)}: {state}', flush=True)
   if stop:
@@ -341,56 +377,98 @@ def _stale_after(workdir: str) -> float:
     return 120.0
 
 
-def _drive(pending, running, free, slots, process_id, cluster, states, stop,
-           total, t0, last_report):
-  """The sweep's loop: trials started into free slots, progress, the end of
-  each; no new trial once `stop` holds a signal."""
-  finished = 0
-  while (pending and not stop) or running:
-    while pending and free and not stop:
-      workdir, argv = pending.pop(0)
-      storage.makedirs(workdir)
-      slot = free.pop(0)
-      log = _TrialLog(workdir, process_id)
-      verb = ('resuming' if workdir_lib.read_status(workdir) != 'new'
-              else 'starting')
-      devices = ''.join(f' {k}={v}' for k, v in slots[slot].items())
-      print(f'[sweep] {verb} {storage.basename(workdir)}'
-            + (f' with{devices}' if devices else ''), flush=True)
-      running[workdir] = (subprocess.Popen(
-          argv, stdout=log.file, stderr=subprocess.STDOUT,
-          env={**os.environ, **slots[slot]}), log, slot)
-    time.sleep(0.5)
-    if time.time() - last_report >= PROGRESS_SECONDS:
-      for workdir, (_, log, _) in running.items():
-        log.sync()
-        line = _last_progress(log.local)
-        if line:
-          print(f'[sweep] {storage.basename(workdir)}: {line}', flush=True)
-      last_report = time.time()
-    for workdir, (proc, log, slot) in list(running.items()):
-      if proc.poll() is None:
+class _Driver:
+  """The sweep's loop: each pending trial claimed and started into a free
+  slot (or, claimed by another driver, waited for), progress lines, the end
+  of each; no new trial once a signal came."""
+
+  def __init__(self, pending, slots, process_id, cluster, claims, states):
+    self.pending, self.slots, self.states = pending, slots, states
+    self.process_id, self.cluster, self.claims = process_id, cluster, claims
+    self.running = {}  # workdir -> (process, log, slot)
+    self.waiting = []  # (workdir, argv) claimed by another driver
+    self.free = list(range(len(slots)))
+    self.total, self.finished = len(pending), 0
+    self.t0 = self.last_report = time.time()
+
+  def drive(self, stop):
+    while (self.pending or self.waiting) and not stop or self.running:
+      while self.pending and self.free and not stop:
+        self._start(*self.pending.pop(0))
+      time.sleep(0.5)
+      if time.time() - self.last_report >= PROGRESS_SECONDS:
+        self._report()
+      for workdir, (proc, log, slot) in list(self.running.items()):
+        if proc.poll() is not None:
+          self._ended(workdir, proc, log, slot)
+      self._check_waiting()
+    for later, _ in self.pending:  # left by a signal
+      self.states.setdefault(later, 'not started')
+    for later, _ in self.waiting:
+      self.states.setdefault(later, 'running elsewhere')
+
+  def _start(self, workdir, argv):
+    name = storage.basename(workdir)
+    if not self.claims.take(workdir):
+      print(f'[sweep] {name}: run by another driver of this sweep; waiting '
+            'for it', flush=True)
+      self.waiting.append((workdir, argv))
+      return
+    storage.makedirs(workdir)
+    slot = self.free.pop(0)
+    log = _TrialLog(workdir, self.process_id)
+    verb = ('resuming' if workdir_lib.read_status(workdir) != 'new'
+            else 'starting')
+    devices = ''.join(f' {k}={v}' for k, v in self.slots[slot].items())
+    print(f'[sweep] {verb} {name}' + (f' with{devices}' if devices else ''),
+          flush=True)
+    self.running[workdir] = (subprocess.Popen(
+        argv, stdout=log.file, stderr=subprocess.STDOUT,
+        env={**os.environ, **self.slots[slot]}), log, slot)
+
+  def _report(self):
+    for workdir, (_, log, _) in self.running.items():
+      log.sync()
+      line = _last_progress(log.local)
+      if line:
+        print(f'[sweep] {storage.basename(workdir)}: {line}', flush=True)
+    self.last_report = time.time()
+
+  def _ended(self, workdir, proc, log, slot):
+    log.close()
+    del self.running[workdir]
+    self.free.append(slot)
+    self.finished += 1
+    self.states[workdir] = _final_status(workdir, self.cluster)
+    self.claims.release(workdir)
+    elapsed = time.time() - self.t0
+    # Trials finish at this rate, `parallel` at a time.
+    eta = elapsed / self.finished * max(self.total - self.finished, 0)
+    print(f'[sweep] {self.finished}/{self.total} {storage.basename(workdir)}: '
+          f'{self.states[workdir]} (exit {proc.returncode}; '
+          f'{progress.duration(elapsed)} so far, sweep ETA '
+          f'{progress.duration(eta)}; log {log.path})', flush=True)
+    if self.cluster and self.states[workdir] != 'done':
+      for later, _ in self.pending:  # every worker stops here, on one trial
+        self.states[later] = 'not started'
+      print(f'[sweep] stopping: {storage.basename(workdir)} ended '
+            f'{self.states[workdir]}', flush=True)
+      self.pending.clear()
+
+  def _check_waiting(self):
+    """A trial whose driver let it go: its end where it ended, else (that
+    driver stopped first) run here."""
+    for workdir, argv in list(self.waiting):
+      if self.claims.held_elsewhere(workdir):
         continue
-      log.close()
-      del running[workdir]
-      free.append(slot)
-      finished += 1
-      states[workdir] = _final_status(workdir, cluster)
-      elapsed = time.time() - t0
-      # Trials finish at this rate, `parallel` at a time.
-      eta = elapsed / finished * (total - finished)
-      print(f'[sweep] {finished}/{total} {storage.basename(workdir)}: '
-            f'{states[workdir]} (exit {proc.returncode}; '
-            f'{progress.duration(elapsed)} so far, sweep ETA '
-            f'{progress.duration(eta)}; log {log.path})', flush=True)
-      if cluster and states[workdir] != 'done':
-        for later, _ in pending:  # every worker stops here, on the same trial
-          states[later] = 'not started'
-        print(f'[sweep] stopping: {storage.basename(workdir)} ended '
-              f'{states[workdir]}', flush=True)
-        pending.clear()
-  for later, _ in pending:  # left by a signal
-    states.setdefault(later, 'not started')
+      self.waiting.remove((workdir, argv))
+      state = workdir_lib.read_status(workdir)
+      if state in FINAL:
+        self.states[workdir] = state
+        print(f'[sweep] {storage.basename(workdir)}: {state} (run by another '
+              'driver)', flush=True)
+      else:
+        self.pending.append((workdir, argv))
 
 
 def shell_command(argv: list[str]) -> str:

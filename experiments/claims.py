@@ -81,14 +81,15 @@ STUDIES = {
 
 def probe(run, name, lo=0, hi=None):
   """(steps, m-coherence) of a probe set within [lo, hi]."""
-  steps, values = run.series.get(f'probe/{name}/m_coherence', ((), ()))
+  steps, values = run.series.get(run.key('coherence', f'{name}/m_coherence'),
+                                ((), ()))
   keep = [(s, v) for s, v in zip(steps, values)
           if s >= lo and (hi is None or s <= hi)]
   return ([s for s, _ in keep], [v for _, v in keep])
 
 
 def m_of(run):
-  return run.config['measurements']['probe']['m']
+  return run.measurement_config('coherence')['m']
 
 
 def by_rate(runs):
@@ -118,8 +119,8 @@ def claim_rows(sweep, study=None):
   rows = {}
   real, random = rates.get(0.0), rates.get(1.0)
   if real and random:
-    peak_real = real.peak('probe/clean/m_coherence')[0]
-    peak_random = random.peak('probe/noisy/m_coherence')[0]
+    peak_real = real.peak(real.key('coherence', 'clean/m_coherence'))[0]
+    peak_random = random.peak(random.key('coherence', 'noisy/m_coherence'))[0]
     rows['2: real-label peak m-coherence far above random-label peak'] = (
         'peak smoothed m-coh noise 0 / noise 1 (>= 2)',
         peak_real / peak_random, peak_real / peak_random >= 2,
@@ -193,7 +194,8 @@ def _layer_claim(run, layers):
   """Claim L on the clean probe of `run`: first / largest of the rest."""
   first, *dense = layers
   series = [dict(zip(*run.series.get(
-      f'probe/clean/per_layer/{p}/m_coherence', ((), ())))) for p in layers]
+      run.key('coherence', f'clean/per_layer/{p}/m_coherence'), ((), ()))))
+            for p in layers]
   steps = [s for s in series[0] if s >= 1 and all(s in d for d in series)]
   if not steps:
     return {}

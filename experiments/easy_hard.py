@@ -69,8 +69,8 @@ def table(workdirs) -> str:
            'held-out test acc | validation acc |', '|---' * 6 + '|']
   for name, workdir in workdirs.items():
     run, = runs_lib.find([workdir])
-    values = [run.final(k) for k in ('eval/train_acc', 'eval/test_acc',
-                                     'eval/validation_acc')]
+    values = [run.final(run.key('evaluation', k))
+              for k in ('train_acc', 'test_acc', 'validation_acc')]
     sizes = [run.final(f'data/{k}_examples') for k in ('train', 'test')]
     lines.append(f'| {name} | {sizes[0]:.0f} | {sizes[1]:.0f} | '
                  + ' | '.join(f'{v:.4f}' for v in values) + ' |')

@@ -11,12 +11,16 @@ has the test accuracy of every setting, one color each.
 """
 from . import runs as runs_lib
 
-CURVES = {'eval/clean_acc': ('train, clean examples', dict(ls='-', color='C0')),
-          'eval/noisy_acc_vs_noisy_label': ('train, noisy (noisy label)',
-                                            dict(ls='--', color='C1')),
-          'eval/noisy_acc_vs_clean_label': ('train, noisy (true label)',
-                                            dict(ls=':', color='C1')),
-          'eval/test_acc': ('test', dict(ls='-.', color='C2'))}
+# Its heading in the report (experiments.report).
+TITLE = 'Accuracy on clean, noisy and test examples'
+
+# Metrics of the evaluation measurement, whatever its name.
+CURVES = {'clean_acc': ('train, clean examples', dict(ls='-', color='C0')),
+          'noisy_acc_vs_noisy_label': ('train, noisy (noisy label)',
+                                       dict(ls='--', color='C1')),
+          'noisy_acc_vs_clean_label': ('train, noisy (true label)',
+                                       dict(ls=':', color='C1')),
+          'test_acc': ('test', dict(ls='-.', color='C2'))}
 
 
 def plot(runs, out_dir):
@@ -24,13 +28,13 @@ def plot(runs, out_dir):
   fig, axes = runs_lib.panels(len(groups) + (len(groups) > 1), sharey=True)
   for ax, (label, members) in zip(axes, groups):
     for key, (name, style) in CURVES.items():
-      series = [s for s in runs_lib.metric_series(members, key)
+      series = [s for s in runs_lib.metric_series(members, 'evaluation', key)
                 if any(v == v for v in s[1])]  # NaN: no such examples
       runs_lib.mean_and_spread(ax, series, label=name, **style)
     runs_lib.title(ax, runs_lib.setting_title(label, members))
     ax.set(xlabel='step', ylim=(0, 1.02))
-  if len(groups) > 1 and not runs_lib.overlay(axes[-1], groups,
-                                              'eval/test_acc', 'test accuracy'):
+  if len(groups) > 1 and not runs_lib.overlay(
+      axes[-1], groups, 'evaluation', 'test_acc', 'test accuracy'):
     runs_lib.note(axes[-1], 'fewer than two settings have a test accuracy')
   runs_lib.ylabel(axes, 'accuracy')
   runs_lib.legend_once(fig, axes[:len(groups)])

@@ -13,9 +13,12 @@ one color each.
 """
 from . import runs as runs_lib
 
+# Its heading in the report (experiments.report).
+TITLE = 'm-coherence over training'
+
 
 def _m(run):
-  return run.config['measurements'].get('probe', {}).get('m')
+  return run.measurement_config('coherence').get('m')
 
 
 def plot(runs, out_dir):
@@ -26,10 +29,11 @@ def plot(runs, out_dir):
   for ax, (label, members) in zip(axes, groups):
     for probe, style in runs_lib.PROBE_STYLE.items():
       runs_lib.mean_and_spread(ax, runs_lib.metric_series(
-          members, f'probe/{probe}/m_coherence'), label=probe, **style)
+          members, 'coherence', f'{probe}/m_coherence'), label=probe, **style)
     ax.axhline(1.0, color='gray', lw=0.8, label='_1')
     missing = [p for p in runs_lib.PROBES
-               if not runs_lib.metric_series(members, f'probe/{p}/m_coherence')]
+               if not runs_lib.metric_series(members, 'coherence',
+                                             f'{p}/m_coherence')]
     why = ''.join(f'\n(no {p} probe: {runs_lib.why_no_probe(members[0], p)})'
                   for p in missing)
     runs_lib.title(ax, runs_lib.setting_title(label, members) + why)
@@ -37,7 +41,7 @@ def plot(runs, out_dir):
     runs_lib.step_axis(ax)
   if len(groups) > 1:
     ax = axes[-1]
-    if runs_lib.overlay(ax, groups, 'probe/test/m_coherence',
+    if runs_lib.overlay(ax, groups, 'coherence', 'test/m_coherence',
                         'test m-coherence'):
       ax.set_yscale('log')
       runs_lib.step_axis(ax)

@@ -12,6 +12,9 @@ log axes, the gray line the orthogonal baseline 1.
 """
 from . import runs as runs_lib
 
+# Its heading in the report (experiments.report).
+TITLE = "m-coherence against the probe set's loss"
+
 
 def plot(runs, out_dir):
   if not runs_lib.measuring(runs, 'coherence', 'coherence_loss'):
@@ -23,8 +26,8 @@ def plot(runs, out_dir):
     drawn = False
     for probe, style in runs_lib.PROBE_STYLE.items():
       for i, run in enumerate(members):
-        loss = run.series.get(f'probe/{probe}/mean_loss')
-        mc = run.series.get(f'probe/{probe}/m_coherence')
+        loss = run.series.get(run.key('coherence', f'{probe}/mean_loss'))
+        mc = run.series.get(run.key('coherence', f'{probe}/m_coherence'))
         if not loss or not mc:
           continue
         # The two are logged together; keep the steps both have.

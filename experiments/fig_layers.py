@@ -13,19 +13,22 @@ import numpy as np
 
 from . import runs as runs_lib
 
+# Its heading in the report (experiments.report).
+TITLE = 'Per-layer-group m-coherence'
+
 
 def _matrix(members, probe):
   """(groups, steps, log10 m-coherence [group, step]) of one probe set,
   averaged over the seeds at the steps all of them have; Nones if none
   measured it."""
-  prefix = f'probe/{probe}/per_group/'
   run = members[0]
+  prefix = run.key('coherence', f'{probe}/per_group/')
   groups = [k[len(prefix):-len('/m_coherence')] for k in run.series
             if k.startswith(prefix) and k.endswith('/m_coherence')]
   if not groups:
     return None, None, None
   series = [s for g in groups for s in runs_lib.metric_series(
-      members, f'{prefix}{g}/m_coherence')]
+      members, 'coherence', f'{probe}/per_group/{g}/m_coherence')]
   steps, values = runs_lib.common_steps(series)  # [group x seed, step]
   logs = np.log10(np.maximum(values, 1e-6)).reshape(len(groups), -1,
                                                     len(steps))

@@ -20,6 +20,9 @@ from cgjax import storage
 
 from . import runs as runs_lib
 
+# Its heading in the report (experiments.report).
+TITLE = 'When examples are learned'
+
 # Clean drawn wide underneath: noisy examples against their original label
 # often follow it closely (the network generalizes before it memorizes).
 CURVES = {('clean', ''): ('clean', dict(color='C0', lw=3, alpha=0.7)),

@@ -12,6 +12,9 @@ noisy, triangle test), not joined across the log axis.
 """
 from . import runs as runs_lib
 
+# Its heading in the report (experiments.report).
+TITLE = 'm-coherence and the metrics it is compared with'
+
 METRICS = {'alpha': 'alpha = m-coh / m', 'avg_cosine': 'avg pairwise cosine',
            'stiffness/cos_same_class': 'cos stiffness, same class',
            'stiffness/cos_diff_class': 'cos stiffness, diff. class',
@@ -34,7 +37,8 @@ def plot(runs, out_dir):
       drawn = False
       for probe, style in runs_lib.PROBE_STYLE.items():
         drawn |= runs_lib.mean_and_spread(ax, runs_lib.metric_series(
-            members, f'probe/{probe}/{metric}'), label=probe, **style)
+            members, 'coherence', f'{probe}/{metric}'), label=probe,
+            **style)
       if row == 0:
         runs_lib.title(ax, runs_lib.setting_title(label, members))
       if ax is axes[row][0]:

@@ -13,11 +13,14 @@ import numpy as np
 
 from . import runs as runs_lib
 
+# Its heading in the report (experiments.report).
+TITLE = 'm-coherence of the named layers (first conv, intermediate, final dense)'
+
 
 def named_layers(runs) -> list[str]:
   layers = []
   for run in runs:
-    for path in run.config['measurements'].get('probe', {}).get('layers', ()):
+    for path in run.measurement_config('coherence').get('layers', ()):
       if path not in layers:
         layers.append(path)
   return layers
@@ -44,7 +47,8 @@ def plot(runs, out_dir):
       for probe, style in runs_lib.PROBE_STYLE.items():
         series = [(steps, values) for steps, values in
                   runs_lib.metric_series(
-                      members, f'probe/{probe}/per_layer/{layer}/m_coherence')
+                      members, 'coherence',
+                      f'{probe}/per_layer/{layer}/m_coherence')
                   if np.isfinite(values).all()]
         drawn |= runs_lib.mean_and_spread(ax, series, label=probe, **style)
       runs_lib.title(ax, f'{runs_lib.setting_title(label, members)}: {layer}')

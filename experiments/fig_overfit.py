@@ -13,6 +13,9 @@ import numpy as np
 
 from . import runs as runs_lib
 
+# Its heading in the report (experiments.report).
+TITLE = 'Adjusted overfit per setting'
+
 PANELS = {'adjusted_overfit': 'adjusted overfit',
           'test_acc': 'test accuracy',
           'noisy_acc_vs_noisy_label': 'train acc, noisy (noisy label)'}
@@ -25,8 +28,7 @@ def plot(runs, out_dir):
                               height=1.2 + 0.35 * len(groups), sharey=True)
   for ax, (key, title) in zip(axes, PANELS.items()):
     for i, (_, members) in enumerate(groups):
-      finals = [r.final(f'{r.measurement("evaluation")}/{key}')
-                for r in members if r.measurement('evaluation')]
+      finals = [r.final(r.key('evaluation', key)) for r in members]
       finals = np.array([v for v in finals if v == v])
       if not len(finals):
         continue

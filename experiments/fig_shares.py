@@ -13,6 +13,9 @@ later the corrupt examples take over. Seeds: mean line and min-max band.
 """
 from . import runs as runs_lib
 
+# Its heading in the report (experiments.report).
+TITLE = 'Shares of the loss decrease: pristine vs corrupt'
+
 CURVES = {'f_p': ('f_p (pristine)', dict(color='C0')),
           'f_c': ('f_c (corrupt)', dict(color='C1')),
           'null_f_p': ('null f_p', dict(color='C0', ls=':')),
@@ -32,7 +35,7 @@ def plot(runs, out_dir):
     drawn = False
     for key, (word, style) in CURVES.items():
       drawn |= runs_lib.mean_and_spread(
-          ax, runs_lib.metric_series(members, f'{name}/{key}'), label=word,
+          ax, runs_lib.metric_series(members, 'loss_shares', key), label=word,
           **style)
     if not drawn:
       runs_lib.note(ax, 'no shares: the batches hold only pristine or only '

@@ -2,51 +2,48 @@
 
     python -m experiments.report SWEEP_DIR [SWEEP_DIR ...] [--out FIRST/report]
 
-Runs each figure script (coherence, accuracy, per-layer heatmaps, metrics
-comparison) on the sweep's runs and writes OUT/index.html next to the PNGs
-and PDFs; open it in a browser. The table gives, per run: final train
-accuracy on clean and noisy examples, test accuracy, and the peak
-m-coherence of each probe set with its step (the peak of a running median
+Runs each figure script that the runs' measurements declare (their
+`FIGURES`: coherence, accuracy, per-layer heatmaps, ...) on the sweep's runs
+and writes OUT/index.html next to the PNGs and PDFs; open it in a browser.
+The table gives, per run: the final value of each headline metric its
+measurements declare (accuracies, adjusted overfit, m-coherence), and the
+peak m-coherence of each probe set with its step (the peak of a running median
 over 5 consecutive probes: one unstable probe does not make a peak). Given
 noise sweeps, one dir per seed, the page also has the claims table of
 experiments/claims.py.
 """
 import argparse
 import html
+import importlib
 import os
 
+from cgjax import measurements
+from cgjax import plugins
 from cgjax import storage
 
 from . import claims
-from . import fig_accuracy
-from . import fig_coherence
-from . import fig_coherence_loss
-from . import fig_layers
-from . import fig_learning
-from . import fig_metrics
-from . import fig_named_layers
-from . import fig_overfit
-from . import fig_shares
 from . import runs as runs_lib
 
-FIGURES = {
-    'm-coherence over training': fig_coherence,
-    'm-coherence against the probe set\'s loss': fig_coherence_loss,
-    'Accuracy on clean, noisy and test examples': fig_accuracy,
-    'Per-layer-group m-coherence': fig_layers,
-    'm-coherence of the named layers (first conv, intermediate, final dense)':
-        fig_named_layers,
-    'm-coherence and the metrics it is compared with': fig_metrics,
-    'When examples are learned': fig_learning,
-    'Shares of the loss decrease: pristine vs corrupt': fig_shares,
-    'Adjusted overfit per setting': fig_overfit,
-}
+
+def figure_modules(runs) -> list:
+  """The figure modules that the runs' measurements declare (`FIGURES`:
+  modules of this package, or module paths), in the measurements' order."""
+  configs = {}
+  for run in runs:
+    configs.update({name: cfg.to_dict() for name, cfg in
+                    run.config.measurements.items()})
+  return [importlib.import_module(f'.{name}' if '.' not in name else name,
+                                  __package__)
+          for name in measurements.figures(configs)]
 
 
 def table(runs) -> tuple[list[str], list[list[str]]]:
-  header = ['run', 'setting', 'train acc (clean)', 'train acc (noisy, noisy label)',
-            'test acc'] + [f'peak m-coh {p} (step; running median of 5)'
-                         for p in runs_lib.PROBES]
+  """Per run: the final value of each headline metric its measurements
+  declare, and the peak m-coherence of each probe set with its step."""
+  headline = sorted({k for run in runs for k in measurements.headline_keys(
+      run.config.measurements, run.series)})
+  header = ['run', 'setting'] + [f'{k} (final)' for k in headline] + [
+      f'peak m-coh {p} (step; running median of 5)' for p in runs_lib.PROBES]
   rows = []
   # The path below what all runs share: the trial, or seed dir / trial.
   top = os.path.commonpath([r.workdir for r in runs]) if len(runs) > 1 else ''
@@ -54,12 +51,11 @@ def table(runs) -> tuple[list[str], list[list[str]]]:
     name = (os.path.relpath(run.workdir, top) if top
             else os.path.basename(run.workdir))
     row = [name, run.label]
-    for key in ('eval/clean_acc', 'eval/noisy_acc_vs_noisy_label',
-                'eval/test_acc'):
+    for key in headline:
       v = run.final(key)
       row.append('-' if v != v else f'{v:.3f}')
     for probe in runs_lib.PROBES:
-      v, step = run.peak(f'probe/{probe}/m_coherence')
+      v, step = run.peak(run.key('coherence', f'{probe}/m_coherence'))
       row.append('-' if step < 0 else f'{v:.2f} ({step})')
     rows.append(row)
   # Columns no run has (peak m-coherence without probes) are left out.
@@ -122,7 +118,8 @@ def build(sweep_dirs: list[str], out_dir: str) -> str:
            'PNG.</p>',
            _html_table(*table(runs))]
   parts += _claims(sweep_dirs)
-  for title, module in FIGURES.items():
+  for module in figure_modules(runs):
+    title = getattr(module, 'TITLE', module.__name__)
     png = module.plot(runs, out_dir)
     if png is None:  # the figure does not apply to these runs
       parts.append(f'<h2>{html.escape(title)}</h2><p>not drawn: these runs '
@@ -146,6 +143,7 @@ def main():
   parser.add_argument('--out', default='',
                       help='default: FIRST_SWEEP_DIR/report')
   args = parser.parse_args()
+  plugins.search(os.getcwd(), 'the current directory')
   build(args.sweep_dirs,
         args.out or storage.join(args.sweep_dirs[0], 'report'))
 

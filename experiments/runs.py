@@ -1,11 +1,10 @@
-"""Loading runs for the figure scripts: sweep dirs or workdirs -> `Run`s.
+"""Loading runs for the figure scripts: sweep dirs or workdirs -> the `Run`s
+of cgjax.runs (the one reader of a workdir), labeled and sorted.
 
 Every figure script takes paths that are either run workdirs (with
 metrics.jsonl) or sweep dirs (whose subdirectories are), and `--out DIR`.
 """
 import argparse
-import collections
-import dataclasses
 import json
 import os
 import textwrap
@@ -30,54 +29,7 @@ PROBE_STYLE = {'clean': dict(ls='-', color='C0'),
                'train': dict(ls='-.', color='C3')}
 
 
-@dataclasses.dataclass
-class Run:
-  workdir: str
-  noise: float
-  config: dict
-  series: dict  # metric name -> (steps, values)
-  label: str = ''  # what sets it apart from the other runs found with it
-
-  def measurement(self, type_name: str) -> str | None:
-    """The name of the run's first measurement of that type, if any."""
-    return next((name for name, m in sorted(
-        self.config.get('measurements', {}).items())
-                 if m.get('type') == type_name), None)
-
-  def final(self, name: str) -> float:
-    steps, values = self.series.get(name, ((), ()))
-    return values[-1] if values else float('nan')
-
-  def peak(self, name: str, width: int = 5) -> tuple[float, int]:
-    """(max, its step) of a metric's running median over `width` consecutive
-    values, so that one unstable probe cannot make a peak; (nan, -1) when
-    absent."""
-    steps, values = self.series.get(name, ((), ()))
-    if not values:
-      return float('nan'), -1
-    smooth = running_median(values, width)
-    i = int(np.argmax(smooth))
-    return float(smooth[i]), steps[i]
-
-
-def running_median(values, width: int) -> np.ndarray:
-  """Median of each value and its width // 2 neighbours on either side."""
-  values = np.asarray(values, float)
-  half = width // 2
-  return np.array([np.median(values[max(0, i - half):i + half + 1])
-                   for i in range(len(values))])
-
-
-def load(workdir: str) -> Run:
-  series = collections.defaultdict(lambda: ([], []))
-  for row in workdir_lib.read_metrics(workdir):
-    series[row['name']][0].append(row['step'])
-    series[row['name']][1].append(row['value'])
-  config = workdir_lib.read_config(workdir)
-  return Run(workdir, float(config['noise']['rate']), config, dict(series))
-
-
-def find(paths: list[str]) -> list[Run]:
+def find(paths: list[str]) -> list[runs_api.Run]:
   """Runs under `paths` (workdirs or sweep dirs) that logged metrics, sorted
   by noise rate, then in sweep order."""
   found = []  # (workdir, sweep overrides or None)
@@ -89,9 +41,12 @@ def find(paths: list[str]) -> list[Run]:
       raise SystemExit(f'error: {err}') from None
   if not found:
     raise SystemExit(f'error: no run (a dir with metrics.jsonl) in {paths}')
-  runs = [load(w) for w, _ in found]
-  for run, label in zip(runs, labels(runs, [o for _, o in found])):
-    run.label = label
+  try:
+    runs = [runs_api.Run(w, o or {}) for w, o in found]
+    for run, label in zip(runs, labels(runs, [o for _, o in found])):
+      run.label = label
+  except ValueError as err:  # a config.json refused (cgjax.runs)
+    raise SystemExit(f'error: {err}') from None
   return sorted(runs, key=lambda r: r.noise)
 
 
@@ -104,7 +59,7 @@ def labels(runs, overrides=None) -> list[str]:
     return key.split('.', 1)[-1]
 
   flat = [{k: json.dumps(v) for k, v in coherence.flatten(
-      r.config, sep='.').items()} for r in runs]
+      r.config.to_dict(), sep='.').items()} for r in runs]
   if overrides and all(o is not None for o in overrides):
     chosen = [{k: v for k, v in o.items() if k != 'seed'} for o in overrides]
   else:
@@ -122,7 +77,7 @@ def labels(runs, overrides=None) -> list[str]:
   return out
 
 
-def settings(runs) -> list[tuple[str, list[Run]]]:
+def settings(runs) -> list[tuple[str, list[runs_api.Run]]]:
   """Runs grouped by label (seeds of one setting together), in order."""
   groups = {}
   for run in runs:
@@ -159,7 +114,7 @@ def why_no_probe(run, probe: str) -> str:
   skipped by the coherence measurement (noisy ones at noise 0: none)."""
   if probe == 'noisy' and run.noise == 0:
     return 'no noisy examples at noise 0'
-  m = run.config['measurements'].get('probe', {}).get('m')
+  m = run.measurement_config('coherence').get('m')
   return f'fewer {probe} examples than m = {m}'
 
 
@@ -175,11 +130,11 @@ def setting_colors(n: int) -> list:
   return [plt.cm.viridis(x) for x in np.linspace(0, 0.85, n)]
 
 
-def overlay(ax, groups, name: str, ylabel: str) -> bool:
-  """`name` of every setting in one panel, one color per setting (seeds:
+def overlay(ax, groups, type_name: str, metric: str, ylabel: str) -> bool:
+  """`metric` of a measurement type of every setting in one panel, one color per setting (seeds:
   mean and band), with its own legend beside it; False (nothing drawn) where fewer
   than two settings measured it."""
-  measured = [(label, metric_series(members, name))
+  measured = [(label, metric_series(members, type_name, metric))
               for label, members in groups]
   measured = [(label, series) for label, series in measured if series]
   if len(measured) < 2:
@@ -231,9 +186,11 @@ def mean_and_spread(ax, series, label=None, **style):
   return True
 
 
-def metric_series(runs, name) -> list:
-  """(steps, values) of `name` in each run that logged it."""
-  return [r.series[name] for r in runs if name in r.series]
+def metric_series(runs, type_name: str, metric: str) -> list:
+  """(steps, values) of a measurement type's `metric` (its key below the
+  measurement's name) in each run that logged it."""
+  keys = [(r, r.key(type_name, metric)) for r in runs]
+  return [r.series[k] for r, k in keys if k in r.series]
 
 
 def measuring(runs, type_name: str, figure: str) -> bool:

@@ -17,10 +17,11 @@ import numpy as np
 
 from . import runs as runs_lib
 
-COLUMNS = {'eval/clean_acc': 'train acc, clean',
-           'eval/noisy_acc_vs_noisy_label': 'train acc, noisy (noisy label)',
-           'eval/noisy_acc_vs_clean_label': 'train acc, noisy (true label)',
-           'eval/test_acc': 'test acc'}
+# Metrics of the evaluation measurement, whatever its name.
+COLUMNS = {'clean_acc': 'train acc, clean',
+           'noisy_acc_vs_noisy_label': 'train acc, noisy (noisy label)',
+           'noisy_acc_vs_clean_label': 'train acc, noisy (true label)',
+           'test_acc': 'test acc'}
 
 
 def label(run) -> str:
@@ -41,7 +42,7 @@ def table(runs) -> str:
   for name, members in groups:
     cells = []
     for key in COLUMNS:
-      values = np.array([r.final(key) for r in members])
+      values = np.array([r.final(r.key('evaluation', key)) for r in members])
       cells.append(f'{values.mean():.3f}' + (
           f' +- {(values.max() - values.min()) / 2:.3f}' if seeds > 1 else ''))
     lines.append(f'| {name} | {members[0].noise:g} | ' + ' | '.join(cells)
@@ -63,8 +64,10 @@ def plot(runs, out_dir) -> str:
   fig, axes = runs_lib.panels(len(COLUMNS), width=3.8, sharey=True)
   for ax, (key, title) in zip(axes, COLUMNS.items()):
     for i, (name, members) in enumerate(_groups(runs)):
-      seen = [([s * r.config['batch_size'] / 1000 for s in r.series[key][0]],
-               r.series[key][1]) for r in members if key in r.series]
+      series = [(r, r.series.get(r.key('evaluation', key), ((), ())))
+                for r in members]
+      seen = [([s * r.config['batch_size'] / 1000 for s in steps], values)
+              for r, (steps, values) in series if steps]
       runs_lib.mean_and_spread(ax, seen, label=name, color=f'C{i}')
     ax.set(title=title, xlabel='examples seen (thousands)', ylim=(0, 1.02))
   axes[0].set_ylabel('accuracy')

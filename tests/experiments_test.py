@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 
+from cgjax import runs
 from experiments import learning_dynamics
 from experiments import report
 from experiments import runs as runs_lib
@@ -64,7 +65,7 @@ def test_runs_are_labeled_by_sweep_overrides_seeds_aside():
   def run(seed, rate, aggregator, c):
     config = {'seed': seed, 'noise': {'rate': rate},
               'optim': {'aggregator': aggregator, 'winsorize_c': c}}
-    return runs_lib.Run('', rate, config, {})
+    return runs.Run.in_memory(config, {})
   runs = [run(0, 0.5, 'mean', 1), run(1, 0.5, 'mean', 1),
           run(0, 0.5, 'winsorize', 4)]
   overrides = [{'optim.aggregator': 'mean', 'seed': 0},

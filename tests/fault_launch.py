@@ -15,8 +15,10 @@ FAULT, raised right after the metrics of STEP are written:
         threads do on a full disk)
 and the moments of a crash before or between commits (SIGKILL; STEP is
 ignored where no step applies):
-  KILL_IMPORTS     while launch.py imports the train loop
-  KILL_COMPILE     while the train step is traced and compiled
+  KILL_IMPORTS     while launch.py imports the train loop (INT_IMPORTS:
+                   SIGINT there instead)
+  KILL_COMPILE     while the train step is traced and compiled (INT_COMPILE:
+                   SIGINT there instead)
   KILL_IN_MEASURE  as the measurements of STEP start (a probe)
   KILL_IN_SAVE     right after the asynchronous checkpoint save of STEP
                    started, while orbax writes it
@@ -74,7 +76,8 @@ def main():
       os.kill(os.getpid(), signal.SIGKILL)
     return measure(self, state, step, *args, **kwargs)
 
-  if fault == 'KILL_COMPILE':
+  signum = signal.SIGINT if fault.startswith('INT_') else signal.SIGKILL
+  if fault in ('KILL_COMPILE', 'INT_COMPILE'):
     from cgjax import train  # pylint: disable=g-import-not-at-top
     make_step = train.make_train_step
 
@@ -82,13 +85,13 @@ def main():
       step = make_step(*args, **kwargs)
 
       def traced(state, batch):  # runs while jax.jit traces it
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signum)
         return step(state, batch)
       return traced
 
     train.make_train_step = killed_in_compile
-  if fault == 'KILL_IMPORTS':
-    sys.meta_path.insert(0, _KillOnImport('cgjax.session'))
+  if fault in ('KILL_IMPORTS', 'INT_IMPORTS'):
+    sys.meta_path.insert(0, _SignalOnImport('cgjax.session', signum))
 
   workdir.MetricWriter.write = faulty_write
   measurements.Measurements.run = interrupted_run
@@ -97,16 +100,16 @@ def main():
   runpy.run_path(LAUNCH, run_name='__main__')
 
 
-class _KillOnImport:
-  """A meta path finder that kills the process when `name` is imported."""
+class _SignalOnImport:
+  """A meta path finder that signals the process when `name` is imported."""
 
-  def __init__(self, name):
-    self._name = name
+  def __init__(self, name, signum):
+    self._name, self._signum = name, signum
 
   def find_spec(self, name, path=None, target=None):
     del path, target
     if name == self._name:
-      os.kill(os.getpid(), signal.SIGKILL)
+      os.kill(os.getpid(), self._signum)
 
 
 if __name__ == '__main__':

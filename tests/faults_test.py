@@ -182,12 +182,15 @@ def test_out_of_range_fields_are_refused_before_writing(tmp_path, overrides,
   assert not (tmp_path / 'w').exists()
 
 
-def test_non_finite_evaluation_or_probe_values_mean_divergence():
-  assert train._non_finite({'eval/test_loss': float('nan'),  # pylint: disable=protected-access
-                            'probe/clean/sum_of_sq_norms': float('inf'),
-                            'probe/clean/m_coherence': float('nan'),
-                            'train/loss': 1.0}) == [
-                                'eval/test_loss', 'probe/clean/sum_of_sq_norms']
+def test_the_probe_declares_which_of_its_values_mean_divergence():
+  """m-coherence is 0/0 for all-zero gradients (every example fitted): only
+  the probe's loss and norms are checked; other measurements check every
+  value (the default; a plug-in's is tested in lifecycle_test)."""
+  from cgjax.measurements import coherence  # pylint: disable=g-import-not-at-top
+  assert coherence.diverges('clean/mean_loss')
+  assert coherence.diverges('clean/per_layer/dense0/kernel/sum_of_sq_norms')
+  assert not coherence.diverges('clean/m_coherence')
+  assert not coherence.diverges('clean/alpha')
 
 
 def test_a_sweep_skips_failed_trials_unless_asked(tmp_path):

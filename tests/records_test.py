@@ -60,7 +60,7 @@ def test_a_run_without_its_checkpoints_or_metrics_is_refused(finished,
   for name in litter:  # temp files of writes that died midway
     (workdir / name).write_text('half')
   refused = _launch(workdir, check=False)
-  _one_error_line(refused, 'no checkpoint to resume from', '--restart')
+  _one_error_line(refused, 'its checkpoint of step 12 is gone', '--restart')
   for name in litter:
     assert f'removed {name}, left by a write that died midway' in (
         refused.stdout), refused.stdout

@@ -69,7 +69,11 @@ class Lock:
   """
   HEARTBEAT = 10.0
 
-  def __init__(self, workdir: str, stale_after: float):
+  def __init__(self, workdir: str, stale_after: float,
+               writer: bool | None = None):
+    """`writer`: whether this process takes it (default: process 0 of the
+    run; a sweep driver, which starts no JAX backend, says so itself)."""
+    self._writer = writer
     self._workdir = workdir
     self._path = storage.join(workdir, 'lock.json')
     self._stale_after = stale_after
@@ -80,7 +84,7 @@ class Lock:
                   'token': uuid.uuid4().hex}
 
   def acquire(self):
-    if not is_writer():
+    if not (is_writer() if self._writer is None else self._writer):
       return self
     storage.makedirs(self._workdir)
     for _ in range(3):  # another launch may be taking it over at once

@@ -292,14 +292,13 @@ def check_records(workdir: str, checkpoint_steps: list[int]):
   checkpoint). Rows and files that a crash left past the commit point are
   no evidence: the relaunch drops them."""
   committed = committed_step(read_status_file(workdir))
-  how = (' --restart moves the old records to WORKDIR/restart_N/ and starts '
-         'over')
+  how = ('relaunch with --restart (it moves the old records to '
+         'WORKDIR/restart_N/ and starts over)')
   if checkpoint_steps and not has_metrics(workdir):
     raise RecordsAtRisk(
         f'{storage.join(workdir, "metrics.jsonl")} is missing but the run has '
         f'checkpoints up to step {max(checkpoint_steps)}: resuming would keep '
-        'only the rows after it; restore the file, or relaunch with --restart'
-        f' (it{how[1:]})')
+        f'only the rows after it; restore the file, or {how}')
   if committed is not None and max(checkpoint_steps, default=-1) < committed:
     found = (f'the newest is step {max(checkpoint_steps)}' if checkpoint_steps
              else f'{storage.join(workdir, "checkpoints")} is missing or '
@@ -307,7 +306,7 @@ def check_records(workdir: str, checkpoint_steps: list[int]):
     raise RecordsAtRisk(
         f'{workdir} holds a run whose checkpoint of step {committed} is gone '
         f'({found}): a relaunch would replace its records with fewer; '
-        f'restore the checkpoints, or relaunch with --restart (it{how[1:]})')
+        f'restore the checkpoints, or {how}')
 
 
 def set_aside_records(workdir: str) -> str | None:
