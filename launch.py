@@ -284,8 +284,12 @@ def _check_flags(argv):
 
 def main(argv):
   _check_flags(argv)
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # orbax/jax INFO lines drown progress
+  if not flags.FLAGS['verbosity'].present and not _TRACEBACK.value:
+    # cgjax reports every error itself, in one line naming the file: the
+    # libraries' own logs (orbax logs each failed writer thread of a full
+    # disk with its traceback, ~320 lines) only with --verbosity or
+    # --traceback.
+    logging.set_verbosity(logging.FATAL)
   if _SWEEP.value:
     return run_sweep(sys.argv)
   from cgjax import parallel  # pylint: disable=g-import-not-at-top
@@ -460,6 +464,16 @@ def run_sweep(argv):
     sys.exit(f'error: trials not done: {", ".join(failed)} (see their log.txt)')
 
 
+def _thread_failed(args):
+  """A library's background thread that fails (a writer on a full disk)
+  says so in one line, not a traceback; the run reports the error itself
+  where it matters."""
+  if not issubclass(args.exc_type, (SystemExit, OSError)):  # a storage
+    # error is the run's own to report (it names the file)
+    print(f'[cgjax] warning: background thread {args.thread.name} failed: '
+          f'{_one_line(args.exc_value)}', file=sys.stderr, flush=True)
+
+
 def run():
   """The command line: `python launch.py`, `python -m cgjax.launch` or the
   installed `cgjax-train`."""
@@ -470,6 +484,7 @@ def run():
     sys.exit(0)
   from cgjax import stops  # pylint: disable=g-import-not-at-top
   stops.install()  # before JAX is imported: Ctrl-C is honoured at once
+  threading.excepthook = _thread_failed
   try:
     sys.argv = with_config_path(sys.argv)
     from cgjax import plugins  # pylint: disable=g-import-not-at-top

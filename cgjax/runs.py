@@ -99,8 +99,9 @@ class Run:
   def measurement(self, type_name: str) -> str | None:
     """The name of the run's first measurement of that type, if any: where
     its metrics are (`eval` for evaluation's `eval/test_acc`)."""
-    return next((name for name, m in sorted(self.config.measurements.items())
-                 if m.type == type_name), None)
+    return next((name for name, m in sorted(
+        self.config.get('measurements', {}).items())
+                 if m.get('type') == type_name), None)
 
   def measurement_config(self, type_name: str) -> ml_collections.ConfigDict:
     """The config of the run's first measurement of that type ({} if none)."""

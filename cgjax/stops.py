@@ -9,9 +9,12 @@ swallowed by Python (`Exception ignored in: <function _xla_gc_callback>`:
 the run then trained to done), so the request is recorded first and the
 run checks it before its first write. From then on a signal only records:
 the train loop stops at the end of its step, checkpoints it and exits 75
-(SIGTERM) or 130 (SIGINT); long measurements check between chunks.
+(SIGTERM) or 130 (SIGINT); long measurements check between chunks. A second
+signal ends the process at once (a run stuck on a hung store would never
+reach the end of its step); the commit point makes that safe.
 Imports nothing heavy, so that it can be installed before JAX is.
 """
+import os
 import signal
 import sys
 import threading
@@ -35,6 +38,11 @@ class StoppedBeforeWriting(SystemExit):
 
 def _handle(signum, frame):
   del frame
+  if REQUESTS:  # a second request: a stuck run (a hung store) ends now
+    print(f'[cgjax] {SIGNALS[signum][0]} again: exiting at once; the '
+          'relaunch resumes from the last finished checkpoint',
+          file=sys.stderr, flush=True)
+    os._exit(SIGNALS[signum][1])  # pylint: disable=protected-access
   REQUESTS.append(SIGNALS[signum])
   if not _state['writing']:
     raise StoppedBeforeWriting(*SIGNALS[signum])

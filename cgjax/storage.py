@@ -140,9 +140,11 @@ def write_atomic(path: str, data: str | bytes):
     with open(tmp, 'wb' if binary else 'w') as f:  # pylint: disable=unspecified-encoding
       f.write(data)
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as err:
     with contextlib.suppress(OSError):
       os.remove(tmp)
+    if isinstance(err, OSError) and err.errno:  # named: the file, not tmp
+      raise OSError(err.errno, err.strerror, path) from None
     raise
 
 

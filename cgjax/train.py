@@ -268,7 +268,7 @@ def evaluate(config, workdir: str, step: int | None = None,
   session.log(f'evaluating {workdir} at step {step} (checkpoint)')
   for line in measurements.describe():
     session.log(line)
-  scalars = measurements.run(state, step, log=_log, every=True)
+  scalars = measurements.run(state, step, log=session.log, every=True)
   measurements.finalize(out_dir)
   workdir_lib.write_json(out_dir, 'metrics.json',
                          {'step': step, 'metrics': scalars})

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from cgjax import runs
+from cgjax import runs as runs_api
 from experiments import learning_dynamics
 from experiments import report
 from experiments import runs as runs_lib
@@ -65,7 +65,7 @@ def test_runs_are_labeled_by_sweep_overrides_seeds_aside():
   def run(seed, rate, aggregator, c):
     config = {'seed': seed, 'noise': {'rate': rate},
               'optim': {'aggregator': aggregator, 'winsorize_c': c}}
-    return runs.Run.in_memory(config, {})
+    return runs_api.Run.in_memory(config, {})
   runs = [run(0, 0.5, 'mean', 1), run(1, 0.5, 'mean', 1),
           run(0, 0.5, 'winsorize', 4)]
   overrides = [{'optim.aggregator': 'mean', 'seed': 0},
@@ -87,7 +87,8 @@ def test_winsorize_study_table_over_seeds(tmp_path):
   def trial(path, seed, aggregator, noisy_acc):
     os.makedirs(path)
     config = {'seed': seed, 'noise': {'rate': 0.5}, 'batch_size': 100,
-              'optim': {'aggregator': aggregator, 'winsorize_c': 4}}
+              'optim': {'aggregator': aggregator, 'winsorize_c': 4},
+              'measurements': {'eval': {'type': 'evaluation'}}}
     json.dump(config, open(os.path.join(path, 'config.json'), 'w'))
     rows = [{'step': 10, 'name': k, 'value': v} for k, v in (
         ('eval/clean_acc', 0.9), ('eval/noisy_acc_vs_noisy_label', noisy_acc),
@@ -103,10 +104,12 @@ def test_winsorize_study_table_over_seeds(tmp_path):
   assert '| SGD (mean, c=0) | 0.5 | 0.900 +- 0.000 | 0.250 +- 0.050 |' in text
   assert '| winsorize c=4 | 0.5 | 0.900 +- 0.000 | 0.080 +- 0.020 |' in text
   assert 'over 2 seeds' in text
-  # The report of runs that measure accuracy only: those figures, and a note
-  # for each of the others instead of a grid of empty panels.
+  # The report of runs that measure accuracy only: the figures that the
+  # evaluation declares, none of the probe's.
   page = open(report.build([str(tmp_path / 's0')], str(tmp_path / 'r'))).read()
-  assert page.count('not drawn: these runs do not measure it') == 7
+  assert '<h2>Accuracy on clean, noisy and test examples</h2>' in page
+  assert '<h2>Adjusted overfit per setting</h2>' in page
+  assert 'm-coherence' not in page.split('<h2>', 1)[1]
   assert sorted(f for f in os.listdir(tmp_path / 'r') if f.endswith(
       '.png')) == ['accuracy.png', 'overfit.png']
 
@@ -178,8 +181,8 @@ def test_report_on_runs_without_probes_and_a_non_noise_sweep(tmp_path):
   page = open(report.build([str(tmp_path)], str(tmp_path / 'out'))).read()
   assert 'Claims' not in page  # the settings differ in more than noise
   assert 'peak m-coh' not in page  # no run has probes: no empty columns
-  assert page.count('not drawn: these runs do not measure it') == 7
-  assert page.count('<img') == 2  # accuracy and overfit
+  # The evaluation's figures only (accuracy and overfit), none of a probe.
+  assert page.count('<img') == 2 and '<h2>' + 'm-coherence' not in page
 
 
 def test_a_note_panel_keeps_the_shared_axis_ticks_of_its_neighbours(

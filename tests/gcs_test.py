@@ -14,6 +14,7 @@ import pytest
 from cgjax import runs
 from cgjax import storage
 from cgjax import workdir as workdir_lib
+from cgjax.workdir import lock as lock_lib
 from tests import gcs_server
 from tests.conftest import ROOT, metric_rows
 
@@ -195,7 +196,7 @@ def test_a_suspended_owner_taken_over_stops_without_writing(
 
 
 def test_a_lock_naming_a_reused_pid_is_stale_at_once(tmp_path):
-  started = workdir_lib._started_at(os.getpid())  # pylint: disable=protected-access
+  started = lock_lib._started_at(os.getpid())  # pylint: disable=protected-access
   assert started is not None and abs(started - time.time()) < 3600 * 24 * 30
   lock = {'host': os.uname().nodename, 'pid': os.getpid(),
           'pid_start': started, 'start': time.time(),

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from cgjax import workdir as workdir_lib
+from cgjax.workdir import lock as lock_lib
 from tests.conftest import ROOT, load_params, metric_rows, run_python
 
 CONFIG = 'tests/sweep_config.py'  # 12 steps, checkpoints at 4, 8, 12
@@ -60,7 +61,7 @@ def test_a_run_without_its_checkpoints_or_metrics_is_refused(finished,
   for name in litter:  # temp files of writes that died midway
     (workdir / name).write_text('half')
   refused = _launch(workdir, check=False)
-  _one_error_line(refused, 'its checkpoint of step 12 is gone', '--restart')
+  _one_error_line(refused, 'whose checkpoint of step 12 is gone', '--restart')
   for name in litter:
     assert f'removed {name}, left by a write that died midway' in (
         refused.stdout), refused.stdout
@@ -118,7 +119,7 @@ def test_checkpoints_of_another_run_are_set_aside(finished, tmp_path):
   proc = _launch(workdir, check=False)
   assert 'checkpoints/12 belongs to another run (config fingerprint' in (
       proc.stdout), proc.stdout
-  _one_error_line(proc, 'no checkpoint to resume from')
+  _one_error_line(proc, 'whose checkpoint of step 12 is gone')
   assert sorted(os.listdir(workdir / 'unrestorable_checkpoints')) == sorted(
       str(s) for s in workdir_lib.saved_steps(str(other)))
   assert workdir_lib.read_status(str(workdir)) == 'done'
@@ -183,7 +184,7 @@ def test_evaluate_refuses_a_training_run_and_writes_where_told(finished,
                                                                tmp_path):
   workdir = _copy(finished, tmp_path)
   lock = {'host': os.uname().nodename, 'pid': os.getpid(),
-          'pid_start': workdir_lib._started_at(os.getpid()),  # pylint: disable=protected-access
+          'pid_start': lock_lib._started_at(os.getpid()),  # pylint: disable=protected-access
           'start': time.time(), 'heartbeat': time.time(), 'token': 'x'}
   (workdir / 'lock.json').write_text(json.dumps(lock))
   _one_error_line(_launch(workdir, '--evaluate', check=False), 'is training',
@@ -270,7 +271,7 @@ def test_a_sweep_leaves_live_trials_to_their_owner_and_takes_stale_ones(
     (tmp_path / trial).mkdir()
     (tmp_path / trial / 'lock.json').write_text(json.dumps(
         {'host': os.uname().nodename, 'pid': os.getpid(),
-         'pid_start': workdir_lib._started_at(os.getpid()),  # pylint: disable=protected-access
+         'pid_start': lock_lib._started_at(os.getpid()),  # pylint: disable=protected-access
          'start': 0, 'heartbeat': heartbeat, 'token': 'x'}))
   lock('noise.rate=0.0', time.time())
   lock('noise.rate=0.5', time.time() - 1000)

@@ -131,8 +131,10 @@ def test_a_measurement_from_outside_cgjax_is_run_checkpointed_and_resumed(
                                scale=2.0)})
   workdir = str(tmp_path)
   train.train_and_evaluate(config, workdir)
-  # As if the run had died before its last checkpoint: it resumes from 10.
+  # As a crash before the last checkpoint finished leaves it: no step 20,
+  # the commit point at 10. It resumes from 10.
   shutil.rmtree(os.path.join(workdir, 'checkpoints', '20'))
+  workdir_lib.set_status(workdir, 'running', 19, checkpoint=10)
   final = train.train_and_evaluate(config, workdir)
   rows = [r for r in workdir_lib.read_metrics(workdir)
           if r['name'] == 'toy/param_sq_norm']

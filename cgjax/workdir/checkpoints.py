@@ -79,13 +79,16 @@ class Checkpointer:
     is then `committed`); CheckpointFailed where it failed."""
     if self._pending is None or self._manager.is_saving_in_progress():
       return False
-    self._finish(self._manager.check_for_errors)
+    self._finish(self._manager.wait_until_finished)  # raises a failure
     return True
 
   def _finish(self, wait):
+    """Waits for the save in flight; commits its step once it is on disk."""
     step, self._pending = self._pending, None
     try:
       wait()
+      if step is not None and step not in self._manager.all_steps():
+        raise OSError(f'orbax lists no step {step} after saving it')
     except Exception as err:  # pylint: disable=broad-except
       raise CheckpointFailed(
           f'the checkpoint of step {step} ({self.path(step)}) was not saved: '

@@ -5,9 +5,9 @@ a run's files re-checks the token (`check_owner`), so a process that was
 suspended past `lock_stale_after` and taken over never writes again.
 """
 import json
-import logging
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -128,6 +128,7 @@ class Lock:
                      'was taken over; stopping without writing')
 
   def _beat(self):
+    failing = False
     while not self._stop.wait(self.HEARTBEAT):
       try:
         self.check()  # never overwrite the lock of the run that took over
@@ -135,7 +136,12 @@ class Lock:
       except LockLost:
         return  # the main thread stops at its next write
       except OSError as err:  # e.g. a full disk: the run itself reports it
-        logging.warning('cannot refresh %s: %s', self._path, err)
+        if not failing:  # once per streak, not every HEARTBEAT
+          print(f'[cgjax] warning: cannot refresh {self._path}: {err}',
+                file=sys.stderr, flush=True)
+        failing = True
+        continue
+      failing = False
 
   def release(self):
     if self._thread is None:

@@ -6,6 +6,7 @@ finished) drops them before it writes (`MetricWriter`). status.json records
 that commit point (`checkpoint`), so a relaunch can tell a crash's leftovers
 from a committed checkpoint that went missing (`check_records`).
 """
+import errno
 import json
 import os
 import re
@@ -188,11 +189,21 @@ class MetricWriter:
 
   def _events(self):
     """The one TensorBoard writer of the run, in the workdir itself (so
-    TensorBoard names the run by its workdir)."""
+    TensorBoard names the run by its workdir). tensorboardX writes in a
+    thread that dies on an OSError (a full disk), after which its queue
+    fills and every further scalar blocks forever (seen: a run hung at step
+    3 of a full tmpfs): an OSError naming the workdir instead, checked at
+    each call."""
+    if self._tb is not None and not self._events_alive():
+      raise OSError(errno.ENOSPC if _disk_full(self._workdir) else errno.EIO,
+                    'the TensorBoard event writer stopped (it could not '
+                    'write)', self._staging or self._workdir)
     if self._tb is None:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      # A deep queue: a put never waits on the writer thread, whose death
+      # is checked before each one.
       self._tb = SummaryWriter(self._staging or self._workdir,
-                               purge_step=self._purge_step)
+                               purge_step=self._purge_step, max_queue=100_000)
     return self._tb
 
   def write(self, step: int, scalars: dict):
@@ -201,13 +212,15 @@ class MetricWriter:
     lines = ''.join(json.dumps({'step': int(step), 'name': name,
                                 'value': float(value)}) + '\n'
                     for name, value in sorted(scalars.items()))
-    events = self._events()
     for name, value in sorted(scalars.items()):
-      events.add_scalar(name, float(value), int(step))
+      self._events().add_scalar(name, float(value), int(step))
     if self._local:
       check_owner(self._workdir)
-      self._file.write(lines)
-      self._file.flush()
+      try:
+        self._file.write(lines)
+        self._file.flush()
+      except OSError as err:  # name the file (a file object's error does not)
+        raise OSError(err.errno, err.strerror, self._path) from None
       return
     self._pending.append((int(step), lines))
     if time.time() - self._flushed_at >= self.FLUSH_SECONDS:
@@ -258,16 +271,27 @@ class MetricWriter:
           self._uploaded[local] = size
     self._flushed_at = time.time()
 
+  def _events_alive(self) -> bool:
+    worker = self._tb._get_file_writer().event_writer._worker  # pylint: disable=protected-access
+    return worker is None or worker.is_alive()
+
   def close(self):
     if not self._active:
       return
-    if self._tb is not None:
+    if self._tb is not None and self._events_alive():  # else close blocks
       self._tb.close()
     self.flush()
     if self._local:
       self._file.close()
     else:
       shutil.rmtree(self._staging, ignore_errors=True)
+
+
+def _disk_full(path: str) -> bool:
+  try:
+    return os.statvfs(path).f_bavail == 0
+  except OSError:
+    return False
 
 
 class RecordsAtRisk(Refused):
