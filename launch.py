@@ -308,10 +308,13 @@ def main(argv):
                         if k in os.environ)
     if assigned:  # e.g. a trial of a --parallel sweep on a GPU host
       print(f'[cgjax] devices: {assigned}', flush=True)
+  from cgjax import storage  # pylint: disable=g-import-not-at-top
   from cgjax import train  # pylint: disable=g-import-not-at-top
   try:  # a refused config leaves nothing behind, not even the XLA cache
     train.validate(_CONFIG.value)
-  except ValueError as err:
+    storage.check_reachable(workdir, log=lambda line: print(
+        f'[cgjax] {line}', file=sys.stderr, flush=True))
+  except (ValueError, OSError) as err:
     if _TRACEBACK.value:
       raise
     sys.exit(f'error: {err}')

@@ -17,7 +17,13 @@ at a time), a relaunch after each, and a last relaunch to the end:
             launch takes the workdir over and finishes, the first continued
             (it must stop at its next write, exit 1)
   DELETE    kill -9, then checkpoints/ deleted: the relaunch must refuse
-            (exit 1) and a relaunch with --restart start over
+            (exit 1) where a checkpoint had been committed, and a relaunch
+            with --restart start over
+and kill -9 at the moments before and between commits:
+  IMPORTS   while launch.py imports the train loop (nothing written yet)
+  COMPILE   while the train step compiles (lock, config, status written)
+  PROBE     as the step's measurements start
+  SAVE      while the checkpoint of step 10 or 20 is written (async)
 
 Prints one line per cycle and the totals: faults by kind, recoveries
 (relaunches that resumed from a checkpoint), runs bitwise equal to the
@@ -42,7 +48,10 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = 'benchmarks/soak_config.py:runlocal'
 FAULTS = ('KILL', 'TERM', 'MEASURE', 'ENOSPC', 'DRIVER', 'TAKEOVER',
-          'DELETE')
+          'DELETE', 'IMPORTS', 'COMPILE', 'PROBE', 'SAVE')
+# The early-crash moments, as tests/fault_launch.py names them.
+MOMENTS = {'IMPORTS': 'KILL_IMPORTS', 'COMPILE': 'KILL_COMPILE',
+           'PROBE': 'KILL_IN_MEASURE', 'SAVE': 'KILL_IN_SAVE'}
 ENV = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
 
 
@@ -92,6 +101,10 @@ def inject(kind, step, sweep_dir, workdir) -> tuple[bool, str]:
   if kind in ('KILL', 'TERM', 'ENOSPC'):
     out = _run(_command(workdir, (kind, str(step))))
     want = {'KILL': -9, 'TERM': 75, 'ENOSPC': 1}[kind]
+  elif kind in MOMENTS:
+    at = (10 if step <= 10 else 20) if kind == 'SAVE' else step
+    out = _run(_command(workdir, (MOMENTS[kind], str(at))))
+    want = -9
   elif kind == 'MEASURE':
     out = _run(_command(workdir, ('TERM_IN_MEASURE', str(step))))
     want = 75

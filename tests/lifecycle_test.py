@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 
@@ -225,6 +226,35 @@ def test_bad_launches_are_one_line_and_write_nothing(tmp_path, flags, needle):
   assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr
   assert len(lines) == 1 and needle in lines[0], proc.stderr
   assert os.listdir(tmp_path) == []  # no workdir, no .jax_cache beside it
+
+
+@pytest.mark.parametrize('server', ['none', 'silent'])
+def test_an_object_store_that_does_not_answer_fails_in_bounded_time(
+    tmp_path, server):
+  """No server at the address, or one that accepts and never answers: a
+  progress line while the launch waits, then one line naming the workdir
+  after CGJAX_STORAGE_TIMEOUT, nothing written."""
+  with socket.socket() as sock:
+    sock.bind(('127.0.0.1', 0))
+    if server == 'silent':
+      sock.listen()
+    url = f'http://127.0.0.1:{sock.getsockname()[1]}'
+    env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT,
+               STORAGE_EMULATOR_HOST=url, TENSORSTORE_GCS_HTTP_URL=url,
+               CGJAX_STORAGE_TIMEOUT='3')
+    proc = subprocess.run(
+        [sys.executable, 'launch.py', '--config', SMALL, '--workdir',
+         'gs://bucket/run', '--jax_cache_dir', str(tmp_path / 'cache')],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  lines = [l for l in proc.stderr.splitlines() if l.strip()]
+  assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr
+  assert lines[0].startswith('[cgjax] waiting for gs://bucket/run to answer')
+  assert lines[-1] == ('error: gs://bucket/run: the object store did not '
+                       'answer within 3 s (CGJAX_STORAGE_TIMEOUT); check its '
+                       'address (STORAGE_EMULATOR_HOST for an emulator) and '
+                       'the network'), proc.stderr
+  assert all(l.startswith('[cgjax] waiting') for l in lines[:-1]), lines
+  assert os.listdir(tmp_path) == []
 
 
 def test_two_identical_sweep_drivers_share_the_trials(tmp_path):
