@@ -27,27 +27,10 @@ from cgjax import workdir as workdir_lib
 from tests.cluster_test import _free_port, _processes
 from tests.conftest import (ROOT, load_params, metric_rows, run_processes,
                             run_python)
-from tests.train_test import CONFIG, FLAGS, _config
+from tests.faults_test import _args, _assert_same_as, ref  # pylint: disable=unused-import
+from tests.train_test import _config
 
 SMALL = 'tests/sweep_config.py'  # 12 steps, checkpoints at 4, 8, 12
-
-
-@pytest.fixture(scope='module')
-def ref(tmp_path_factory):
-  """The uninterrupted run: 20 steps, checkpoints at 10 and 20."""
-  workdir = str(tmp_path_factory.mktemp('ref'))
-  train.train_and_evaluate(_config(), workdir)
-  return workdir
-
-
-def _args(workdir):
-  return ['--config', CONFIG, '--workdir', str(workdir), *FLAGS]
-
-
-def _assert_same_as(ref, workdir, step=20):
-  assert metric_rows(str(workdir)) == metric_rows(ref)
-  jax.tree.map(np.testing.assert_array_equal, load_params(ref, step),
-               load_params(str(workdir), step))
 
 
 @pytest.mark.parametrize('fault,step', [
