@@ -211,6 +211,44 @@ def test_bad_launches_are_one_line_and_write_nothing(tmp_path, flags, needle):
   assert os.listdir(tmp_path) == []  # no workdir, no .jax_cache beside it
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+  """A tmpfs of 4 MiB at tmp_path/disk (root only, as on CI and here)."""
+  disk = tmp_path / 'disk'
+  disk.mkdir()
+  if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=4m', 'tmpfs',
+                     str(disk)], capture_output=True).returncode:
+    pytest.skip('mounting a tmpfs needs root (CI and the dev machines are)')
+  yield disk
+  subprocess.run(['umount', '-l', str(disk)], check=True)
+
+
+@pytest.mark.parametrize('size', ['160k', '240k'])
+def test_a_full_disk_is_one_line_and_the_relaunch_ends_as_uninterrupted(
+    finished, small_disk, size):
+  """A real full disk (a tmpfs of `size`: full while the per-example files,
+  or while the first checkpoint, are written): one line naming the file or
+  the checkpoint's step, no traceback, no hang; once there is room again,
+  the same command ends with the uninterrupted run's rows and params."""
+  subprocess.run(['mount', '-o', f'remount,size={size}', str(small_disk)],
+                 check=True)
+  argv = ['launch.py', '--config', SMALL, '--workdir',
+          str(small_disk / 'run'), '--jax_cache_dir', 'none']
+  full = run_python(argv, check=False)
+  lines = [l for l in full.stderr.splitlines() if l.strip()]
+  assert full.returncode == 1 and 'Traceback' not in full.stderr, full.stderr
+  assert len(lines) == 1 and lines[0].startswith('error: '), full.stderr
+  assert (str(small_disk / 'run') in lines[0]
+          and 'No space left on device' in lines[0]
+          or 'the checkpoint of step 4' in lines[0]), lines[0]
+  subprocess.run(['mount', '-o', 'remount,size=4m', str(small_disk)],
+                 check=True)
+  run_python(argv)
+  assert metric_rows(str(small_disk / 'run')) == metric_rows(str(finished))
+  jax.tree.map(np.testing.assert_array_equal, load_params(str(finished), 12),
+               load_params(str(small_disk / 'run'), 12))
+
+
 @pytest.mark.parametrize('server', ['none', 'silent'])
 def test_an_object_store_that_does_not_answer_fails_in_bounded_time(
     tmp_path, server):
