@@ -404,9 +404,10 @@ class RunSession:
         self.workdir):
       storage.rmtree(self.workdir)  # refused before writing: left as found
     stops.REQUESTS.clear()
-    for signum, handler in self._handlers.items():
-      if handler is not None:
-        signal.signal(signum, handler)
+    if threading.current_thread() is threading.main_thread():  # not the
+      for signum, handler in self._handlers.items():  # lost-peer watcher
+        if handler is not None:
+          signal.signal(signum, handler)
 
   def _peer_lost(self, process, why):
     # Process 0 writes the status, or the next one where 0 is the lost one.
