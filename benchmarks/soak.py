@@ -132,9 +132,14 @@ def inject(kind, step, sweep_dir, workdir) -> tuple[bool, str]:
     driver.communicate(timeout=600)
     return driver.returncode in (75, 0, 1), f'driver exit {driver.returncode}'
   else:  # TAKEOVER
+    # A session of its own: stopped in the soak's process group, which is
+    # orphaned when the soak runs in the background, the kernel would send
+    # it SIGHUP as soon as another process of the group exits (seen once in
+    # 32 cycles: exit -1).
     first = subprocess.Popen(_command(workdir, ('STOP', str(step))),
                              cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
     _wait(first, lambda: _stopped(first.pid))
     if first.poll() is not None:  # the step was not reached
       return first.returncode == 0, 'finished before the step'
