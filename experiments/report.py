@@ -42,8 +42,8 @@ def table(runs) -> tuple[list[str], list[list[str]]]:
   declare, and the peak m-coherence of each probe set with its step."""
   headline = sorted({k for run in runs for k in measurements.headline_keys(
       run.config.measurements, run.series)})
-  header = ['run', 'setting'] + [f'{k} (final)' for k in headline] + [
-      f'peak m-coh {p} (step; running median of 5)' for p in runs_lib.PROBES]
+  header = ['run', 'setting'] + headline + [
+      f'peak m-coh {p} (step)' for p in runs_lib.PROBES]
   rows = []
   # The path below what all runs share: the trial, or seed dir / trial.
   top = os.path.commonpath([r.workdir for r in runs]) if len(runs) > 1 else ''
@@ -64,8 +64,11 @@ def table(runs) -> tuple[list[str], list[list[str]]]:
 
 
 def _html_table(header, rows) -> str:
+  # Long metric keys break after '/' and '_' (12 columns fit 1400 px).
+  breakable = lambda h: html.escape(h).replace('/', '/<wbr>').replace(
+      '_', '_<wbr>')
   return ('<table border="1" cellpadding="4" style="border-collapse:collapse">'
-          '<tr>' + ''.join(f'<th>{html.escape(h)}</th>' for h in header)
+          '<tr>' + ''.join(f'<th>{breakable(h)}</th>' for h in header)
           + '</tr>' + ''.join('<tr>' + ''.join(f'<td>{html.escape(c)}</td>'
                                                for c in r) + '</tr>'
                               for r in rows) + '</table>')
@@ -115,7 +118,9 @@ def build(sweep_dirs: list[str], out_dir: str) -> str:
   parts = [f'<h1>cgjax {what} {html.escape(", ".join(sweep_dirs))}</h1>',
            f'<p>{len(runs)} run(s), {len(settings)} setting(s) (seeds of a '
            'setting share a label); every figure is also a PDF beside its '
-           'PNG.</p>',
+           'PNG. The table: the last value of each headline metric that the '
+           'measurements declare, and the peak m-coherence of each probe set '
+           '(running median of 5 probes) with its step.</p>',
            _html_table(*table(runs))]
   parts += _claims(sweep_dirs)
   for module in figure_modules(runs):
