@@ -112,20 +112,44 @@ class RunSession:
 
   def _check_workdir(self):
     """Refuses, writing nothing, a workdir of another run or whose committed
-    records a relaunch would shorten; reads every record it keeps."""
+    records a relaunch would shorten; reads every record it keeps. Process
+    0 judges, and tells the others (which would otherwise see its first
+    writes half done: a checkpoints/ dir without config.json)."""
+    refusal, resuming = None, False
+    if workdir_lib.is_writer():
+      try:
+        resuming = self._judge_workdir()
+      except workdir_lib.Refused as err:
+        refusal = err
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      told = multihost_utils.broadcast_one_to_all(
+          np.array([refusal is not None, resuming], np.int32))
+      if refusal is None and told[0]:
+        refusal = workdir_lib.Refused(
+            f'process 0 refused to launch {self.workdir} (its error line '
+            'says why)')
+      resuming = bool(told[1])
+    if refusal is not None:
+      raise refusal
+    self._resuming = resuming
+
+  def _judge_workdir(self) -> bool:
+    """Process 0's checks; whether the workdir holds this run already."""
     if self._restart:
       moved = workdir_lib.set_aside_records(self.workdir)
       if moved:
         log(f'--restart: moved the old records of {self.workdir} to {moved}')
     for name in workdir_lib.remove_litter(self.workdir):
       log(f'removed {name}, left by a write that died midway')
-    self._resuming = workdir_lib.check_config(self.workdir, self.config)
-    if self._resuming:
-      workdir_lib.check_records(self.workdir,
-                                workdir_lib.saved_steps(self.workdir))
-      workdir_lib.read_metrics(self.workdir)  # every row readable
-      self._committed = workdir_lib.committed_step(
-          workdir_lib.read_status_file(self.workdir))
+    if not workdir_lib.check_config(self.workdir, self.config):
+      return False
+    workdir_lib.check_records(self.workdir,
+                              workdir_lib.saved_steps(self.workdir))
+    workdir_lib.read_metrics(self.workdir)  # every row readable
+    self._committed = workdir_lib.committed_step(
+        workdir_lib.read_status_file(self.workdir))
+    return True
 
   # -- start: restore or begin afresh --
 
@@ -240,10 +264,11 @@ class RunSession:
 
   # -- each step --
 
-  def record_loss(self, step: int, loss, lr: float):
-    """The step's loss: a train/ row every log_every steps, a progress line
-    after the first step (its compile booked apart) and at least every
-    PROGRESS_SECONDS; the commit point advanced when a save has finished."""
+  def record_loss(self, step: int, loss, schedule):
+    """The step's loss: a train/ row (with the lr, `schedule(step - 1)`)
+    every log_every steps, a progress line after the first step (its
+    compile booked apart) and at least every PROGRESS_SECONDS; the commit
+    point advanced when a save has finished."""
     self.step = step
     self._losses.append(loss)
     if self._checkpointer.poll():  # a save finished: the new commit point
@@ -261,7 +286,7 @@ class RunSession:
         raise Diverged(step, f'loss {mean}')
       self._write(step, {'train/loss': mean,
                          'train/steps_per_sec': self._tracker.rate() or 0.0,
-                         'train/lr': lr})
+                         'train/lr': float(schedule(step - 1))})
       self._status('running', step)
     log(self._tracker.line(step, mean))
     self._last_line = time.perf_counter()
@@ -400,8 +425,8 @@ class RunSession:
     if self._lock is not None:
       self._lock.release()
       self._lock = None
-    if self._created and storage.isdir(self.workdir) and not storage.listdir(
-        self.workdir):
+    if (self._created and workdir_lib.is_writer()
+        and storage.isdir(self.workdir) and not storage.listdir(self.workdir)):
       storage.rmtree(self.workdir)  # refused before writing: left as found
     stops.REQUESTS.clear()
     if threading.current_thread() is threading.main_thread():  # not the

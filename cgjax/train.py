@@ -216,7 +216,7 @@ def train_and_evaluate(config, workdir: str, restart: bool = False) -> dict:
     with contextlib.closing(batches):  # the decode workers end with the loop
       for step, batch in zip(range(start + 1, config.num_steps + 1), batches):
         state, metrics = train_step(state, batch)
-        run.record_loss(step, metrics['loss'], float(schedule(step - 1)))
+        run.record_loss(step, metrics['loss'], schedule)
         interrupted = run.measure(step, state)
         stopping = interrupted or run.stop_requested(step)
         if run.checkpoint_due(step) or stopping:

@@ -119,8 +119,9 @@ def build(sweep_dirs: list[str], out_dir: str) -> str:
            f'<p>{len(runs)} run(s), {len(settings)} setting(s) (seeds of a '
            'setting share a label); every figure is also a PDF beside its '
            'PNG. The table: the last value of each headline metric that the '
-           'measurements declare, and the peak m-coherence of each probe set '
-           '(running median of 5 probes) with its step.</p>',
+           'measurements declare, and where probes ran, the highest running '
+           'median of 5 probes of each set\'s m-coherence, with its '
+           'step.</p>',
            _html_table(*table(runs))]
   parts += _claims(sweep_dirs)
   for module in figure_modules(runs):

@@ -98,7 +98,7 @@ def test_report_builds_every_figure_and_the_table(killed_and_resumed):
       assert os.path.getsize(os.path.join(out, f'{name}.{ext}')) > 1000
   page = open(os.path.join(out, 'index.html')).read()
   assert page.count("<img") == len(names) and "noise.rate=0.5" in page
-  assert 'peak m-coh clean (step)' in page and 'eval/test_acc' in page
+  assert 'peak m-coh clean (step)' in page and 'eval/<wbr>test_<wbr>acc' in page
   # noise 0 and 0.5 of one seed: the claims that need a partial rate
   assert 'Claims of the papers' in page and '4a: clean more coherent' in page
   # MNIST names no layers: that figure is left out, and says so.
