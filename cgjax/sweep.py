@@ -319,7 +319,8 @@ def run(launch: str, config_spec: str, trials: list[dict], sweep_dir: str,
             f'{owner["pid"]} on {owner["host"]}), skipped', flush=True)
     else:
       pending.append((workdir, argv))
-  driver = _Driver(pending, slots, process_id, cluster, claims, states)
+  driver = _Driver(pending, slots, process_id, cluster, claims, states,
+                   retry_failed)
   with _forwarded_signals(driver.running) as stop:
     driver.drive(stop)
   for workdir, state in states.items():
@@ -382,8 +383,10 @@ class _Driver:
   slot (or, claimed by another driver, waited for), progress lines, the end
   of each; no new trial once a signal came."""
 
-  def __init__(self, pending, slots, process_id, cluster, claims, states):
+  def __init__(self, pending, slots, process_id, cluster, claims, states,
+               retry_failed):
     self.pending, self.slots, self.states = pending, slots, states
+    self.retry_failed = retry_failed
     self.process_id, self.cluster, self.claims = process_id, cluster, claims
     self.running = {}  # workdir -> (process, log, slot)
     self.waiting = []  # (workdir, argv) claimed by another driver
@@ -414,11 +417,16 @@ class _Driver:
             'for it', flush=True)
       self.waiting.append((workdir, argv))
       return
+    state = workdir_lib.read_status(workdir)
+    if state in FINAL and (state == 'done' or not self.retry_failed):
+      self.claims.release(workdir)  # ended by another driver meanwhile
+      self.states[workdir] = state
+      print(f'[sweep] {name}: {state} (run by another driver)', flush=True)
+      return
     storage.makedirs(workdir)
     slot = self.free.pop(0)
     log = _TrialLog(workdir, self.process_id)
-    verb = ('resuming' if workdir_lib.read_status(workdir) != 'new'
-            else 'starting')
+    verb = 'resuming' if state != 'new' else 'starting'
     devices = ''.join(f' {k}={v}' for k, v in self.slots[slot].items())
     print(f'[sweep] {verb} {name}' + (f' with{devices}' if devices else ''),
           flush=True)
@@ -462,13 +470,7 @@ class _Driver:
       if self.claims.held_elsewhere(workdir):
         continue
       self.waiting.remove((workdir, argv))
-      state = workdir_lib.read_status(workdir)
-      if state in FINAL:
-        self.states[workdir] = state
-        print(f'[sweep] {storage.basename(workdir)}: {state} (run by another '
-              'driver)', flush=True)
-      else:
-        self.pending.append((workdir, argv))
+      self.pending.append((workdir, argv))  # _start: ended, or run here
 
 
 def shell_command(argv: list[str]) -> str:
