@@ -9,6 +9,9 @@ Fields (documented one by one in configs/common.py and docs/config.md):
   warmup_steps: linear warm-up from 0 before any schedule
   step_boundaries: fractions of training at which 'step' multiplies the lr
     by step_factor
+  step_size: 'step' every step_size units instead (epochs with
+    schedule_every, else steps), counted from the start whatever the run's
+    length: torch's StepLR(step_size); 0 = use step_boundaries
   schedule_every: the lr changes every N steps only (N = steps per epoch:
     torch's schedulers stepped once per epoch, as the Weak-and-Strong trainer
     does); 1 = every step
@@ -43,6 +46,8 @@ def _check_ranges(cfg):
        'a finite number > 0'),
       ('schedule_every', isinstance(cfg.get('schedule_every', 1), int)
        and cfg.get('schedule_every', 1) >= 1, 'an integer >= 1'),
+      ('step_size', isinstance(cfg.get('step_size', 0), int)
+       and cfg.get('step_size', 0) >= 0, 'an integer >= 0'),
   ]
   for field, ok, want in checks:
     if not ok:
@@ -93,6 +98,10 @@ def _decay(cfg, units: int, warmup: int = 0) -> optax.Schedule:
     return optax.cosine_decay_schedule(cfg.lr, length)
   if cfg.schedule == 'linear':
     return optax.linear_schedule(cfg.lr, 0.0, length)
+  if cfg.get('step_size', 0):  # StepLR: absolute units, not fractions (a
+    # 2-epoch run of a 90-epoch recipe keeps its lr, as the authors' does)
+    return optax.exponential_decay(cfg.lr, cfg.step_size, cfg.step_factor,
+                                   staircase=True)
   boundaries = {}
   for b in cfg.step_boundaries:
     at = round(b * units) - warmup

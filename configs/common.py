@@ -73,6 +73,11 @@ Every field of a cgjax config, documented once here:
   optim.step_boundaries  'step': fractions of training at which the lr is
                     multiplied by step_factor
   optim.step_factor 'step': the factor at each boundary
+  optim.step_size   'step': multiply by step_factor every step_size units
+                    instead of at step_boundaries (units: epochs with
+                    schedule_every, else steps; counted from the start,
+                    whatever the run's length: torch's StepLR(step_size), the
+                    W&S ResNet-18's 30); 0 = step_boundaries
   optim.schedule_every  the lr changes every N steps only, as a schedule of
                     num_steps // N units: N = steps per epoch gives torch's
                     schedulers stepped once per epoch (the Weak-and-Strong
@@ -186,7 +191,7 @@ def base_config() -> ml_collections.ConfigDict:
       'name': 'sgd', 'lr': 0.1, 'momentum': 0.0, 'nesterov': False,
       'b1': 0.9, 'b2': 0.999, 'weight_decay': 0.0,
       'schedule': 'constant', 'warmup_steps': 0,
-      'step_boundaries': (0.5, 0.75), 'step_factor': 0.1,
+      'step_boundaries': (0.5, 0.75), 'step_factor': 0.1, 'step_size': 0,
       'schedule_every': 1, 'aggregator': 'mean', 'winsorize_c': 1,
       'm3_groups': 3, 'rm3_warmup': 'skip'})
   c.measurements = ml_collections.ConfigDict({
@@ -408,14 +413,15 @@ def cifar10_config(a, *, batch: int, lr: float, momentum: float,
 def weak_and_strong_optim(c, a, steps_per_epoch: int):
   """The Weak-and-Strong trainer's optimizer for `a.optimizer` and
   `a.model`: M3 / RM3 / RA3 with no update before a third gradient, weight
-  decay `a.weight_decay`, ResNets /10 at epochs 30 and 60 of 90, other
-  models cosine, the lr changing once an epoch (torch's schedulers)."""
+  decay `a.weight_decay`, ResNets /10 every 30 epochs counted from the
+  start (StepLR(30): at 30 and 60 of 90, never in a 2-epoch selection run),
+  other models cosine, the lr changing once an epoch (torch's
+  schedulers)."""
   if a.optimizer != 'sgd':
     c.optim.update(aggregator=a.optimizer, m3_groups=3, rm3_warmup='skip')
   c.optim.weight_decay = a.weight_decay
   if a.model == 'resnet18':
-    c.optim.update(schedule='step', step_boundaries=(30 / 90, 60 / 90),
-                   step_factor=0.1)
+    c.optim.update(schedule='step', step_size=30, step_factor=0.1)
   else:
     c.optim.schedule = 'cosine'
   c.optim.schedule_every = steps_per_epoch

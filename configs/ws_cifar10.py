@@ -23,8 +23,8 @@ carried over from their ImageNet trainer where one applies.
                   |                  |               | (momentum 0, no update before   |
                   |                  |               | the 3rd gradient)               |
   batch, lr       | -                | -             | 128, 0.1                        | choice
-  epochs, lr      | -                | -             | 90; ResNet /10 at epochs 30 and | ImageNet trainer's
-  schedule        |                  |               | 60, VGG cosine, per epoch       | shapes, choice
+  epochs, lr      | -                | -             | 90; ResNet StepLR(30) (/10 at   | ImageNet trainer's
+  schedule        |                  |               | 30, 60), VGG cosine, per epoch  | shapes, choice
   BatchNorm       | -                | -             | global batch (one device)       | choice
   weight decay,   | -                | -             | none, none                      | choice (memorization
   augmentation    |                 |               |                                 | visible)

@@ -129,6 +129,12 @@ def test_easy_hard_recipe_runs_end_to_end(data_dir, tmp_path):
   assert len(easy['keys']) > 4  # more than the learning-times sample
   assert not set(easy['keys']) & set(hard['keys'])
   assert len(easy['keys']) + len(hard['keys']) == 32
+  # The selection run's 2 epochs of StepLR(30): lr 0.1 at every logged step,
+  # as torch's StepLR counts absolute epochs (fractions of the run, 30/90 and
+  # 60/90 of 2 epochs, had made it 0.001 in the second epoch).
+  select_lrs = [r['value'] for r in workdir_lib.read_metrics(select)
+                if r['name'] == 'train/lr']
+  assert select_lrs and select_lrs == pytest.approx([0.1] * len(select_lrs))
   for name, keys in (('easy', easy['keys']), ('hard', hard['keys'])):
     subset = os.path.join(workdir, name)
     rows = workdir_lib.read_metrics(subset)
@@ -139,12 +145,12 @@ def test_easy_hard_recipe_runs_end_to_end(data_dir, tmp_path):
     assert at0['data/test_examples'] == 2
     assert at0['data/train_examples'] == trained
     assert 'eval/validation_acc' in at0
-    # Epochs of the subset at batch 2: 2 epochs, the lr of StepLR per epoch
-    # (0.1, then 0.1^3 from epoch 1), logged once an epoch.
+    # Epochs of the subset at batch 2: 2 epochs of StepLR(30) per epoch,
+    # logged once an epoch: 0.1 throughout.
     epoch = trained // 2
     config = json.load(open(os.path.join(subset, 'config.json')))
     assert config['num_steps'] == 2 * epoch
     lrs = {r['step']: r['value'] for r in rows if r['name'] == 'train/lr'}
-    assert lrs == pytest.approx({epoch: 0.1, 2 * epoch: 0.001}), lrs
+    assert lrs == pytest.approx({epoch: 0.1, 2 * epoch: 0.1}), lrs
   table = open(os.path.join(workdir, 'easy_hard.md')).read()
   assert '| easy |' in table and '| hard |' in table, table

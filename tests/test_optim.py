@@ -1,5 +1,6 @@
 """Learning-rate schedules against the recursions of torch's schedulers."""
 import math
+import types
 
 import numpy as np
 import pytest
@@ -46,6 +47,22 @@ def test_step_schedule_per_epoch_is_torch_step_lr():
   got = _per_step(optim.make_schedule(cfg, 90 * every), 90 * every)
   expect = np.repeat(torch_step_lr(0.1, 90, 30, 0.1), every)
   np.testing.assert_allclose(got, expect, rtol=1e-6)
+
+
+@pytest.mark.parametrize('epochs', [90, 2])
+def test_the_ws_resnet18_schedule_is_step_lr_30_whatever_the_length(epochs):
+  """The W&S ResNet-18 (common.weak_and_strong_optim): StepLR(30) counts
+  epochs from the start, so 90 epochs decay at 30 and 60 as before, and the
+  2-epoch easy/hard selection run stays at 0.1."""
+  every = 7
+  c = common.base_config()
+  common.weak_and_strong_optim(c, types.SimpleNamespace(
+      optimizer='sgd', weight_decay=0.0, model='resnet18'), every)
+  got = _per_step(optim.make_schedule(c.optim, epochs * every), epochs * every)
+  expect = np.repeat(torch_step_lr(0.1, epochs, 30, 0.1), every)
+  np.testing.assert_allclose(got, expect, rtol=1e-6)
+  if epochs == 2:
+    np.testing.assert_allclose(got, 0.1, rtol=1e-6)
 
 
 def test_cosine_schedule_per_epoch_is_torch_cosine_annealing():
