@@ -27,9 +27,9 @@ def test_the_fake_set_is_read_as_cifar10(data_dir):
 
 
 @pytest.mark.parametrize('spec,trials,pick,steps,lrs', [
-    # M3 at noise 0.5: 64 // 15 = 4 steps an epoch, 2 epochs; StepLR's
-    # 30/90 and 60/90 of 2 epochs both at epoch 1.
-    ('configs/ws_cifar10.py:runlocal', 8, 3, 8, [0.1, 0.001]),
+    # M3 at noise 0.5: 64 // 15 = 4 steps an epoch, 2 epochs; StepLR(30)
+    # counts absolute epochs: 0.1 in both.
+    ('configs/ws_cifar10.py:runlocal', 8, 3, 8, [0.1, 0.1]),
     # Random labels: 64 // 16 = 4 steps an epoch; /10 at 50% (epoch 1).
     ('configs/mcoherence_cifar10.py:runlocal', 5, 4, 8, [0.1, 0.01]),
 ])
