@@ -100,10 +100,10 @@ class RunSession:
     else:
       stops.install()
     self._created = not storage.exists(self.workdir)
-    self._lock = workdir_lib.Lock(self.workdir,
-                                  self.config.lock_stale_after).acquire()
     parallel.PEER_LOST_HOOKS.append(self._peer_lost)
     try:
+      self._lock = workdir_lib.Lock(self.workdir,
+                                    self.config.lock_stale_after).acquire()
       self._check_workdir()
     except BaseException:
       self._release()
