@@ -211,9 +211,14 @@ class Sweep(list):
     super().__init__(runs)
     self.path = path
 
-  def table(self, metrics=('eval/test_acc',)) -> pd.DataFrame:
+  def table(self, metrics=None) -> pd.DataFrame:
     """One row per run: its overrides (columns named by field), state and
-    the last value of each of `metrics`."""
+    the last value of each of `metrics` (default: the headline metrics
+    that the runs' measurements declare)."""
+    if metrics is None:
+      from cgjax import measurements  # pylint: disable=g-import-not-at-top
+      metrics = sorted({k for run in self for k in measurements.headline_keys(
+          run.config.measurements, run.series)})
     rows = []
     for run in self:
       frame = run.metrics

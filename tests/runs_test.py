@@ -101,6 +101,11 @@ def test_sweep_table_in_trial_order(sweep_dir):
     assert acc == [r['value'] for r in last
                    if r['name'] == 'eval/test_acc'][-1]
   assert table['no/such_metric'].isna().all()
+  # By default the headline metrics the measurements declare: accuracies
+  # and the probes' m-coherence, not every loss and norm.
+  default = sweep.table().columns
+  assert {'eval/test_acc', 'eval/clean_acc', 'probe/clean/m_coherence'} <= set(
+      default) and 'eval/test_loss' not in default, default
 
 
 def test_evaluate_a_checkpoint_with_a_new_probe(sweep_dir):
