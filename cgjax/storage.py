@@ -92,8 +92,8 @@ def check_reachable(path: str, log=print, timeout: float | None = None):
   start = time.monotonic()
   thread.start()
   while thread.is_alive() and time.monotonic() - start < timeout:
-    thread.join(min(every, timeout - (time.monotonic() - start)))
-    if thread.is_alive() and time.monotonic() - start < timeout:
+    thread.join(max(0.0, min(every, timeout - (time.monotonic() - start))))
+    if thread.is_alive():  # at least one line, however late the wake-up
       log(f'waiting for {path} to answer ({time.monotonic() - start:.0f} s '
           f'of {timeout:g}; CGJAX_STORAGE_TIMEOUT sets the limit)')
   if not result:
