@@ -227,9 +227,11 @@ def _m3(loss_fn, k, params, batch):
   groups = jax.tree.map(
       lambda x: x.reshape((x.shape[0] // k, k) + x.shape[1:]).swapaxes(0, 1),
       batch)
+  # Each group passes its index, which the loss folds into its dropout key:
+  # the authors' three forward passes draw three independent masks.
   (losses, aux), grads = jax.vmap(
-      jax.value_and_grad(loss_fn, has_aux=True), in_axes=(None, 0))(
-          params, groups)
+      jax.value_and_grad(loss_fn, has_aux=True), in_axes=(None, 0, 0))(
+          params, groups, jnp.arange(k))
   median = jax.tree.map(lambda g: jnp.median(g, axis=0), grads)
   aux = jax.tree.map(lambda a: jnp.mean(a, 0), aux)
   return jnp.mean(losses), median, aux
@@ -332,7 +334,8 @@ def transformation(cfg) -> optax.GradientTransformation | None:
 def make_gradient_fn(cfg, loss_fn, per_example_loss_fn, mesh):
   """(params, batch) -> (mean loss, aggregated grads, aux) for the step.
 
-  loss_fn(params, batch) -> (mean loss, aux) is the ordinary batch loss;
+  loss_fn(params, batch, group=None) -> (mean loss, aux) is the ordinary
+  batch loss (`group`: m3's group index, folded into the dropout key);
   per_example_loss_fn(params, example) -> scalar is one example's loss.
   """
   return get(cfg).gradient(cfg, loss_fn, per_example_loss_fn, mesh)

@@ -5,6 +5,15 @@ weight-0 rows are padding and count for nothing):
 
   m-coherence  ||sum_i g_i||^2 / sum_i ||g_i||^2  (m if all equal, 1 if
                pairwise orthogonal); alpha = m-coherence / m
+  rho          (m-coherence - 1) / (m - 1), the m-invariant part: with mean
+               gradient mu, E||sum g_i||^2 = m E||g||^2 + m (m - 1) ||mu||^2,
+               so m-coherence ~ 1 + (m - 1) rho, rho = ||mu||^2 / E||g||^2
+               (1 for identical examples, 0 for orthogonal ones), and
+               alpha = rho + (1 - rho) / m keeps a 1/m floor. rho_low /
+               rho_high: a CONFIDENCE t-interval from the disjoint
+               sub-samples a stream's chunks are (`rho_interval`; nan for
+               one resident pass). m_coherence_at_M = 1 + (M - 1) rho reads
+               a small probe on the scale of an M-example one
   gradient diversity (Yin et al. 2018)  sum_i ||g_i||^2 / ||sum_i g_i||^2
                = 1 / m-coherence
   avg cosine   mean over pairs i != j of cos(g_i, g_j)
@@ -18,10 +27,12 @@ weight-0 rows are padding and count for nothing):
                a copy of the gradients only then): an unbiased estimate of the
                all-pairs mean at O(m x block) cost, exact when one block
                holds all m examples.
-  gradient confusion (Sankararaman et al. 2019)  min over pairs i != j of
-               g_i . g_j (negative: the most conflicting pair), over the same
-               block pairs as stiffness; O(m x block), so only with
-               statistics='all'
+  block gradient confusion  Sankararaman et al.'s (2019) gradient
+               confusion, min over pairs i != j of g_i . g_j (negative: the
+               most conflicting pair), over the same block pairs as
+               stiffness only: an upper bound of the all-pairs minimum, hence
+               the name (equal to it when one block holds all m examples);
+               O(m x block), so only with statistics='all'
   GSNR (Liu et al. 2020)  per parameter, mean_i(g)^2 / var_i(g) (population
                variance over the m examples), averaged over the parameters
                whose per-example gradient is not constant. The variance is
@@ -58,6 +69,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import scipy.stats
 
 from cgjax import layer_norms
 
@@ -68,6 +80,7 @@ QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 STIFFNESS_BLOCK = 128
 CONSTANT_RTOL = 1e-5
 STATISTICS = ('all', 'norms')
+CONFIDENCE = 0.95  # of rho's interval (rho_low, rho_high)
 
 
 def leaf_paths(tree) -> list[str]:
@@ -398,8 +411,13 @@ def _sharded_pass(per_example_loss, mesh, params, examples, weights, classes,
     # Per-example values (m of them) are gathered, so that every process
     # can read them (a data-sharded array spans other hosts' devices).
     gather = lambda x: jax.lax.all_gather(x, 'data', tiled=True)
+    # ||sum g||^2 per leaf of this pass's examples alone: a stream's chunks
+    # are the disjoint sub-samples of rho's interval.
+    numerators = jnp.stack([jnp.sum(s * s)
+                            for s in jax.tree.leaves(summed['sum_g'])])
     return {**summed, 'loss': gather(acc['loss']),
-            'sq_norms': gather(acc['sq_norms']), 'weight': gather(w)}
+            'sq_norms': gather(acc['sq_norms']), 'weight': gather(w),
+            'numerators': numerators}
 
   # check_vma=False: with it, the gradient w.r.t. the replicated params would
   # be summed over devices implicitly, and each "per-example" norm would be
@@ -484,6 +502,8 @@ def streamed_coherence_stats(per_example_loss: PerExampleLoss, mesh, params,
   chunks with compensation (moments with Chan's merge), per-example values
   gathered on the host. `chunk_extra(examples)`, where given, replaces
   `extra` for each chunk (e.g. the chunk's own BatchNorm statistics).
+  Each chunk is one sub-sample of rho's interval: `subsamples` holds its
+  per-leaf ||sum g||^2 and sum ||g||^2 [chunks, leaves] and its count.
   """
   _check_statistics(statistics)
   sums, per_example = None, []
@@ -494,38 +514,84 @@ def streamed_coherence_stats(per_example_loss: PerExampleLoss, mesh, params,
     summed = {k: acc[k] for k in _SUMMED + _NOT_SUMMED if k in acc}
     sums = _add_chunk(_zero_sums(summed) if sums is None else sums, summed)
     per_example.append(jax.device_get(
-        {k: acc[k] for k in ('loss', 'sq_norms', 'weight')}))
+        {k: acc[k] for k in ('loss', 'sq_norms', 'weight', 'numerators')}))
   if sums is None:
     raise ValueError('streamed_coherence_stats: no chunks')
-  return _finish(sums, {k: np.concatenate([c[k] for c in per_example])
-                        for k in ('loss', 'sq_norms', 'weight')})
+  out = _finish(sums, {k: np.concatenate([c[k] for c in per_example])
+                       for k in ('loss', 'sq_norms', 'weight')})
+  out['subsamples'] = {
+      'numerators': np.stack([c['numerators'] for c in per_example]),
+      'denominators': np.stack([c['weight'] @ c['sq_norms']
+                                for c in per_example]),
+      'm': np.array([c['weight'].sum() for c in per_example])}
+  return out
+
+
+def rho_interval(numerators, denominators, counts, estimate: float,
+                 confidence: float = CONFIDENCE) -> tuple[float, float]:
+  """A t-interval for rho around `estimate` from K disjoint sub-samples.
+
+  numerators / denominators / counts [K]: each sub-sample's ||sum g||^2,
+  sum ||g||^2 and number of examples. The standard error is the spread of
+  the K sub-sample estimates over sqrt(K): rho_hat is a ratio of U-statistics
+  whose leading variance term, 4 Var(g . mu) / m, the mean of K sub-sample
+  estimates shares, while their pair term grows K-fold, so the interval is
+  conservative where rho is near 0 and exact to first order elsewhere (its
+  coverage on synthetic gradients of known rho: tests/test_coherence.py).
+  Sub-samples of fewer than 2 examples or zero gradients are left out; with
+  fewer than 2 left the bounds are nan.
+  """
+  num, den, n = (np.asarray(x, np.float64) for x in (numerators, denominators,
+                                                     counts))
+  ok = (n >= 2) & (den > 0)
+  estimates = (num[ok] / den[ok] - 1) / (n[ok] - 1)
+  k = len(estimates)
+  if k < 2:
+    return float('nan'), float('nan')
+  half = (scipy.stats.t.ppf((1 + confidence) / 2, k - 1)
+          * estimates.std(ddof=1) / np.sqrt(k))
+  return float(estimate - half), float(estimate + half)
 
 
 def summarize(stats: dict, paths: list[str],
-              group_of: Callable[[str], str] = top_module) -> dict:
-  """Metrics (nested dict of Python floats) from `coherence_stats` arrays."""
-  s = jax.tree.map(lambda x: np.asarray(x, np.float64), jax.device_get(stats))
+              group_of: Callable[[str], str] = top_module,
+              report_m: int = 0) -> dict:
+  """Metrics (nested dict of Python floats) from `coherence_stats` arrays;
+  with `report_m` = M > 0, each m-coherence also read at m = M
+  (`m_coherence_at_M` = 1 + (M - 1) rho)."""
+  sub = stats.get('subsamples')
+  s = jax.tree.map(lambda x: np.asarray(x, np.float64), jax.device_get(
+      {k: v for k, v in stats.items() if k != 'subsamples'}))
   m = s['m']
 
   full = 'gsnr_sum' in s  # statistics='all'
 
-  def ratios(num, den, gsnr_sum=None, gsnr_count=None):
+  def ratios(idx):
+    """The ratios of the leaves `idx` together (sums, not averages)."""
+    num, den = float(s['numerators'][idx].sum()), float(
+        s['denominators'][idx].sum())
     mc = num / den if den else float('nan')
-    out = {'m_coherence': mc, 'alpha': mc / m}
+    rho = (mc - 1) / (m - 1) if m > 1 else float('nan')
+    low, high = (rho_interval(sub['numerators'][:, idx].sum(1),
+                              sub['denominators'][:, idx].sum(1), sub['m'],
+                              rho) if sub is not None
+                 else (float('nan'), float('nan')))
+    out = {'m_coherence': mc, 'alpha': mc / m, 'rho': rho, 'rho_low': low,
+           'rho_high': high}
+    if report_m:
+      out[f'm_coherence_at_{report_m}'] = 1 + (report_m - 1) * rho
     if full:
-      out['gsnr'] = gsnr_sum / gsnr_count if gsnr_count else float('nan')
+      count = float(s['gsnr_count'][idx].sum())
+      out['gsnr'] = (float(s['gsnr_sum'][idx].sum()) / count if count
+                     else float('nan'))
     return out
 
-  fields = ('numerators', 'denominators') + (
-      ('gsnr_sum', 'gsnr_count') if full else ())
-  per_layer = {p: ratios(*(float(s[f][i]) for f in fields))
-               for i, p in enumerate(paths)}
+  per_layer = {p: ratios([i]) for i, p in enumerate(paths)}
   groups = {}
   for i, p in enumerate(paths):
     groups.setdefault(group_of(p), []).append(i)
-  per_group = {g: ratios(*(float(s[f][idx].sum()) for f in fields))
-               for g, idx in groups.items()}
-  total = ratios(*(float(s[f].sum()) for f in fields))
+  per_group = {g: ratios(idx) for g, idx in groups.items()}
+  total = ratios(list(range(len(paths))))
   real = s['weight'] > 0
   norms = np.sqrt(s['sq_norm'][real])
   quantiles = lambda v: {f'q{round(100 * q)}': float(np.quantile(v, q))
@@ -551,7 +617,7 @@ def summarize(stats: dict, paths: list[str],
                             else float('nan'))
     out['avg_cosine'] = ((float(s['sq_norm_of_unit_sum']) - nz)
                          / (nz * (nz - 1)) if nz > 1 else float('nan'))
-    out['gradient_confusion'] = (float(s['confusion'])
+    out['block_gradient_confusion'] = (float(s['confusion'])
                                  if np.isfinite(s['confusion'])
                                  else float('nan'))  # no pair
     out['stiffness'] = {'sign_same_class': mean_of(0, 0),
@@ -594,7 +660,9 @@ def m_coherence(per_example_loss: PerExampleLoss, params, examples, *,
   Returns:
     Python floats: `m_coherence`, `alpha`, `gsnr`, `gradient_diversity`,
     `avg_cosine`, `stiffness` {sign|cos}_{same|diff}_class,
-    `gradient_confusion` (min g_i . g_j over the stiffness pairs), `sq_norm_of_sum`
+    `block_gradient_confusion` (min g_i . g_j over the stiffness pairs),
+    `rho` (with `rho_low`, `rho_high`: nan here, one resident pass),
+    `sq_norm_of_sum`
     (||sum g_i||^2), `sum_of_sq_norms` (sum ||g_i||^2), `m`, `mean_loss`,
     `mean_sq_grad_norm`, quantiles `loss` and `grad_norm` {q0..q100}, and
     `per_layer` / `per_group`: {name: {m_coherence, alpha, gsnr}}.

@@ -51,8 +51,8 @@ def make_train_step(model, optim_cfg, mesh, seed: int = 0,
   this run's device count); the running averages take the mean of the
   groups' updates. The gradient is combined as `optim_cfg.aggregator` says
   (cgjax/aggregators.py). Dropout and stochastic depth draw from a key of
-  (seed, step) (and the group), so a resumed run drops what the
-  uninterrupted one did (m3's groups share the step's masks).
+  (seed, step) (and the BN group, and m3's group: each group its own masks),
+  so a resumed run drops what the uninterrupted one did.
   """
 
   def train_step(state, batch):
@@ -63,19 +63,20 @@ def make_train_step(model, optim_cfg, mesh, seed: int = 0,
                          images, train=True, mutable=['batch_stats'],
                          rngs={'dropout': key})
 
-    def loss_fn(params, batch):
+    def loss_fn(params, batch, group=None):
       images = batch['image']
+      group_key = key if group is None else jax.random.fold_in(key, group)
       if bn_group_size and state.batch_stats:
         groups = images.shape[0] // bn_group_size
         grouped = images.reshape((groups, bn_group_size) + images.shape[1:])
-        keys = jax.vmap(functools.partial(jax.random.fold_in, key))(
+        keys = jax.vmap(functools.partial(jax.random.fold_in, group_key))(
             jnp.arange(groups))
         logits, updates = jax.vmap(forward, in_axes=(None, 0, 0))(
             params, grouped, keys)
         logits = logits.reshape((images.shape[0],) + logits.shape[2:])
         updates = jax.tree.map(lambda x: jnp.mean(x, 0), updates)
       else:
-        logits, updates = forward(params, images, key)
+        logits, updates = forward(params, images, group_key)
       per_example = losses.cross_entropy(logits, batch['label'])
       loss = (jnp.sum(per_example * batch['weight'])
               / jnp.sum(batch['weight']))

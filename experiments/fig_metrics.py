@@ -3,8 +3,9 @@
     python -m experiments.fig_metrics SWEEP_DIR --out plots/
 
 Rows: alpha (= m-coherence / m), average pairwise cosine, cosine stiffness
-(same class, different class), gradient confusion (min over pairs of
-g_i . g_j: negative where two examples pull against each other), GSNR and
+(same class, different class), block gradient confusion (min over the
+stiffness pairs of g_i . g_j: negative where two examples pull against each
+other), GSNR and
 gradient diversity (= 1 / m-coherence); columns: settings (seeds as mean line and min-max band);
 lines: clean / noisy / test probes; a series measured at a dozen steps or
 fewer (`probe.all_every`) is drawn as its points (circle clean, square
@@ -18,7 +19,8 @@ TITLE = 'm-coherence and the metrics it is compared with'
 METRICS = {'alpha': 'alpha = m-coh / m', 'avg_cosine': 'avg pairwise cosine',
            'stiffness/cos_same_class': 'cos stiffness, same class',
            'stiffness/cos_diff_class': 'cos stiffness, diff. class',
-           'gradient_confusion': 'gradient confusion\n(min g_i . g_j)',
+           'block_gradient_confusion': 'block gradient confusion\n'
+                                       '(min g_i . g_j, block pairs)',
            'gsnr': 'GSNR (mean over params)',
            'gradient_diversity': 'gradient diversity'}
 LOG_Y = ('alpha', 'gsnr', 'gradient_diversity')

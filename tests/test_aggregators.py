@@ -43,7 +43,7 @@ def _problem(batch=12, seed=0, duplicate=True, model=None, shape=(3, 3, 1)):
     logits = model.apply({'params': p}, ex['image'][None])[0]
     return -jax.nn.log_softmax(logits)[ex['label']]
 
-  def loss_fn(p, batch):
+  def loss_fn(p, batch, group=None):  # pylint: disable=unused-argument
     losses = jax.vmap(per_example_loss, in_axes=(None, 0))(p, batch)
     return jnp.sum(losses * batch['weight']) / jnp.sum(batch['weight']), None
 
@@ -155,7 +155,7 @@ def _softmax_regression(seed=0, dim=6, classes=3):
   rng = np.random.default_rng(seed)
   w0 = rng.normal(0, 0.3, (dim, classes))
 
-  def loss_fn(w, batch):
+  def loss_fn(w, batch, group=None):  # pylint: disable=unused-argument
     logp = jax.nn.log_softmax(batch['x'] @ w['w'])
     per_example = -jnp.take_along_axis(logp, batch['y'][:, None], 1)[:, 0]
     return jnp.mean(per_example), None
@@ -242,3 +242,41 @@ def test_weak_and_strong_optimizers_train_at_the_papers_lr():
   epoch = 500_000 // 256
   assert [float(lr(e * epoch)) for e in (29, 30, 59, 60)] == pytest.approx(
       [0.1, 0.01, 0.01, 0.001])
+
+
+@pytest.mark.parametrize('dropout', [0.5, 0.0])
+def test_m3_groups_draw_independent_dropout_masks(dropout):
+  """VGG-13-BN (dropout in its classifier), an m3 step on a batch whose three
+  groups are one minibatch repeated, against the plain step on that
+  minibatch. Sharing the step's masks, the three group gradients would be
+  equal and the median that plain gradient; each group's own masks make
+  them differ. Without dropout the two steps agree, so the difference is
+  the masks'."""
+  from cgjax import train  # pylint: disable=g-import-not-at-top
+  from cgjax.configs import common  # pylint: disable=g-import-not-at-top
+  from cgjax.models import vgg  # pylint: disable=g-import-not-at-top
+  model = vgg.Model(num_classes=3, depth=13, width=2, hidden=8,
+                    dropout=dropout)
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (2, 32, 32, 3)).astype(np.uint8)
+  labels = np.array([0, 2], np.int32)
+  variables = model.init(jax.random.key(0), images, train=False)
+  updated = {}
+  for name, rows in (('mean', 1), ('m3', 3)):
+    cfg = common.base_config().optim
+    cfg.update(aggregator=name, m3_groups=3)
+    state = train.TrainState.create(
+        apply_fn=model.apply, params=variables['params'],
+        batch_stats=variables['batch_stats'], tx=optax.sgd(0.1))
+    step = jax.jit(train.make_train_step(model, cfg, parallel.make_mesh()))
+    # Rows 3i + g = example i: group g (rows g, g + 3) is the minibatch.
+    batch = {'image': np.repeat(images, rows, 0),
+             'label': np.repeat(labels, rows, 0),
+             'weight': np.ones(2 * rows, np.float32)}
+    updated[name] = step(state, batch)[0].params
+  diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
+      jax.tree.leaves(updated['mean']), jax.tree.leaves(updated['m3'])))
+  if dropout:
+    assert diff > 1e-5, diff
+  else:
+    assert diff < 1e-6, diff

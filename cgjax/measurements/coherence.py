@@ -8,7 +8,8 @@ decodes only its own rows of a chunk, the next chunk read while the current
 one runs), so device memory does not grow with m: the papers' 40K-80K
 ImageNet images per set never reside on the devices. Metrics:
 `{name}/{set}/...`, every key of `coherence.summarize` flattened (e.g.
-`probe/clean/m_coherence`, `probe/noisy/per_layer/dense0/kernel/alpha`).
+`probe/clean/m_coherence`, `probe/clean/rho_low`,
+`probe/noisy/per_layer/dense0/kernel/alpha`).
 The probe ids go to `{name}_ids.json` ('probe_ids.json' for the default
 name `probe`) as stable example keys.
 
@@ -19,7 +20,18 @@ Fields:
                    test sets ('validation'); a set with fewer than m
                    candidates (clean at noise 1, noisy at noise 0) is skipped
                    with a note in the log
-  microbatch_size  examples per device in one chunk of the stream
+  microbatch_size  examples per device in one chunk of the stream (at most:
+                   see subsamples)
+  subsamples       the least number of chunks, each a disjoint sub-sample
+                   of rho's interval (`rho_low`, `rho_high`, a 95%
+                   t-interval from the chunks' own estimates): a chunk holds
+                   at most ceil(m / (subsamples x devices)) examples per
+                   device (with bn='batch', microbatch_size x devices
+                   exactly, whatever their number)
+  report_m         M > 0: also write `m_coherence_at_M` = 1 + (M - 1) rho,
+                   the m-coherence an M-example probe would read (default
+                   50,000: the 50K-image ImageNet sample of the papers'
+                   later study); 0: not written
   layers           parameter paths (e.g. 'stem_conv/kernel') whose per-layer
                    series are written; () = every leaf. The papers follow the
                    first conv, an intermediate layer and the final dense one
@@ -55,8 +67,9 @@ from cgjax import workdir as workdir_lib
 from cgjax.data import pipeline
 
 FIELDS = {'m': 500, 'sets': ('clean', 'noisy', 'test'),
-          'microbatch_size': 100, 'statistics': 'all', 'all_every': 0,
-          'layers': (), 'bn': 'running'}
+          'microbatch_size': 100, 'subsamples': 8, 'report_m': 50_000,
+          'statistics': 'all', 'all_every': 0, 'layers': (),
+          'bn': 'running'}
 
 # Policies (cgjax.measurements).
 FIGURES = ('fig_coherence', 'fig_coherence_loss', 'fig_layers',
@@ -81,7 +94,8 @@ class Measurement:
     if cfg.statistics not in coherence.STATISTICS:
       raise ValueError(f'measurements.{name}.statistics must be one of '
                        f'{coherence.STATISTICS}, got {cfg.statistics!r}')
-    measurements.at_least(name, cfg, m=1, microbatch_size=1, all_every=0)
+    measurements.at_least(name, cfg, m=1, microbatch_size=1, all_every=0,
+                          subsamples=1, report_m=0)
     steps = sorted(measurements.schedule_steps(cfg, ctx.config.num_steps))
     self._all_steps = (set(steps[::cfg.all_every]) if cfg.all_every
                        and cfg.statistics == 'norms' else set())
@@ -109,11 +123,13 @@ class Measurement:
         self._skipped[set_name] = len(index)
       else:
         self.samples[set_name] = (split, index)
-    # One microbatch per device per chunk (fewer rows for a probe smaller
-    # than that, so a small probe computes no padding).
-    self._chunk = min(cfg.microbatch_size,
-                      -(-cfg.m // ctx.mesh.size)) * ctx.mesh.size
+    # One microbatch per device per chunk, fewer rows where that makes
+    # fewer than `subsamples` chunks (rho's interval needs them).
     losses.check_bn_mode(f'measurements.{name}.bn', cfg.bn)
+    subsamples = 1 if cfg.bn == 'batch' else cfg.subsamples
+    per_device = min(cfg.microbatch_size,
+                     -(-cfg.m // (subsamples * ctx.mesh.size)))
+    self._chunk = per_device * ctx.mesh.size
     self._bn = cfg.bn
     if cfg.bn == 'batch' and cfg.m % self._chunk:
       raise ValueError(
@@ -130,7 +146,7 @@ class Measurement:
     self._statistics = cfg.statistics
     self._ids_file = ('probe_ids.json' if name == 'probe'
                       else f'{name}_ids.json')
-    self._m = cfg.m
+    self._m, self._report_m = cfg.m, cfg.report_m
 
   def describe(self) -> str:
     skipped = ''.join(f'; {s} skipped ({n} candidates < m={self._m})'
@@ -158,7 +174,7 @@ class Measurement:
                        (state.batch_stats,), statistics=statistics,
                        chunk_extra=chunk_extra)
       summary = coherence.summarize(stats, self._ctx.param_paths,
-                                    self._ctx.group_of)
+                                    self._ctx.group_of, self._report_m)
       if self._layers:
         summary['per_layer'] = {p: summary['per_layer'][p]
                                 for p in self._layers}
@@ -166,9 +182,9 @@ class Measurement:
     return out
 
   def summary(self, metrics):
-    return 'm-coherence ' + ', '.join(
-        f'{s}={metrics[f"{self._name}/{s}/m_coherence"]:.2f}'
-        for s in self.samples)
+    return 'm-coherence (rho) ' + ', '.join(
+        f'{s}={metrics[f"{self._name}/{s}/m_coherence"]:.2f} '
+        f'({metrics[f"{self._name}/{s}/rho"]:.4f})' for s in self.samples)
 
   def chunks(self, split, index):
     """(examples, weights, classes) of `split`'s examples `index`: global
