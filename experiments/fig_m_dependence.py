@@ -12,7 +12,11 @@ statistics 'norms', the run's BatchNorm mode), each sample the first m of
 the set's fixed hash order, so the samples are nested. The figure draws
 m-coherence and alpha = m-coherence / m against m on log axes, with the
 orthogonal (1, 1/m) and identical (m, 1) baselines; the values go to
-m_dependence.md beside it. Evaluations go to OUT/evaluations.
+m_dependence.md beside it. A third panel draws rho = (m-coherence - 1) /
+(m - 1) with its 95% interval (from each sample's disjoint chunks; none
+below 16 examples, where a chunk holds fewer than 2): where m-coherence
+grows with m, rho stays flat, which is why the claims and comparisons
+across probe sizes are made on rho. Evaluations go to OUT/evaluations.
 """
 import argparse
 
@@ -40,7 +44,8 @@ def sample_sizes(largest: int) -> list[int]:
 
 
 def measure(run, step, out_dir) -> dict[str, dict[int, dict]]:
-  """{set: {m: {'m_coherence', 'alpha'}}} on the checkpoint at `step`."""
+  """{set: {m: {'m_coherence', 'alpha', 'rho', 'rho_low', 'rho_high'}}}
+  on the checkpoint at `step`."""
   available = sizes(run)
   probe = run.config.measurements.get('probe', {})
   bn = probe.get('bn', 'running')
@@ -57,13 +62,13 @@ def measure(run, step, out_dir) -> dict[str, dict[int, dict]]:
     for s in SETS:
       key = f'{name}/{s}/m_coherence'
       if key in scalars:
-        out[s][m] = {'m_coherence': scalars[key],
-                     'alpha': scalars[f'{name}/{s}/alpha']}
+        out[s][m] = {k: scalars[f'{name}/{s}/{k}'] for k in
+                     ('m_coherence', 'alpha', 'rho', 'rho_low', 'rho_high')}
   return {s: v for s, v in out.items() if v}
 
 
 def plot(values, title: str, out_dir: str) -> str:
-  fig, axes = runs_lib.panels(2, width=4.2, height=3.4)
+  fig, axes = runs_lib.panels(3, width=4.2, height=3.4)
   every_m = sorted({m for v in values.values() for m in v})
   ms = np.array(every_m, float)
   for ax, key, (ortho, ident) in zip(
@@ -79,6 +84,19 @@ def plot(values, title: str, out_dir: str) -> str:
     ax.set(xscale='log', yscale='log', xlabel='sample size m',
            ylabel='m-coherence' if key == 'm_coherence'
            else 'alpha = m-coherence / m')
+  ax = axes[2]
+  ax.axhline(1.0, color='gray', lw=0.8, ls='--', label='_identical')
+  ax.axhline(0.0, color='gray', lw=0.8, label='_orthogonal')
+  for s, by_m in values.items():
+    m = sorted(by_m)
+    style = runs_lib.PROBE_STYLE[s]
+    ax.plot(m, [by_m[i]['rho'] for i in m], marker='o', ms=3, **style)
+    ax.fill_between(m, [by_m[i]['rho_low'] for i in m],
+                    [by_m[i]['rho_high'] for i in m], alpha=0.2, lw=0,
+                    color=style.get('color'))
+  ax.set(xscale='log', xlabel='sample size m',
+         ylabel='rho = (m-coherence - 1) / (m - 1)\n(band: 95% interval)')
+  ax.set_yscale('symlog', linthresh=1e-3)
   runs_lib.title(axes[0], title)
   runs_lib.legend_once(fig, axes)
   return runs_lib.save(fig, out_dir, 'm_dependence')
@@ -86,15 +104,16 @@ def plot(values, title: str, out_dir: str) -> str:
 
 def table(values) -> str:
   sets = list(values)
-  lines = ['| m | ' + ' | '.join(f'{s} m-coherence | {s} alpha'
-                                 for s in sets) + ' |',
-           '|---' * (1 + 2 * len(sets)) + '|']
+  lines = ['| m | ' + ' | '.join(f'{s} m-coherence | {s} alpha | {s} rho '
+                                 '[95% interval]' for s in sets) + ' |',
+           '|---' * (1 + 3 * len(sets)) + '|']
   for m in sorted({m for v in values.values() for m in v}):
     cells = []
     for s in sets:
       v = values[s].get(m)
-      cells += ([f'{v["m_coherence"]:.3g}', f'{v["alpha"]:.3g}'] if v
-                else ['-', '-'])
+      cells += ([f'{v["m_coherence"]:.3g}', f'{v["alpha"]:.3g}',
+                 f'{v["rho"]:.3g} [{v["rho_low"]:.3g}, {v["rho_high"]:.3g}]']
+                if v else ['-', '-', '-'])
     lines.append(f'| {m} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 

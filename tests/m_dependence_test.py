@@ -5,6 +5,7 @@ import os
 
 import jax
 import numpy as np
+import scipy.stats
 
 from cgjax import data as data_lib
 from cgjax import losses
@@ -53,6 +54,16 @@ def test_m_coherence_of_nested_samples_against_a_naive_loop(tmp_path):
                                rtol=1e-4)
     np.testing.assert_allclose(values['test'][m]['alpha'], expect / m,
                                rtol=1e-4)
+    rho = lambda a: (np.sum(a.sum(0) ** 2) / np.sum(a ** 2) - 1) / (len(a) - 1)
+    np.testing.assert_allclose(values['test'][m]['rho'], rho(g), rtol=1e-4,
+                               atol=1e-7)
+    if m >= 16:  # 8 chunks (the default subsamples) of m / 8 examples
+      parts = [rho(g[i:i + m // 8]) for i in range(0, m, m // 8)]
+      low, high = scipy.stats.t.interval(0.95, 7, loc=rho(g),
+                                         scale=scipy.stats.sem(parts))
+      np.testing.assert_allclose(
+          [values['test'][m]['rho_low'], values['test'][m]['rho_high']],
+          [low, high], rtol=1e-3, atol=1e-6)
   # A missing checkpoint or a dir of several runs: one line each.
   bad = run_python(['-m', 'experiments.fig_m_dependence', workdir, '--step',
                     '7'], check=False)

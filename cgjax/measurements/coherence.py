@@ -72,7 +72,7 @@ FIELDS = {'m': 500, 'sets': ('clean', 'noisy', 'test'),
           'bn': 'running'}
 
 # Policies (cgjax.measurements).
-FIGURES = ('fig_coherence', 'fig_coherence_loss', 'fig_layers',
+FIGURES = ('fig_coherence', 'fig_rho', 'fig_coherence_loss', 'fig_layers',
            'fig_named_layers', 'fig_metrics')
 
 
