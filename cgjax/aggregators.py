@@ -18,6 +18,13 @@ supported by few examples (Chatterjee 2020; Zielinski et al. 2020):
              'skip' (the authors' code): the first two steps update nothing;
              'repeat': the buffer's copies of the first gradient stand in.
   ra3        the control for rm3: the mean of the same three gradients.
+  sign_sum   the CG code's policy of that name: SIGN_SCALE x the sign of each
+             coordinate of the mean gradient (a step of lr x 0.001 per
+             coordinate, whatever the gradient's size).
+  sum_sign   the CG code's `sum_sign`: SIGN_SCALE x the sum over the batch
+             of each example's gradient sign, a vote of the examples per
+             coordinate (not divided by the batch size, as theirs). Needs
+             per-example gradients, and so models without BatchNorm.
 
 m3 and the authors' M3: their optimizer buffers the gradients of three
 consecutive minibatches and updates along the median only at every third
@@ -58,6 +65,9 @@ import optax
 # Columns per tile of the tournament: a tile's [batch, TILE] block and its
 # merges stay in cache.
 TILE = 1024
+# The CG code's constant factor of its sign policies (policy_sign_sum,
+# policy_sum_sign in iclr_2020_paper/utils.py).
+SIGN_SCALE = 0.001
 # The tournament's merges cost O(k^2) small ops per level: above this k the
 # row scan is faster (benchmarks/aggregator_cost.py times both).
 TOURNAMENT_MAX_K = 3
@@ -257,6 +267,32 @@ def _winsorize(per_example_loss_fn, c, mesh, params, batch):
   return loss, grads, None
 
 
+def _sign_of_sum(loss_fn, params, batch):
+  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params,
+                                                                batch)
+  return loss, jax.tree.map(lambda g: SIGN_SCALE * jnp.sign(g), grads), aux
+
+
+def _sum_of_signs(per_example_loss_fn, mesh, params, batch):
+  spec = jax.sharding.PartitionSpec('data')
+  replicated = jax.sharding.PartitionSpec()
+
+  def local(p, examples):
+    losses, grads = jax.vmap(jax.value_and_grad(per_example_loss_fn),
+                             in_axes=(None, 0))(p, examples)
+    total = jax.lax.psum(jnp.float32(losses.shape[0]), 'data')
+    votes = jax.tree.map(lambda g: jax.lax.psum(jnp.sum(jnp.sign(g), 0),
+                                                'data'), grads)
+    return (jax.lax.psum(jnp.sum(losses), 'data') / total,
+            jax.tree.map(lambda v: SIGN_SCALE * v, votes))
+
+  # check_vma=False: as in _winsorize.
+  loss, grads = jax.shard_map(local, mesh=mesh, in_specs=(replicated, spec),
+                              out_specs=replicated, check_vma=False)(
+                                  params, batch)
+  return loss, grads, None
+
+
 def _plain(cfg, loss_fn, per_example_loss_fn, mesh):
   del cfg, per_example_loss_fn, mesh
 
@@ -306,6 +342,11 @@ AGGREGATORS = {
         check=_check_winsorize, per_example=True),
     'm3': Aggregator(lambda cfg, loss_fn, *_: functools.partial(
         _m3, loss_fn, cfg.m3_groups), check=_check_m3),
+    'sign_sum': Aggregator(lambda cfg, loss_fn, *_: functools.partial(
+        _sign_of_sum, loss_fn)),
+    'sum_sign': Aggregator(
+        lambda cfg, _, per_example_loss_fn, mesh: functools.partial(
+            _sum_of_signs, per_example_loss_fn, mesh), per_example=True),
     'rm3': Aggregator(_plain, stage=rm3, check=_check_ring),
     'ra3': Aggregator(_plain, stage=ra3, check=_check_ring),
 }

@@ -91,7 +91,10 @@ Every field of a cgjax config, documented once here:
                     'winsorize' (per-example values clipped to the
                     (winsorize_c+1)-th extremes per coordinate; no BatchNorm),
                     'm3' (median of m3_groups group means), 'rm3' (median of
-                    the last 3 steps' gradients), 'ra3' (their mean); see
+                    the last 3 steps' gradients), 'ra3' (their mean),
+                    'sign_sum' (0.001 x sign of the mean gradient) and
+                    'sum_sign' (0.001 x the sum of the per-example gradients'
+                    signs; no BatchNorm), the CG code's policies; see
                     cgjax/aggregators.py
   optim.winsorize_c c of winsorize (0 = plain mean)
   optim.m3_groups   k of m3 (must divide batch_size)

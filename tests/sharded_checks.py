@@ -100,7 +100,9 @@ def aggregators():
     for cfg, expect in [
         (_cfg('winsorize', c=2),
          jax.tree.map(lambda g: winsorize_np(g, 2), per_example)),
-        (_cfg('m3', k=4), jax.tree.map(median_of_groups, per_example))]:
+        (_cfg('m3', k=4), jax.tree.map(median_of_groups, per_example)),
+        (_cfg('sum_sign'), jax.tree.map(
+            lambda g: 0.001 * np.sign(g).sum(0), per_example))]:
       fn = jax.jit(aggregators_lib.make_gradient_fn(cfg, loss_fn, per_ex,
                                                     mesh))
       _, grads, _ = fn(params, sharded)

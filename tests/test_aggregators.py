@@ -79,6 +79,33 @@ def test_winsorize_matches_numpy_sorting_with_ties(c, monkeypatch):
                  grads, plain)
 
 
+def _authors_policy(name, t):
+  """The CG code's policies (iclr_2020_paper/utils.py), ported to numpy:
+  t [..., m] holds each example's gradient of the batch-mean loss."""
+  if name == 'sign_sum':
+    return 0.001 * np.sign(t.sum(axis=-1))
+  return 0.001 * np.sign(t).sum(axis=-1)
+
+
+@pytest.mark.parametrize('name', ['sign_sum', 'sum_sign'])
+def test_sign_policies_match_the_authors_numpy(name):
+  params, batch, loss_fn, per_ex = _problem(batch=12, duplicate=False)
+  fn = aggregators.make_gradient_fn(_cfg(name), loss_fn, per_ex,
+                                    parallel.make_mesh())
+  loss, grads, _ = jax.jit(fn)(params, batch)
+  per_example = _per_example_grads(params, batch, per_ex)
+  expect = jax.tree.map(lambda g: _authors_policy(
+      name, np.moveaxis(g.astype(np.float64) / 12, 0, -1)), per_example)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-12),
+               grads, expect)
+  np.testing.assert_allclose(loss, loss_fn(params, batch)[0], rtol=1e-6)
+  # The examples disagree on some coordinates (a vote, not a unanimous sign).
+  if name == 'sum_sign':
+    votes = np.concatenate([np.abs(np.ravel(g)) for g in
+                            jax.tree.leaves(grads)])
+    assert ((votes > 0) & (votes < 0.012 - 1e-9)).any()
+
+
 def test_m3_is_the_median_of_strided_group_means():
   params, batch, loss_fn, per_ex = _problem(batch=12)
   fn = aggregators.make_gradient_fn(_cfg('m3', k=3), loss_fn, per_ex,
