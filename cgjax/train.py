@@ -131,6 +131,8 @@ def validate(config):
   for field, low in minimum.items():
     if _field(config, field) < low:
       raise ValueError(f'{field} must be >= {low}, got {_field(config, field)}')
+  if config.get('init_from'):
+    parse_init_from(config.init_from)
   for field in ('seed', 'noise.seed'):  # PRNG keys and numpy seeds take 32 bits
     if _field(config, field) >= 2**32:
       raise ValueError(f'{field} must be < 2**32, got {_field(config, field)}')
@@ -180,7 +182,8 @@ def make_context(config, workdir: str = '') -> measurements_lib.Context:
 
 
 def initial_state(ctx, tx) -> TrainState:
-  """The train state at step 0 (params from `config.seed`), replicated."""
+  """The train state at step 0, replicated: params from `config.seed`, or
+  from the checkpoint `config.init_from` names."""
   @functools.partial(jax.jit, out_shardings=parallel.replicated(ctx.mesh))
   def init(rng):
     variables = ctx.model.init(rng, ctx.dataset.train.images[:1], train=False)
@@ -188,7 +191,62 @@ def initial_state(ctx, tx) -> TrainState:
                              params=variables['params'],
                              batch_stats=variables.get('batch_stats', {}),
                              tx=tx)
-  return init(jax.random.key(ctx.config.seed))
+  state = init(jax.random.key(ctx.config.seed))
+  if ctx.config.get('init_from'):
+    state = _state_from(ctx.config, state)
+  return state
+
+
+def parse_init_from(value: str) -> tuple[str, int]:
+  """'WORKDIR@STEP' -> (WORKDIR, STEP); ValueError naming the value."""
+  source, at, step = value.rpartition('@')
+  if not at or not source or not step.isdigit():
+    raise ValueError(f'init_from must be WORKDIR@STEP (a checkpoint step), '
+                     f'got {value!r}')
+  return source, int(step)
+
+
+def _state_from(config, state) -> TrainState:
+  """`state` with the params and BatchNorm statistics (and, with
+  init_optimizer, the optimizer state) of the checkpoint init_from names."""
+  source, step = parse_init_from(config.init_from)
+  saved = workdir_lib.saved_steps(source)
+  if step not in saved:
+    raise ValueError(f'init_from={config.init_from!r}: {source}/checkpoints '
+                     f'has no checkpoint at step {step}; saved steps: '
+                     f'{saved or "none"}')
+  checkpointer = workdir_lib.Checkpointer(source, keep=len(saved))
+  fit = lambda what, err: ValueError(
+      f'init_from={config.init_from!r}: its {what} do not fit model '
+      f'{config.model.name!r} with these settings ({err})')
+  try:
+    if config.init_optimizer:  # restored into this run's own structure
+      try:
+        return checkpointer.restore(step, session.abstract_state(state),
+                                    False)[0].replace(step=state.step)
+      except (ValueError, KeyError, TypeError) as err:
+        raise fit('train state (optimizer included)',
+                  str(err).splitlines()[0][:300]) from None
+    # Params only, as saved (host arrays): any optimizer's state may be there.
+    saved_state = checkpointer.restore(step, None, False)[0]
+  finally:
+    checkpointer.close()
+  parts = {}
+  for name in ('params', 'batch_stats'):
+    theirs, ours = saved_state.get(name) or {}, getattr(state, name)
+    shapes = lambda tree: {p: tuple(np.shape(x)) for p, x in zip(
+        coherence.leaf_paths(tree), jax.tree.leaves(tree))} if jax.tree.leaves(
+            tree) else {}
+    theirs_shapes, our_shapes = shapes(theirs), shapes(ours)
+    if theirs_shapes != our_shapes:
+      path = min(p for p in set(theirs_shapes) | set(our_shapes)
+                 if theirs_shapes.get(p) != our_shapes.get(p))
+      raise fit(name, f'{path}: {theirs_shapes.get(path, "absent")} in the '
+                f'checkpoint, {our_shapes.get(path, "absent")} here')
+    parts[name] = jax.tree.map(
+        lambda x, like: jax.device_put(np.asarray(x, like.dtype),
+                                       like.sharding), theirs, ours)
+  return state.replace(**parts)
 
 
 def train_and_evaluate(config, workdir: str, restart: bool = False) -> dict:

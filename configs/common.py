@@ -4,6 +4,13 @@ Every field of a cgjax config, documented once here:
 
   seed              params init, batch order and every fixed sample
                     (probe sets, evaluation sets)
+  init_from         'WORKDIR@STEP': start from the params (and BatchNorm
+                    statistics) of another run's checkpoint at STEP instead
+                    of an init from `seed` (the W&S code's "adversarial
+                    initialization"); the step count starts at 0. Part of
+                    the config fingerprint, as every field. '' = init
+  init_optimizer    with init_from: the optimizer state (momentum) too; the
+                    two runs' optimizers must then have one structure
   num_steps         parameter updates
   batch_size        global batch (all devices, all hosts)
   bn_group_size     BatchNorm statistics in training over groups of this many
@@ -21,7 +28,8 @@ Every field of a cgjax config, documented once here:
                     host is checked by pid and its start time); the owner
                     taken over stops at its next write
   data.name         dataset: 'mnist_5k' | 'digits' (embedded, no download) |
-                    'tfds:mnist' | 'tfds:cifar10' (prepared TFDS data)
+                    'tfds:mnist' | 'tfds:fashion_mnist' | 'tfds:cifar10'
+                    (prepared TFDS data)
   data.data_dir     TFDS data dir ('' = TFDS default)
   data.image_size   crop size for 'tfds:imagenet2012' (224 ResNet, 299 Inception)
   data.crop_fraction  'tfds:imagenet2012' center crops: the shorter side is
@@ -171,6 +179,8 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
+  c.init_from = ''
+  c.init_optimizer = False
   c.num_steps = 1000
   c.batch_size = 100
   c.bn_group_size = 0

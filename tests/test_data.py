@@ -62,11 +62,11 @@ def test_unknown_dataset_lists_choices():
     data_lib.load(_cfg('mnist5k'), _noise())
 
 
-@pytest.mark.parametrize('name', ['mnist', 'cifar10'])
+@pytest.mark.parametrize('name', ['mnist', 'fashion_mnist', 'cifar10'])
 def test_tfds_sets_through_mock_data(name):
   with tfds.testing.mock_data(num_examples=64):
     ds = data_lib.load(_cfg(f'tfds:{name}'), _noise(0.5))
-  side = 28 if name == 'mnist' else 32
+  side = 32 if name == 'cifar10' else 28
   assert ds.train.images.shape[1:3] == (side, side)
   assert len(ds.train) == 64 and ds.noise.num_selected == 32
   assert len(set(ds.train.keys.tolist())) == 64

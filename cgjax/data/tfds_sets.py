@@ -1,4 +1,5 @@
-"""TFDS image classification sets that fit in host memory (mnist, cifar10).
+"""TFDS image classification sets that fit in host memory (mnist,
+fashion_mnist: the CG code's second data set, cifar10).
 
 They are read from a prepared TFDS data dir (`data.data_dir`, default the TFDS
 default) and never downloaded at run time. The stable example key is the
@@ -9,7 +10,7 @@ import numpy as np
 
 from cgjax.data import clean_split, import_tfds
 
-SETS = {'mnist': 10, 'cifar10': 10}
+SETS = {'mnist': 10, 'fashion_mnist': 10, 'cifar10': 10}
 
 
 def _not_prepared(name, data_dir, err):
