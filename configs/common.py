@@ -64,7 +64,7 @@ Every field of a cgjax config, documented once here:
                     'selected' (drawn by the noise process, 1/K of them with
                     their original label under 'uniform')
   model.name        module in cgjax/models ('mlp', 'cnn', 'resnet',
-                    'inception_v3', 'vgg', 'efficientnet')
+                    'inception_v3', 'vgg', 'efficientnet', 'alexnet')
   model.kwargs      keyword arguments of that module's Model (documented in
                     its docstring; e.g. normalize='imagenet', dropout)
   optim.name        'sgd' | 'adam' | 'adamw' (cgjax/optim.py)

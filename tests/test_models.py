@@ -51,6 +51,7 @@ def _num_params(name, resolution, **kwargs):
     ('inception_v3', {}, 299, 27_161_264 - 3_326_696),
     ('vgg', {'depth': 13}, 224, 133_053_736),  # torchvision vgg13_bn
     ('efficientnet', {}, 224, 5_288_548),  # torchvision efficientnet_b0
+    ('alexnet', {}, 224, 61_100_840),  # torchvision alexnet
 ])
 def test_published_parameter_counts(name, kwargs, resolution, published):
   assert _num_params(name, resolution, **kwargs) == published
@@ -161,3 +162,11 @@ def test_stochastic_depth_drops_whole_residual_branches_per_example():
   np.testing.assert_allclose(np.asarray(y)[~dropped] - x[~dropped],
                              2 * (np.asarray(kept) - x)[~dropped], rtol=1e-4,
                              atol=1e-5)
+
+
+def test_alexnet_names_images_too_small_for_its_pools():
+  model = models.get_model('alexnet', 10, hidden=8)
+  assert model.init(jax.random.key(0), np.zeros((1, 63, 63, 3), np.uint8))
+  with pytest.raises(ValueError, match='alexnet needs images of at least 63 '
+                     'pixels a side, got 62x62'):
+    model.init(jax.random.key(0), np.zeros((1, 62, 62, 3), np.uint8))

@@ -169,7 +169,8 @@ def figures(measurement_configs: dict) -> list[str]:
   return out
 
 
-BUILTIN = ('evaluation', 'coherence', 'learning_times', 'loss_shares')
+BUILTIN = ('evaluation', 'coherence', 'learning_times', 'loss_shares',
+           'tracked_weights')
 
 
 def spec(type_name: str, **fields) -> ml_collections.ConfigDict:
