@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import optax
 
 # How a per-example loss normalizes in a BatchNorm model: 'running', with the
-# running averages (eval mode, the authors' measurement code), so an
+# running averages (eval mode, as the authors' W&S trainer evaluates), so an
 # example's gradient is its own; 'batch', with the statistics of the batch
 # it is measured in, held constant (no gradient through them).
 BN_MODES = ('running', 'batch')

@@ -4,7 +4,8 @@ one (`python -m experiments.claims --study conv`).
 
 A small CNN (two 3x3 conv + 2x2 max-pool stages of 16 and 32 channels, a
 dense layer of 128, the head) on the 4,000 / 1,000 embedded MNIST digits,
-SGD with momentum 0.9 at lr 0.02 (the m-coherence paper's optimizer; at lr
+SGD with momentum 0.9 at lr 0.02 (the m-coherence paper's optimizer by
+secondary notes, unverified; at lr
 0.05 without momentum 30 epochs fitted 29% of random labels), batches of
 100, 50 epochs (2,000 steps): long enough that random labels are memorized
 (noisy-label train accuracy >= 0.9 at noise 1: 0.97 at epoch 40, measured).

@@ -9,6 +9,19 @@ accuracies (`eval/`), m-coherence probes of clean, noisy and test examples
 learning.npz) and the pristine / corrupt shares of the loss decrease
 (`shares/`).
 
+  setting         | the CG paper / code          | here                  | source
+  ----------------|------------------------------|-----------------------|-----------
+  data            | MNIST 60,000 / 10,000        | embedded 4,000 / 1,000| cgjax (CPU)
+  network         | 3 x 256 ReLU, N(0,1) x 2 /   | the same              | code
+                  | sqrt(fan_in + fan_out) init  |                       |
+  optimizer       | SGD lr 0.1, no momentum,     | the same              | code
+                  | batches of 100               |                       |
+  length          | 100 epochs                   | 100 epochs            | code
+  label noise     | select w.p. p, permute the   | 'permute' (default)   | code
+                  | selected labels              |                       |
+  noise network   | 1 x 2048, 10^5 steps         | width=2048,depth=1    | unverified
+  probes          | none (no m-coherence code)   | m = 500, per layer    | cgjax
+
 arg (comma-separated, e.g. 'noise=0.5,width=2048,depth=1'):
   noise   label noise rate in [0, 1] (default 0.5)
   kind    'permute' (default: the authors' CG MNIST code selects each
@@ -17,7 +30,8 @@ arg (comma-separated, e.g. 'noise=0.5,width=2048,depth=1'):
   seed    run seed (init, batch order, probes); the noise seed is separate
   seeds   with --sweep: every noise rate at seeds seed, seed+1, ...
           (default 1; the report draws their mean and spread)
-  width, depth   hidden layers (the label-noise study used depth=1, width=2048)
+  width, depth   hidden layers (the label-noise study's depth=1, width=2048:
+                 unverified)
   epochs  passes over the training set
   digits  use sklearn's 8x8 digits instead of MNIST
   runlocal  a few steps only, for a smoke test

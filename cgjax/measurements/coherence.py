@@ -42,8 +42,9 @@ Fields:
                    from per-layer taps in one ordinary backward pass
                    (cgjax/layer_norms.py)
   bn               BatchNorm in the per-example gradients: 'running' (the
-                   running averages, eval mode: the authors' measurement
-                   code) or 'batch' (each chunk's own statistics, of
+                   running averages, eval mode, as the authors' W&S trainer
+                   evaluates; they released no gradient measurement code)
+                   or 'batch' (each chunk's own statistics, of
                    microbatch_size x devices examples, held constant; m must
                    then be a multiple of the chunk, so no padding row counts)
   all_every        with statistics='norms': every all_every-th step of the
