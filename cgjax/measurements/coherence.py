@@ -84,8 +84,9 @@ def diverges(key: str) -> bool:
 
 
 def headline(key: str) -> bool:
-  """Each probe set's whole-model m-coherence (SET/m_coherence)."""
-  return key.count('/') == 1 and key.endswith('/m_coherence')
+  """Each probe set's whole-model m-coherence and rho (SET/m_coherence,
+  SET/rho)."""
+  return key.count('/') == 1 and key.endswith(('/m_coherence', '/rho'))
 
 
 
