@@ -320,10 +320,18 @@ def main(argv):
     sys.exit(f'error: {err}')
   if _CHECK.value:
     config = _CONFIG.value
+    from cgjax import session  # pylint: disable=g-import-not-at-top
+    try:
+      workdir_plan = ('' if _EVALUATE.value else '; workdir: ' +
+                      session.check_launch(config, workdir, _RESTART.value))
+    except ValueError as err:  # workdir.Refused: one line, nothing written
+      if _TRACEBACK.value:
+        raise
+      sys.exit(f'error: {err}')
     print(f'[cgjax] check: config valid; would '
           f'{"evaluate" if _EVALUATE.value else "train"} {config.model.name} '
           f'on {config.data.name}, {config.num_steps} steps, measurements: '
-          f'{", ".join(sorted(config.measurements))}')
+          f'{", ".join(sorted(config.measurements))}{workdir_plan}')
     return
   created_cache = _compilation_cache(workdir)
   final = _launch(workdir, created_cache)
@@ -334,7 +342,8 @@ def main(argv):
                                         for k in headline))
     if not _EVALUATE.value:
       print(f'[cgjax] results in {workdir}: metrics.jsonl, TensorBoard '
-            'events, checkpoints/')
+            f'events, checkpoints/; report: cgjax-report {workdir} (in a '
+            f'checkout: python -m experiments.report {workdir})')
 
 
 def _compilation_cache(workdir: str) -> str | None:
@@ -477,6 +486,15 @@ def _thread_failed(args):
           f'{_one_line(args.exc_value)}', file=sys.stderr, flush=True)
 
 
+def _parse_flags(argv):
+  """absl's parse, with a bad flag or override value as one line (absl's
+  own: 'FATAL Flags parsing error: ...' and a help hint)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as err:
+    sys.exit(f'error: {err}')
+
+
 def run():
   """The command line: `python launch.py`, `python -m cgjax.launch` or the
   installed `cgjax-train`."""
@@ -499,7 +517,7 @@ def run():
     from cgjax import supervisor  # pylint: disable=g-import-not-at-top
     if supervisor.needed(sys.argv):  # one line when JAX ends it for a peer
       supervisor.run(sys.argv)
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
   except KeyboardInterrupt:  # Ctrl-C in a multi-process run (cgjax.stops):
     # one line, no traceback; whatever was checkpointed resumes with the
     # same command.

@@ -102,6 +102,7 @@ class RunSession:
     self._created = not storage.exists(self.workdir)
     parallel.PEER_LOST_HOOKS.append(self._peer_lost)
     try:
+      check_kind(self.workdir)
       self._lock = workdir_lib.Lock(self.workdir,
                                     self.config.lock_stale_after).acquire()
       self._check_workdir()
@@ -142,11 +143,8 @@ class RunSession:
         log(f'--restart: moved the old records of {self.workdir} to {moved}')
     for name in workdir_lib.remove_litter(self.workdir):
       log(f'removed {name}, left by a write that died midway')
-    if not workdir_lib.check_config(self.workdir, self.config):
+    if not _check_existing_run(self.workdir, self.config):
       return False
-    workdir_lib.check_records(self.workdir,
-                              workdir_lib.saved_steps(self.workdir))
-    workdir_lib.read_metrics(self.workdir)  # every row readable
     self._committed = workdir_lib.committed_step(
         workdir_lib.read_status_file(self.workdir))
     return True
@@ -450,6 +448,41 @@ class RunSession:
       log(f'{self.workdir} was already complete')
       return workdir_lib.latest_values(self.workdir)
     return self.last
+
+
+def check_kind(workdir: str):
+  """Refuses a workdir path that names something other than a folder."""
+  if storage.exists(workdir) and not storage.isdir(workdir):
+    raise workdir_lib.Refused(f'{workdir} is a file, not a workdir: give '
+                              'a folder (new or a run\'s)')
+
+
+def _check_existing_run(workdir: str, config) -> bool:
+  """Whether `workdir` holds a run already (refusing another run's, or
+  records a relaunch would shorten); reads every record it keeps."""
+  if not workdir_lib.check_config(workdir, config):
+    return False
+  workdir_lib.check_records(workdir, workdir_lib.saved_steps(workdir))
+  workdir_lib.read_metrics(workdir)  # every row readable
+  return True
+
+
+def check_launch(config, workdir: str, restart: bool = False) -> str:
+  """Every check a launch makes of its workdir before its first write,
+  writing nothing (`launch.py --check`): what the path is, the lock, and
+  (without --restart) the run it holds. Raises Refused; returns what the
+  launch would do."""
+  check_kind(workdir)
+  owner = workdir_lib.owner_of(workdir, config.lock_stale_after)
+  if owner is not None:
+    raise workdir_lib.Locked(f'{workdir}: the workdir is in use by pid '
+                             f'{owner["pid"]} on {owner["host"]}; wait for '
+                             'it or stop it')
+  if restart:
+    return 'would move the old records aside and start over'
+  if _check_existing_run(workdir, config):
+    return 'would resume the run it holds'
+  return 'would start a new run'
 
 
 def abstract_state(state):

@@ -207,8 +207,7 @@ def _claim3(random):
     before = float(np.median(pick('rho', 'pre')))
     rows['3b'] = Value(_ratio(during, before), f'{during:.4f} / {before:.4f} '
                        f'({len(windows["pre"])} probes before)',
-                       _ratio(mc - 1, np.median(pick('m_coherence', 'pre'))
-                              - 1))
+                       _ratio(mc, np.median(pick('m_coherence', 'pre'))))
   return rows
 
 

@@ -87,7 +87,8 @@ def test_claim_statistics_by_hand(tmp_path):
   np.testing.assert_allclose(stat['3a'], 0.045)
   assert rows['3a'].condition
   np.testing.assert_allclose(stat['3b'], 0.045 / 0.03)
-  np.testing.assert_allclose(rows['3b'].m_coherence, (99 * 0.045) / (99 * 0.03))
+  np.testing.assert_allclose(rows['3b'].m_coherence,
+                             (1 + 99 * 0.045) / (1 + 99 * 0.03))
   # noise 0.5, steps 1-400: clean/noisy = 3, 2, 2, 3, 2, 2, 2, 2 -> 2
   np.testing.assert_allclose(stat['4a'], 2.0)
   # first-correct medians: clean 2, noisy median(100, never) = inf -> 0

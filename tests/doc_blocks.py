@@ -25,13 +25,18 @@ the example lab (written out and run by tests/plugins_test.py) and need no
 marker.
 """
 import dataclasses
+import glob
 import os
 import re
 
 from tests.conftest import ROOT
 
 KINDS = ('run', 'long', 'output', 'fragment', 'not-cpu', 'lab')
-FILES = ('README.md', 'docs/README.md', 'docs/howto.md', 'docs/science.md')
+# README.md and every page of docs/ but the generated config reference.
+FILES = ('README.md',) + tuple(sorted(
+    os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, 'docs',
+                                                             '*.md'))
+    if not p.endswith('config.md')))
 MARKER = re.compile(r'<!-- docs: ([\w-]+)\s*(.*?)\s*-->')
 LAB_FILE = re.compile(r'# (my_lab/\w+\.py)$')
 

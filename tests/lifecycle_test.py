@@ -200,6 +200,12 @@ def test_a_damaged_workdir_is_one_line_and_changes_nothing(
      "returned a dict, not an ml_collections.ConfigDict"),
     (['--config', 'tests/lifecycle_configs.py:none'],
      "returned a NoneType, not an ml_collections.ConfigDict"),
+    (['--config.num_steps=abc'], "error: flag --config.num_steps=abc: "
+                                 "invalid literal for int()"),
+    (['--nosuchflag'], "error: Unknown command line flag 'nosuchflag'"),
+    (['--config.nosuch=3'], "error: unknown config key 'config.nosuch'"),
+    (['--config', 'configs/mnist_mlp.py:noise=abc'],
+     "error: config arg noise='abc' is not a float"),
 ])
 def test_bad_launches_are_one_line_and_write_nothing(tmp_path, flags, needle):
   config = [] if '--config' in flags else ['--config', SMALL]
@@ -209,6 +215,32 @@ def test_bad_launches_are_one_line_and_write_nothing(tmp_path, flags, needle):
   assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr
   assert len(lines) == 1 and needle in lines[0], proc.stderr
   assert os.listdir(tmp_path) == []  # no workdir, no .jax_cache beside it
+
+
+@pytest.mark.parametrize('case', ['file', 'other run', 'same run'])
+def test_check_runs_the_launchs_workdir_checks_writing_nothing(
+    finished, tmp_path, case):
+  """--check refuses what the launch would refuse before training: a file
+  in the workdir's place, a workdir holding a run of another config."""
+  workdir = tmp_path / 'run'
+  flags = []
+  if case == 'file':
+    workdir.write_text('not a folder')
+  else:
+    shutil.copytree(finished, workdir)
+    flags = ['--config.noise.rate=0.3'] if case == 'other run' else []
+  before = _snapshot(tmp_path)
+  proc = run_python(['launch.py', '--config', SMALL, '--workdir',
+                     str(workdir), '--check', *flags], check=False)
+  assert _snapshot(tmp_path) == before
+  if case == 'same run':
+    assert proc.returncode == 0, proc.stderr
+    assert 'workdir: would resume the run it holds' in proc.stdout
+    return
+  assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr
+  assert proc.stderr.startswith('error: '), proc.stderr
+  assert ('is a file, not a workdir' if case == 'file'
+          else 'noise.rate: 0.5 in the workdir, 0.3 now') in proc.stderr
 
 
 @pytest.fixture
