@@ -2,7 +2,9 @@
 
 gs:// paths go through fsspec (see cgjax/storage.py), also for orbax and
 TFDS, which would otherwise use tf.io.gfile wherever TensorFlow is installed.
+The storage settings are set here, before any of them is imported
+(`storage.configure`).
 """
-import os
+from cgjax import storage as _storage
 
-os.environ.setdefault('EPATH_USE_TF', 'false')
+_storage.configure()

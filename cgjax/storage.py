@@ -23,6 +23,33 @@ import time
 from etils import epath
 
 
+def configure(environ=os.environ):
+  """The environment gs:// needs, set before the libraries read it (a value
+  the user set wins):
+
+  - EPATH_USE_TF=false: etils would route gs:// through tf.io.gfile
+    whenever TensorFlow is installed (no exclusive create, no emulator).
+  - GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false: gcsfs 2026.10 looks up each
+    bucket's storage layout before every file operation, and does not cache
+    a failed lookup (an emulator, or a service account without that
+    permission): about 3 s per operation, so the 300-step quick start did
+    not finish in 5 minutes. Plain object operations need no layout.
+  - With STORAGE_EMULATOR_HOST set (a local GCS server such as
+    fake-gcs-server), no credentials for gcsfs (FSSPEC_GCS_TOKEN=anon) nor
+    for tensorstore (orbax's arrays), which would ask Google's auth service,
+    and HTTP/1.1 to a plain-http TENSORSTORE_GCS_HTTP_URL (emulators speak no
+    HTTP/2 without TLS).
+  """
+  environ.setdefault('EPATH_USE_TF', 'false')
+  environ.setdefault('GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT', 'false')
+  if environ.get('STORAGE_EMULATOR_HOST'):
+    for name in ('FSSPEC_GCS_TOKEN', 'FSSPEC_GS_TOKEN'):
+      environ.setdefault(name, 'anon')
+    environ.setdefault('GOOGLE_AUTH_TOKEN_FOR_TESTING', 'emulator')
+  if environ.get('TENSORSTORE_GCS_HTTP_URL', '').startswith('http://'):
+    environ.setdefault('TENSORSTORE_GCS_HTTP_VERSION', '1.1')
+
+
 def is_local(path: str) -> bool:
   return '://' not in str(path)
 

