@@ -27,6 +27,7 @@ from cgjax import parallel
 from cgjax import progress
 from cgjax import stops
 from cgjax import storage
+from cgjax import trackers as trackers_lib
 from cgjax import workdir as workdir_lib
 
 # A progress line at least this often (besides log_every's, which also
@@ -173,9 +174,13 @@ class RunSession:
       redo = bool(data_state.get('measure_again'))
       self._committed = max(self._committed or -1, self._start)
       log(f'resuming {self.workdir} from step {self._start}')
+    trackers = (trackers_lib.open_all(
+        self.config.get('trackers', ()), self.workdir,
+        coherence.flatten(self.config.to_dict(), sep='.'))
+                if workdir_lib.is_writer() else [])
     self._writer = workdir_lib.MetricWriter(
         self.workdir, self._start if restored else -1,
-        redo_step=self._start if redo else None)
+        redo_step=self._start if redo else None, trackers=trackers)
     self.step = self._start
     self._status('running', self._start)
     self._tracker = progress.Progress(
@@ -225,8 +230,8 @@ class RunSession:
     measurements."""
     config, dataset, mesh = self.config, self.ctx.dataset, self.ctx.mesh
     flat = coherence.flatten(config.to_dict(), sep='.')
-    log('config (resolved, also in config.json and TensorBoard):\n'
-        + '\n'.join(f'    {k} = {v!r}' for k, v in sorted(flat.items())))
+    log(f'config: {len(flat)} fields, resolved, in '
+        f'{storage.join(self.workdir, "config.json")} and TensorBoard')
     sizes = {}
     for path, leaf in zip(self.ctx.param_paths,
                           jax.tree.leaves(state.params)):

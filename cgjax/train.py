@@ -29,6 +29,7 @@ from cgjax import optim
 from cgjax import parallel
 from cgjax import session
 from cgjax import storage
+from cgjax import trackers as trackers_lib
 from cgjax import workdir as workdir_lib
 from cgjax.data import noise as noise_lib
 from cgjax.data import pipeline
@@ -133,6 +134,7 @@ def validate(config):
       raise ValueError(f'{field} must be >= {low}, got {_field(config, field)}')
   if config.get('init_from'):
     parse_init_from(config.init_from)
+  trackers_lib.check_names(config.get('trackers', ()))
   for field in ('seed', 'noise.seed'):  # PRNG keys and numpy seeds take 32 bits
     if _field(config, field) >= 2**32:
       raise ValueError(f'{field} must be < 2**32, got {_field(config, field)}')

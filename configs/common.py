@@ -11,6 +11,11 @@ Every field of a cgjax config, documented once here:
                     the config fingerprint, as every field. '' = init
   init_optimizer    with init_from: the optimizer state (momentum) too; the
                     two runs' optimizers must then have one structure
+  trackers          experiment trackers beside metrics.jsonl and
+                    TensorBoard, the same scalars and the config: ('wandb',)
+                    (Weights & Biases; WANDB_PROJECT, WANDB_MODE=offline, ...
+                    from the environment) or module paths of your own
+                    (cgjax/trackers/__init__.py has the interface)
   num_steps         parameter updates
   batch_size        global batch (all devices, all hosts)
   bn_group_size     BatchNorm statistics in training over groups of this many
@@ -181,6 +186,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.init_from = ''
   c.init_optimizer = False
+  c.trackers = ()
   c.num_steps = 1000
   c.batch_size = 100
   c.bn_group_size = 0

@@ -75,7 +75,7 @@ def fingerprint(config) -> str:
   field but the measurements (which `--evaluate` may change) and those that
   do not shape the train state."""
   fields = config_dict(config)
-  for name in ('measurements', 'lock_stale_after'):
+  for name in ('measurements', 'lock_stale_after', 'trackers'):
     fields.pop(name, None)
   for name in ('prefetch', 'workers', 'threads'):  # how, not what, is read
     fields.get('data', {}).pop(name, None)

@@ -142,7 +142,8 @@ def latest_values(workdir) -> dict:
 
 
 class MetricWriter:
-  """Scalars to metrics.jsonl and TensorBoard (process 0 only).
+  """Scalars to metrics.jsonl, TensorBoard and the config's trackers
+  (cgjax.trackers; process 0 only).
 
   `keep_through` is the step of the checkpoint a run resumes from (-1: none).
   Rows after it, written by an interrupted run past that checkpoint, are
@@ -158,8 +159,9 @@ class MetricWriter:
   FLUSH_SECONDS = 60.0
 
   def __init__(self, workdir: str, keep_through: int = -1,
-               redo_step: int | None = None):
+               redo_step: int | None = None, trackers=()):
     self._active = is_writer()
+    self._trackers = list(trackers)  # cgjax.trackers: the same scalars
     if not self._active:
       return
     self._workdir = workdir
@@ -214,6 +216,8 @@ class MetricWriter:
                     for name, value in sorted(scalars.items()))
     for name, value in sorted(scalars.items()):
       self._events().add_scalar(name, float(value), int(step))
+    for tracker in self._trackers:
+      tracker.write(int(step), {k: float(v) for k, v in scalars.items()})
     if self._local:
       check_owner(self._workdir)
       try:
@@ -252,6 +256,8 @@ class MetricWriter:
       return
     if self._tb is not None:
       self._tb.flush()
+    for tracker in self._trackers:
+      tracker.flush()
     if self._local:
       return
     check_owner(self._workdir)
@@ -280,7 +286,11 @@ class MetricWriter:
       return
     if self._tb is not None and self._events_alive():  # else close blocks
       self._tb.close()
-    self.flush()
+    try:
+      self.flush()
+    finally:
+      for tracker in self._trackers:
+        tracker.close()
     if self._local:
       self._file.close()
     else:
