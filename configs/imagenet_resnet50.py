@@ -8,8 +8,10 @@ SGD momentum 0.9, Goyal schedule, no augmentation, no weight decay; each
 unverified, see its table) with the later paper's model and probe sample of
 50,000 examples per set (its ratio to the orthogonal baseline peaks near 40
 with real labels, below about 5 with random ones): unverified, from
-secondary notes; only the papers' abstracts could be checked. arg: noise, seed, probe, epochs, train_examples, runlocal;
-the sweep is the noise grid 0, 0.25, 0.5, 0.75, 1.
+secondary notes; only the papers' abstracts could be checked. Label noise
+of kind 'uniform' (a selected label becomes a uniformly random class), as
+that config's (unverified). arg: noise, seed, probe, epochs,
+train_examples, runlocal; the sweep is the noise grid 0, 0.25, 0.5, 0.75, 1.
 """
 from cgjax.configs import common
 from cgjax.configs import mcoherence_imagenet

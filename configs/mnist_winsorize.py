@@ -11,7 +11,12 @@ Scaled so the whole sweep runs in under 30 minutes on 2 CPU cores: the
 winsorized steps cost 20-60x a plain one on CPU (benchmarks/aggregator_cost);
 the only measurement is evaluation (this study measures accuracy).
 
-M3 follows the issue's definition: the batch is split into k = 3 groups
+Label noise of kind 'permute', as the CG code's (each label selected with
+probability `noise`, the selected labels permuted among themselves): the
+MNIST config's default. c in {1, 2, 4, 8} is from secondary notes on the
+paper (unverified); the code's default is `winsorize_pct=10`.
+
+M3 here: the batch is split into k = 3 groups
 whose mean gradients (at the same weights) are combined by their median; to
 match the paper's M3 (three minibatches of 100 per update) its trials use
 batch 300 and a third of the steps.

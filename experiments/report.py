@@ -53,7 +53,9 @@ def table(runs) -> tuple[list[str], list[list[str]]]:
     row = [name, run.label]
     for key in headline:
       v = run.final(key)
-      row.append('-' if v != v else f'{v:.3f}')
+      # Three significant digits: rho is 0.001-0.03 where accuracies are
+      # near 1 (three decimals left rho 0.005 or 0.000).
+      row.append('-' if v != v else f'{v:.3g}')
     for probe in runs_lib.PROBES:
       v, step = run.peak(run.key('coherence', f'{probe}/m_coherence'))
       row.append('-' if step < 0 else f'{v:.2f} ({step})')
@@ -102,13 +104,23 @@ def _claims(sweep_dirs) -> list[str]:
     text = claims.table(sweeps)
   except ValueError as err:  # not one run per noise rate
     return [f'<h2>Claims</h2><p>not computed: {html.escape(str(err))}</p>']
-  doc = claims.__doc__.split('\n\n', 2)[2]
+  shown = {k for s in sweeps for k in claims.claim_rows(s)}
+  about = ''.join(
+      f'<li><b>{html.escape(k)}</b>: {html.escape(c.title)}. Statistic: '
+      f'{html.escape(c.statistic)}, holds above {c.threshold:g}</li>'
+      if c.above else
+      f'<li><b>{html.escape(k)}</b>: {html.escape(c.title)}. Statistic: '
+      f'{html.escape(c.statistic)}, holds below {c.threshold:g}</li>'
+      for k, c in claims.CLAIMS.items() if k in shown)
   few = ('' if len(sweeps) >= 3 else
          f'<p><b>{len(sweeps)} seed(s) only: a claim is judged over 3 or more '
          'seeds; these rows are a preview.</b></p>')
   return ['<h2>Claims of the papers, per seed</h2>', few,
-          f'<p style="white-space:pre-wrap">{html.escape(doc)}</p>',
-          _markdown_to_html(text)]
+          '<p>Each statistic is on rho = (m-coherence - 1) / (m - 1) where it '
+          'is a coherence, per seed over a window of probes; a claim holds '
+          'where the 95% t-interval of the per-seed values clears its '
+          'threshold (experiments/claims.py).</p>',
+          f'<ul style="font-size:90%">{about}</ul>', _markdown_to_html(text)]
 
 
 def build(sweep_dirs: list[str], out_dir: str) -> str:

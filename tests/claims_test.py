@@ -104,13 +104,13 @@ def test_a_claim_holds_only_where_its_interval_over_seeds_clears(tmp_path):
   row = next(line for line in text.splitlines() if line.startswith('| 2:'))
   values = np.array([2.25 / 1.0, 2.25 / 0.98, 2.25 / 1.02])
   half = T_975_2 * values.std(ddof=1) / np.sqrt(3)
-  assert (f'[{values.mean() - half:.3g}, {values.mean() + half:.3g}] | yes |'
+  assert (f'[{values.mean() - half:#.3g}, {values.mean() + half:#.3g}] | yes |'
           in row), row
   assert values.mean() - half > 2  # so 'yes' is the right verdict
   # 3b: 1.5 on every seed (the scale cancels): an interval of zero width
   # below the threshold of 2.
   row = next(line for line in text.splitlines() if line.startswith('| 3b:'))
-  assert '| 1.5 | 1.5 | 1.5 |' in row and '[1.5, 1.5] | not shown' in row, row
+  assert '| 1.5 | 1.5 | 1.5 |' in row and '[1.50, 1.50] | not shown' in row, row
   # A seed whose random labels are as coherent as the real ones.
   sweeps.append(_sweep(str(tmp_path / 's3'), 3, scale=2.25))
   row = next(line for line in claims.table(sweeps).splitlines()
