@@ -33,9 +33,10 @@ running median of 5 consecutive probes (one unstable probe makes no peak).
      over the probes where the noisy-label train accuracy (interpolated
      between evaluations) is in [0.2, 0.9]; > 0, and on every seed the
      median of those probes' lower confidence bounds (rho_low) > 0 too
-  3b ... and more than before memorization: that median / the median rho
-     over the probes at steps >= 1 before the accuracy first reaches 0.2;
-     > 2
+  3b ... and at least twice its level before memorization: that median
+     minus twice the median rho over the probes at steps >= 1 before the
+     accuracy first reaches 0.2; > 0 (a difference, not the ratio, which is
+     undefined where the earlier median is 0 or below)
   4a partial noise: median over the probes at steps 1..EARLY of clean /
      noisy rho, the smallest over the rates in (0, 1); > 1
   4b median first-correct step of clean examples / that of noisy ones
@@ -84,8 +85,9 @@ CLAIMS = {
                'peak smoothed rho noise 0 / noise 1', 2),
     '3a': Claim('random labels: rho above 0 while memorized',
                 'median rho, noise 1, noisy-label acc in [0.2, 0.9]', 0),
-    '3b': Claim('random labels: rho while memorized above its earlier level',
-                'that median / median before acc reaches 0.2', 2),
+    '3b': Claim('random labels: rho while memorized at least twice its '
+                'earlier level',
+                'that median - 2 x median before acc reaches 0.2', 0),
     '4a': Claim('clean more coherent than noisy early',
                 f'min over rates of median clean/noisy rho, steps 1-{EARLY}',
                 1),
@@ -205,9 +207,9 @@ def _claim3(random):
                       mc, condition=bound > 0)}
   if windows['pre']:
     before = float(np.median(pick('rho', 'pre')))
-    rows['3b'] = Value(_ratio(during, before), f'{during:.4f} / {before:.4f} '
-                       f'({len(windows["pre"])} probes before)',
-                       _ratio(mc, np.median(pick('m_coherence', 'pre'))))
+    rows['3b'] = Value(during - 2 * before, f'{during:.4f} while memorized, '
+                       f'{before:.4f} before ({len(windows["pre"])} probes)',
+                       mc - 2 * float(np.median(pick('m_coherence', 'pre'))))
   return rows
 
 

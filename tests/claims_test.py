@@ -86,9 +86,9 @@ def test_claim_statistics_by_hand(tmp_path):
   # before: steps 1-100 (0.02, 0.03, 0.04, 0.03, 0.03, 0.04: median 0.03).
   np.testing.assert_allclose(stat['3a'], 0.045)
   assert rows['3a'].condition
-  np.testing.assert_allclose(stat['3b'], 0.045 / 0.03)
+  np.testing.assert_allclose(stat['3b'], 0.045 - 2 * 0.03)
   np.testing.assert_allclose(rows['3b'].m_coherence,
-                             (1 + 99 * 0.045) / (1 + 99 * 0.03))
+                             (1 + 99 * 0.045) - 2 * (1 + 99 * 0.03))
   # noise 0.5, steps 1-400: clean/noisy = 3, 2, 2, 3, 2, 2, 2, 2 -> 2
   np.testing.assert_allclose(stat['4a'], 2.0)
   # first-correct medians: clean 2, noisy median(100, never) = inf -> 0
@@ -107,10 +107,10 @@ def test_a_claim_holds_only_where_its_interval_over_seeds_clears(tmp_path):
   assert (f'[{values.mean() - half:#.3g}, {values.mean() + half:#.3g}] | yes |'
           in row), row
   assert values.mean() - half > 2  # so 'yes' is the right verdict
-  # 3b: 1.5 on every seed (the scale cancels): an interval of zero width
-  # below the threshold of 2.
+  # 3b: 0.045 - 2 x 0.03 = -0.015 times the seed's scale: below 0.
   row = next(line for line in text.splitlines() if line.startswith('| 3b:'))
-  assert '| 1.5 | 1.5 | 1.5 |' in row and '[1.50, 1.50] | not shown' in row, row
+  assert '| -0.015 | -0.0147 | -0.0153 |' in row, row
+  assert 'not shown (interval reaches the threshold)' in row, row
   # A seed whose random labels are as coherent as the real ones.
   sweeps.append(_sweep(str(tmp_path / 's3'), 3, scale=2.25))
   row = next(line for line in claims.table(sweeps).splitlines()

@@ -13,6 +13,22 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# The end-to-end files: launches in fresh processes, multi-process and
+# 8-device runs, fake ImageNet / CIFAR-10, GCS, sweeps, docs blocks, the fresh
+# venv. Every test in them is `slow`; the fast tier (`-m "not slow"`) keeps
+# the unit tests of every module, train_test's in-process loop among them.
+SLOW_FILES = ('lifecycle_test.py', 'faults_test.py', 'gcs_test.py',
+              'imagenet_test.py', 'imagenet_papers_test.py', 'cifar10_test.py',
+              'cluster_test.py', 'sweep_test.py', 'runs_test.py',
+              'plugins_test.py', 'm_dependence_test.py', 'init_from_test.py',
+              'tracked_weights_test.py', 'trackers_test.py', 'records_test.py')
+
+
+def pytest_collection_modifyitems(items):
+  for item in items:
+    if os.path.basename(str(item.fspath)) in SLOW_FILES:
+      item.add_marker(pytest.mark.slow)
+
 
 def pytest_configure(config):
   """One XLA compilation cache per session, shared by the xdist workers and the

@@ -10,5 +10,6 @@ def get_config(arg=None):
   c.num_steps, c.batch_size, c.log_every, c.checkpoint_every = 20, 50, 10, 1
   c.keep_checkpoints = 2
   c.optim.lr = float(arg or 1e8)
+  c.noise.kind = 'uniform'  # the labels this NaN at step 4 was measured on
   c.measurements = ml_collections.ConfigDict()
   return c

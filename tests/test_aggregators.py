@@ -236,6 +236,7 @@ def test_trajectory_matches_the_authors_optimizer(name):
   np.testing.assert_allclose(params['w'], w, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # 15-50 s: 8 devices or a deep model
 def test_eight_devices_equal_the_numpy_result():
   """Global-batch order statistics and group medians with a sharded batch."""
   assert 'OK' in run_python(['-m', 'tests.sharded_checks', 'aggregators'],
@@ -271,6 +272,7 @@ def test_weak_and_strong_optimizers_train_at_the_papers_lr():
       [0.1, 0.01, 0.01, 0.001])
 
 
+@pytest.mark.slow  # 15-50 s: 8 devices or a deep model
 @pytest.mark.parametrize('dropout', [0.5, 0.0])
 def test_m3_groups_draw_independent_dropout_masks(dropout):
   """VGG-13-BN (dropout in its classifier), an m3 step on a batch whose three

@@ -345,6 +345,7 @@ def test_batchnorm_model_uses_running_statistics_per_example():
   assert abs((other.sum(0) ** 2).sum() / (other ** 2).sum() - expect) > 1e-3
 
 
+@pytest.mark.slow  # 15-50 s: 8 devices or a deep model
 def test_streamed_probes_on_eight_devices_equal_one_device():
   """Per-device per-example gradients, sums reduced across 8 devices and
   carried across padded chunks, against the one-device pass

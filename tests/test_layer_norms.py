@@ -213,7 +213,10 @@ MODELS = {
 }
 
 
-@pytest.mark.parametrize('name', sorted(MODELS))
+# The deep models (20-60 s each) in the full suite only.
+@pytest.mark.parametrize('name', [
+    pytest.param(n, marks=pytest.mark.slow) if MODELS[n][3] == 'explicit'
+    else n for n in sorted(MODELS)])
 def test_every_model_matches_per_example_gradients(name):
   module, kwargs, shape, reference = MODELS[name]
   model = models.get_model(module, 3, **kwargs)
@@ -254,6 +257,7 @@ def test_unknown_statistics_is_named():
                               statistics='cosines')
 
 
+@pytest.mark.slow  # 15-50 s: 8 devices or a deep model
 def test_sharded_fast_path_equals_one_device_vmap_path():
   """Dense, Conv and BatchNorm taps on 8 devices vs the vmap path on one."""
   assert 'OK' in run_python(['-m', 'tests.sharded_checks', 'layer_taps'],

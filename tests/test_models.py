@@ -30,9 +30,9 @@ def test_cnn_output_shape():
 
 
 def test_unknown_model_lists_choices():
-  with pytest.raises(ValueError, match="unknown model 'alexnet'.*cnn, "
-                     "efficientnet, inception_v3, mlp, resnet, vgg"):
-    models.get_model('alexnet', 10)
+  with pytest.raises(ValueError, match="unknown model 'densenet'.*alexnet, "
+                     "cnn, efficientnet, inception_v3, mlp, resnet, vgg"):
+    models.get_model('densenet', 10)
 
 
 def _num_params(name, resolution, **kwargs):
@@ -57,6 +57,7 @@ def test_published_parameter_counts(name, kwargs, resolution, published):
   assert _num_params(name, resolution, **kwargs) == published
 
 
+@pytest.mark.slow  # 20-45 s: a deep model
 @pytest.mark.parametrize('name,kwargs,resolution', [
     ('resnet', {'depth': 50, 'zero_init_residual': True}, 64),
 ])
@@ -86,6 +87,7 @@ def test_one_train_step_runs_and_updates_batch_stats(name, kwargs, resolution):
     assert not np.any(variables['params']['stage1_block0']['bn3']['scale'])
 
 
+@pytest.mark.slow  # 15-50 s: 8 devices or a deep model
 def test_resnet_bf16_compute_keeps_float32_params():
   model = models.get_model('resnet', 10, depth=18, small_inputs=True,
                            dtype='bfloat16')
@@ -96,6 +98,7 @@ def test_resnet_bf16_compute_keeps_float32_params():
   assert model.apply(variables, x).dtype == np.float32
 
 
+@pytest.mark.slow  # 20-45 s: a deep model
 @pytest.mark.parametrize('name,kwargs', [
     ('vgg', {'width': 4, 'hidden': 16}),
 ])

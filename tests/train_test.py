@@ -86,6 +86,7 @@ def test_run_writes_metrics_probes_and_status(ref):
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['10', '20']
 
 
+@pytest.mark.slow  # launch.py in fresh processes
 def test_eight_devices_match_one(ref, tmp_path):
   workdir, _ = ref
   run_python(['launch.py', '--config', CONFIG, '--workdir', str(tmp_path),
@@ -95,6 +96,7 @@ def test_eight_devices_match_one(ref, tmp_path):
 
 # Killed after the metrics of step 14 (past the step-10 checkpoint), and of
 # step 2 (no checkpoint yet: the relaunch starts over in the same workdir).
+@pytest.mark.slow  # launch.py in fresh processes
 @pytest.mark.parametrize('kill_at,resumed_from', [(14, 10), (2, None)])
 def test_resume_after_kill_is_bitwise_identical(ref, tmp_path, kill_at,
                                                 resumed_from):
@@ -234,6 +236,7 @@ def test_bad_config_is_rejected_before_writing(tmp_path, override, message):
   assert not os.path.exists(workdir)
 
 
+@pytest.mark.slow  # launch.py in fresh processes
 def test_launch_rejects_unknown_key_and_indivisible_batch(tmp_path):
   bad_key = run_python(['launch.py', '--config', CONFIG,
                         '--config.optim.lrr=0.1'], check=False)
