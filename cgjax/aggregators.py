@@ -247,7 +247,11 @@ def _m3(loss_fn, k, params, batch):
   return jnp.mean(losses), median, aux
 
 
-def _winsorize(per_example_loss_fn, c, mesh, params, batch):
+def _per_example(per_example_loss_fn, mesh, combine, params, batch):
+  """(mean loss, combined gradient, None) from the batch's per-example
+  gradients, each device taking its own examples': `combine(g, total)` maps
+  one leaf's [examples of this device, ...] gradients and the global
+  example count to the global result (it reduces across 'data' itself)."""
   spec = jax.sharding.PartitionSpec('data')
   replicated = jax.sharding.PartitionSpec()
 
@@ -255,9 +259,8 @@ def _winsorize(per_example_loss_fn, c, mesh, params, batch):
     losses, grads = jax.vmap(jax.value_and_grad(per_example_loss_fn),
                              in_axes=(None, 0))(p, examples)
     total = jax.lax.psum(jnp.float32(losses.shape[0]), 'data')
-    sums = jax.tree.map(lambda g: _sharded_winsorized_sum(g, c, 'data'), grads)
     return (jax.lax.psum(jnp.sum(losses), 'data') / total,
-            jax.tree.map(lambda s: s / total, sums))
+            jax.tree.map(lambda g: combine(g, total), grads))
 
   # check_vma=False: per-example gradients w.r.t. replicated params must not
   # be summed over devices implicitly (see coherence.sharded_coherence_stats).
@@ -267,6 +270,13 @@ def _winsorize(per_example_loss_fn, c, mesh, params, batch):
   return loss, grads, None
 
 
+def _winsorize(per_example_loss_fn, c, mesh, params, batch):
+  return _per_example(
+      per_example_loss_fn, mesh,
+      lambda g, total: _sharded_winsorized_sum(g, c, 'data') / total,
+      params, batch)
+
+
 def _sign_of_sum(loss_fn, params, batch):
   (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params,
                                                                 batch)
@@ -274,23 +284,10 @@ def _sign_of_sum(loss_fn, params, batch):
 
 
 def _sum_of_signs(per_example_loss_fn, mesh, params, batch):
-  spec = jax.sharding.PartitionSpec('data')
-  replicated = jax.sharding.PartitionSpec()
-
-  def local(p, examples):
-    losses, grads = jax.vmap(jax.value_and_grad(per_example_loss_fn),
-                             in_axes=(None, 0))(p, examples)
-    total = jax.lax.psum(jnp.float32(losses.shape[0]), 'data')
-    votes = jax.tree.map(lambda g: jax.lax.psum(jnp.sum(jnp.sign(g), 0),
-                                                'data'), grads)
-    return (jax.lax.psum(jnp.sum(losses), 'data') / total,
-            jax.tree.map(lambda v: SIGN_SCALE * v, votes))
-
-  # check_vma=False: as in _winsorize.
-  loss, grads = jax.shard_map(local, mesh=mesh, in_specs=(replicated, spec),
-                              out_specs=replicated, check_vma=False)(
-                                  params, batch)
-  return loss, grads, None
+  return _per_example(
+      per_example_loss_fn, mesh,
+      lambda g, _: SIGN_SCALE * jax.lax.psum(jnp.sum(jnp.sign(g), 0), 'data'),
+      params, batch)
 
 
 def _plain(cfg, loss_fn, per_example_loss_fn, mesh):
