@@ -33,9 +33,13 @@ def plot(runs, out_dir):
       runs_lib.mean_and_spread(ax, series, label=name, **style)
     runs_lib.title(ax, runs_lib.setting_title(label, members))
     ax.set(xlabel='step', ylim=(0, 1.02))
-  if len(groups) > 1 and not runs_lib.overlay(
-      axes[-1], groups, 'evaluation', 'test_acc', 'test accuracy'):
-    runs_lib.note(axes[-1], 'fewer than two settings have a test accuracy')
+    runs_lib.step_axis(ax)  # log with 0, as every other figure's
+  if len(groups) > 1:
+    if runs_lib.overlay(axes[-1], groups, 'evaluation', 'test_acc',
+                        'test accuracy'):
+      runs_lib.step_axis(axes[-1])
+    else:
+      runs_lib.note(axes[-1], 'fewer than two settings have a test accuracy')
   runs_lib.ylabel(axes, 'accuracy')
   runs_lib.legend_once(fig, axes[:len(groups)])
   return runs_lib.save(fig, out_dir, 'accuracy')

@@ -139,9 +139,7 @@ def build(sweep_dirs: list[str], out_dir: str) -> str:
   for module in figure_modules(runs):
     title = getattr(module, 'TITLE', module.__name__)
     png = module.plot(runs, out_dir)
-    if png is None:  # the figure does not apply to these runs
-      parts.append(f'<h2>{html.escape(title)}</h2><p>not drawn: these runs '
-                   'do not measure it</p>')
+    if png is None:  # the figure does not apply to these runs: no heading
       continue
     doc = html.escape(module.__doc__.split('\n\n', 2)[-1].strip())
     parts.append(f'<h2>{html.escape(title)}</h2><p>{doc}</p>'
