@@ -203,8 +203,8 @@ def test_different_config_into_same_workdir_is_refused(ref):
     ({'noise.rate': 1.5}, r'noise.rate must be in \[0, 1\], got 1.5'),
     ({'noise.rate': -0.2}, r'got -0.2'),
     ({'data.name': 'imagenet'}, r"unknown dataset 'imagenet'; available: .*mnist_5k"),
-    ({'model.name': 'alexnet'}, r"unknown model 'alexnet': not one of cgjax's \(cnn, "
-     r"efficientnet, inception_v3, mlp, resnet, vgg"),
+    ({'model.name': 'densenet'}, r"unknown model 'densenet': not one of "
+     r"cgjax's \(alexnet, cnn, efficientnet, inception_v3, mlp, resnet, vgg"),
     ({'optim.name': 'lion'}, r"unknown optimizer 'lion'; choose from"),
     ({'optim.schedule': 'exp'}, r"unknown optim.schedule 'exp'"),
     ({'measurements.probe.m': 5000}, r"measurements.probe.m=5000 is larger "
