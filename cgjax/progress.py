@@ -16,14 +16,20 @@ RECENT = 3  # intervals the training rate is taken over
 
 
 def duration(seconds: float) -> str:
-  """'2d 03:04:05' (days shown when there are any); under a minute '12.3s'
-  (a short run's last seconds would all read 00:00:0x)."""
+  """One family of units from start to end: '12.3s', '1m05s', '2h03m04s',
+  '1d 03h01m01s' (a clock format after '59.9s' read as another kind of
+  number mid-run; tenths only under a minute, where they still move)."""
   if seconds < 59.95:
     return f'{max(seconds, 0):.1f}s'
   seconds = int(round(seconds))
   days, rest = divmod(seconds, 86400)
-  text = time.strftime('%H:%M:%S', time.gmtime(rest))
-  return f'{days}d {text}' if days else text
+  hours, rest = divmod(rest, 3600)
+  minutes, secs = divmod(rest, 60)
+  if days:
+    return f'{days}d {hours:02d}h{minutes:02d}m{secs:02d}s'
+  if hours:
+    return f'{hours}h{minutes:02d}m{secs:02d}s'
+  return f'{minutes}m{secs:02d}s'
 
 
 class Progress:

@@ -70,8 +70,9 @@ def test_eta_is_within_25_percent_from_the_10_percent_point(name, probe_cost):
 
 
 def test_duration_shows_days():
-  assert progress.duration(27 * 3600 + 61) == '1d 03:01:01'
-  assert progress.duration(3599.6) == '01:00:00'
+  assert progress.duration(27 * 3600 + 61) == '1d 03h01m01s'
+  assert progress.duration(3599.6) == '1h00m00s'
+  assert progress.duration(61) == '1m01s'
   assert progress.duration(59.94) == '59.9s'
 
 
