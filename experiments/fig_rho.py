@@ -5,10 +5,10 @@
 rho = (m-coherence - 1) / (m - 1) does not grow with the probe's size m, so
 runs probed at different m, and the papers' 40K-80K-example probes, compare
 on it. One panel per setting: clean (solid), noisy (dashed), test (dotted)
-probe sets; the line is the mean over seeds, the band runs from the lowest
-95% lower bound (rho_low: the probe's disjoint chunks) to the highest upper
-bound of the seeds, so it holds both the sampling error of each probe and
-the spread of the seeds. The right axis reads the same values as the
+probe sets; the line is the mean over seeds and the band the seeds' mean
+95% interval (rho_low to rho_high, each probe's from its disjoint chunks):
+a probe's sampling error, which the union of five seeds' intervals
+exaggerated into one band over the whole axis. The right axis reads the same values as the
 m-coherence of a probe of M = `measurements.probe.report_m` examples (1 +
 (M - 1) rho). The gray line is rho = 0 (orthogonal gradients); the y axis
 is linear near 0 and logarithmic beyond 1e-3.
@@ -24,20 +24,20 @@ LINEAR_BELOW = 1e-3  # symlog's linear range: rho is ~0 for random labels
 
 
 def _band(members, probe):
-  """(steps, mean rho, lowest rho_low, highest rho_high) over seeds."""
+  """(steps, mean rho, mean rho_low, mean rho_high) over seeds."""
   series = {k: runs_lib.metric_series(members, 'coherence', f'{probe}/{k}')
             for k in ('rho', 'rho_low', 'rho_high')}
   if not series['rho']:
     return None
   steps, rho = runs_lib.common_steps(series['rho'])
   bounds = []
-  for key, pick in (('rho_low', np.min), ('rho_high', np.max)):
+  for key in ('rho_low', 'rho_high'):
     if len(series[key]) != len(series['rho']):
       bounds.append(None)
       continue
     lookups = [dict(zip(*s)) for s in series[key]]
-    bounds.append(pick([[at.get(t, np.nan) for t in steps] for at in lookups],
-                       0))
+    bounds.append(np.mean([[at.get(t, np.nan) for t in steps]
+                           for at in lookups], 0))
   return steps, rho.mean(0), *bounds
 
 
