@@ -61,7 +61,8 @@ def test_streamed_probe_memory_does_not_grow_with_m(data_dir):
   peaks, compiled = {}, {}
   for m in (8, 32):
     cfg = config.measurements.probe.copy_and_resolve_references()
-    cfg.update(m=m, sets=('train',), microbatch_size=4)
+    # Chunks of microbatch_size (no more chunks for rho's interval).
+    cfg.update(m=m, sets=('train',), microbatch_size=4, subsamples=1)
     probe = probe_lib.Measurement('probe', cfg, ctx)
     split, index = probe.samples['train']
     assert len(index) == m
