@@ -77,7 +77,12 @@ def plot(runs, out_dir):
     runs_lib.step_axis(ax)
     ax.set_xlabel('step', fontsize=7)
   if image is not None:
-    fig.colorbar(image, ax=axes.ravel().tolist(),
+    # Ticks on both sides of 0 (the default locator left the shorter,
+    # negative side of the diverging scale unlabelled).
+    # Cut toward 0 to 2 decimals, so the end ticks stay inside the range.
+    ticks = np.unique(np.trunc(np.concatenate(
+        [np.linspace(low, 0, 3), np.linspace(0, high, 4)]) * 100) / 100)
+    fig.colorbar(image, ax=axes.ravel().tolist(), ticks=ticks,
                  label='log10 m-coherence (0: m-coherence 1)')
   return runs_lib.save(fig, out_dir, 'layers')
 

@@ -6,8 +6,10 @@
 Adjusted overfit (the CG paper's) = train_acc - [rate / K + (1 - rate) *
 test_acc]: how far training accuracy exceeds what generalization explains;
 0 means no memorization. Bars: mean over seeds; whiskers (with two seeds or
-more): lowest and highest seed; dots: the seeds. Settings are labeled by their sweep overrides (or the
-config fields that differ between the runs).
+more): lowest and highest seed; dots: the seeds. Settings are labeled by
+their sweep overrides (or the config fields that differ between the runs).
+Drawn for two settings or more (one setting's bars would repeat the
+report's table).
 """
 import numpy as np
 
@@ -23,6 +25,9 @@ PANELS = {'adjusted_overfit': 'adjusted overfit',
 
 def plot(runs, out_dir):
   groups = runs_lib.settings(runs)
+  if len(groups) < 2:  # one bar a panel: the report's table has the values
+    print('fig_overfit: not drawn, one setting (its values are in the table)')
+    return None
   colors = runs_lib.setting_colors(len(groups))
   fig, axes = runs_lib.panels(len(PANELS), width=3.4,
                               height=1.2 + 0.35 * len(groups), sharey=True)
