@@ -44,9 +44,11 @@ def test_paper_configs_print_their_grid_and_run(spec, trials, pick, lrs,
 
 
 def test_streamed_probe_memory_does_not_grow_with_m(data_dir):
-  """One compiled chunk pass for any m; the live device bytes during a probe
-  of 32 examples are those of a probe of 8; the values are the resident
-  pass's (all examples on the device at once)."""
+  """One compiled chunk pass for any m; the live device bytes a probe of 32
+  examples adds are at most one chunk more than a probe of 8 adds (holding
+  every chunk would add six more); the values are the resident pass's (all
+  examples on the device at once)."""
+  import gc  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   from cgjax import coherence, losses, optim, parallel, train  # pylint: disable=g-import-not-at-top
   from cgjax.data import pipeline  # pylint: disable=g-import-not-at-top
@@ -66,12 +68,19 @@ def test_streamed_probe_memory_does_not_grow_with_m(data_dir):
     probe = probe_lib.Measurement('probe', cfg, ctx)
     split, index = probe.samples['train']
     assert len(index) == m
-    live = []
+    live, chunk_bytes = [], []
 
     def watched(chunks):
       for chunk in chunks:
-        live.append(sum(a.nbytes for a in jax.live_arrays()))
+        live.append(sum(a.nbytes for a in jax.live_arrays()) - before)
+        chunk_bytes.append(sum(a.nbytes for a in jax.tree.leaves(chunk)))
         yield chunk
+
+    # Bytes above what was live before: the absolute count also held the
+    # garbage of earlier tests, which collected between m = 8 and m = 32
+    # (CI measured 8.0 MB at m = 8, 4.9 MB at m = 32).
+    gc.collect()
+    before = sum(a.nbytes for a in jax.live_arrays())
 
     streamed = coherence.summarize(coherence.streamed_coherence_stats(
         loss, ctx.mesh, state.params, watched(probe.chunks(split, index)),
@@ -90,7 +99,7 @@ def test_streamed_probe_memory_does_not_grow_with_m(data_dir):
                                  err_msg=key)
     del rows
   assert compiled[32] == compiled[8]  # m = 32 compiled nothing new
-  assert abs(peaks[32] / peaks[8] - 1) < 0.1, peaks
+  assert peaks[32] <= peaks[8] + max(chunk_bytes), (peaks, chunk_bytes)
 
 
 def _classified_correctly(workdir, step) -> set:
