@@ -343,7 +343,8 @@ def table(sweeps, study=None) -> str:
     lines.append(
         f'| {key}: {claim.title} | {claim.statistic} ({sign} '
         f'{claim.threshold:g}) | ' + ' | '.join(f'{v:.3g}' for v in values)
-        + f' | {mean} | {spread} | [{low:#.3g}, {high:#.3g}] | '
+        + f' | {mean} | {spread} | '
+        + (f'[{low:#.3g}, {high:#.3g}]' if low == low else '-') + ' | '
         + verdict(claim, values, [r.condition for r in rows if r]) + ' | '
         + (f'{np.nanmean(m_coh):.3g}' if np.isfinite(m_coh).any() else '-')
         + ' |')

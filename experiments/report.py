@@ -15,7 +15,10 @@ experiments/claims.py.
 import argparse
 import html
 import importlib
+import io
 import os
+
+import PIL.Image
 
 from cgjax import measurements
 from cgjax import plugins
@@ -23,6 +26,20 @@ from cgjax import storage
 
 from . import claims
 from . import runs as runs_lib
+
+
+# The page as a figure set: figures fill its width, two narrow ones side by
+# side (at their native 460-720 px two thirds of a 1400 px page was blank).
+STYLE = ('body{font-family:sans-serif;margin:16px}'
+         '.figures{display:grid;grid-template-columns:1fr 1fr;gap:12px 24px}'
+         'figure{margin:0}figure.wide{grid-column:1/-1}'
+         'figure img{max-width:100%;height:auto;display:block}'
+         'figure h2{font-size:1.15em;margin:14px 0 6px}'
+         'figcaption{font-size:85%;color:#333}')
+# A figure wider than this (pixels, at runs_lib.save's dpi: 3 panels) spans
+# both columns; narrower ones (1-2 panels) take one.
+WIDE_PX = 1000
+MAX_ZOOM = 1.25
 
 
 def figure_modules(runs) -> list:
@@ -136,18 +153,26 @@ def build(sweep_dirs: list[str], out_dir: str) -> str:
            'step.</p>',
            _html_table(*table(runs))]
   parts += _claims(sweep_dirs)
+  figures = []
   for module in figure_modules(runs):
     title = getattr(module, 'TITLE', module.__name__)
     png = module.plot(runs, out_dir)
     if png is None:  # the figure does not apply to these runs: no heading
       continue
     doc = html.escape(module.__doc__.split('\n\n', 2)[-1].strip())
-    parts.append(f'<h2>{html.escape(title)}</h2><p>{doc}</p>'
-                 f'<img src="{storage.basename(png)}" style="max-width:100%">')
+    width, _ = PIL.Image.open(io.BytesIO(storage.read_bytes(png))).size
+    # Enlarged at most by MAX_ZOOM: a narrow, tall figure (one setting's
+    # layer heatmap) stretched to the column was a screen high, its text 2x.
+    figures.append(
+        f'<figure class="{"wide" if width > WIDE_PX else "half"}">'
+        f'<h2>{html.escape(title)}</h2><img src="{storage.basename(png)}" '
+        f'style="width:{round(width * MAX_ZOOM)}px">'
+        f'<figcaption>{doc}</figcaption></figure>')
+  parts.append(f'<div class="figures">{"".join(figures)}</div>')
   path = storage.join(out_dir, 'index.html')
   storage.write_atomic(
       path, '<!doctype html><meta charset="utf-8"><title>cgjax report</title>'
-      '<body style="font-family:sans-serif">' + '\n'.join(parts))
+      f'<style>{STYLE}</style><body>' + '\n'.join(parts))
   print(f'wrote {path}')
   return path
 

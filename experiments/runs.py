@@ -173,8 +173,10 @@ def mean_and_spread(ax, series, label=None, **style):
   steps, values = common_steps(series)
   if len(steps) <= 12:
     marker = SPARSE_MARKER.get(style.pop('ls', '-'), 'o')
+    # Unclipped: a marker at step 0 or at an axis limit (accuracy 1) was
+    # cut in half by the spine.
     ax.plot(steps, values.mean(0), label=label, marker=marker, ls='none',
-            markersize=4, **style)
+            markersize=4, clip_on=False, **style)
     if len(series) > 1:
       ax.vlines(steps, values.min(0), values.max(0), lw=1, alpha=0.5,
                 color=style.get('color'))
@@ -216,7 +218,8 @@ def step_axis(ax):
   (drawing step 0 at x = 1 made a vertical segment up to step 1), ticks
   labeled as plain step counts."""
   ax.set_xscale('symlog', linthresh=1, linscale=0.4)
-  ax.set_xlim(left=0)
+  # A little room left of step 0, so that its marker clears the spine.
+  ax.set_xlim(left=-0.15)
   ax.xaxis.set_major_locator(_StepTicks())
   ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
       lambda x, _: f'{x:,.0f}'))
@@ -295,12 +298,12 @@ def main(plot, doc: str):
 
 
 def legend_once(fig, axes):
-  """One legend with every line label: in the grid's unused slot where
-  there is one (inside the figure), else below the panels in as many rows
-  as the figure's width needs (none is cut off)."""
+  """One legend with every labeled line and patch (a shaded span): in the
+  grid's unused slot where there is one (inside the figure), else below the
+  panels in as many rows as the figure's width needs (none is cut off)."""
   labels = {}
   for ax in axes:
-    for line in ax.get_lines():
+    for line in ax.get_lines() + list(ax.patches):
       if not line.get_label().startswith('_'):
         labels.setdefault(line.get_label(), line)
   spare = getattr(fig, 'spare_axes', [])
@@ -315,8 +318,12 @@ def legend_once(fig, axes):
     return
   if len(axes) == 1:  # a lone panel: the legend beside it (save() widens
     fig.tight_layout()  # the canvas to hold it)
+    # Past a twin axis' ticks and label (fig_rho's right axis), which it hid.
+    twinned = any(other is not axes[0] and other.get_position().bounds
+                  == axes[0].get_position().bounds for other in fig.axes)
     axes[0].legend(labels.values(), labels.keys(), fontsize=7,
-                   loc='center left', bbox_to_anchor=(1.02, 0.5),
+                   loc='center left',
+                   bbox_to_anchor=(1.3 if twinned else 1.02, 0.5),
                    frameon=False)
     return
   width, height = fig.get_size_inches()

@@ -202,34 +202,74 @@ def test_a_note_panel_keeps_the_shared_axis_ticks_of_its_neighbours(
   fig = drawn['shares']
   fig.canvas.draw()
   note, shares = fig.axes[:2]
-  assert 'no shares' in note.texts[0].get_text()
+  # The known cause, not a guess between two.
+  assert note.texts[0].get_text().replace('\n', ' ') == (
+      'noise 0: every example is pristine (f_p = 1), nothing to split')
   labels = [t.get_text() for t in shares.get_yticklabels() if t.get_visible()]
   assert any(labels), 'the f_p panel lost its y tick labels'
 
 
+def test_shares_are_smoothed_and_the_memorized_part_shaded(tmp_path,
+                                                           monkeypatch):
+  """f_p is the running median of 5 probes (0.9, 0.8, 0.7, 0.2, 0.3 -> by
+  hand: 0.8, 0.75, 0.7, 0.5, 0.3); the span from the first step where the
+  noisy labels are 90% fitted (step 60) is shaded to the axis' end."""
+  _run(str(tmp_path / 'b'), 0, (0.9, 0.8, 0.7, 0.2, 0.3))
+  with open(tmp_path / 'b' / 'metrics.jsonl', 'a') as f:
+    for step, acc in ((0, 0.1), (40, 0.85), (60, 0.92), (100, 0.88)):
+      f.write(json.dumps({'step': step, 'value': acc,
+                          'name': 'eval/noisy_acc_vs_noisy_label'}) + '\n')
+  config = json.load(open(tmp_path / 'b' / 'config.json'))
+  config['measurements']['eval'] = {'type': 'evaluation'}
+  json.dump(config, open(tmp_path / 'b' / 'config.json', 'w'))
+  drawn = {}
+  monkeypatch.setattr(runs_lib, 'save',
+                      lambda fig, out, name: drawn.setdefault(name, fig))
+  from experiments import fig_shares  # pylint: disable=g-import-not-at-top
+  fig_shares.plot(runs_lib.find([str(tmp_path)]), str(tmp_path))
+  ax = drawn['shares'].axes[0]
+  line = next(l for l in ax.get_lines() if l.get_label() == 'f_p (pristine)')
+  np.testing.assert_allclose(line.get_ydata(), [0.8, 0.75, 0.7, 0.5, 0.3])
+  span, = [p for p in ax.patches if p.get_label().startswith('noisy labels')]
+  assert span.get_x() == 60
+  assert span.get_x() + span.get_width() == ax.get_xlim()[1]
+
+
 def test_coherence_against_loss_pairs_each_probe_with_its_own_loss(
     tmp_path, monkeypatch):
-  """Each seed's path: (mean loss, m-coherence) at the steps both were
-  logged, in step order; a step with only one of them is left out."""
-  path = str(tmp_path / 'run')
-  os.makedirs(path)
-  json.dump({'seed': 0, 'noise': {'rate': 0.5},
-             'measurements': {'probe': {'type': 'coherence', 'm': 50}}},
-            open(os.path.join(path, 'config.json'), 'w'))
-  rows = [{'step': s, 'name': f'probe/clean/{k}', 'value': v}
-          for s, k, v in ((0, 'mean_loss', 2.3), (0, 'm_coherence', 40.0),
-                          (10, 'mean_loss', 1.0), (10, 'm_coherence', 9.0),
-                          (20, 'mean_loss', 0.5),  # no m-coherence logged
-                          (30, 'mean_loss', 0.1), (30, 'm_coherence', 3.0))]
-  with open(os.path.join(path, 'metrics.jsonl'), 'w') as f:
-    f.writelines(json.dumps(r) + '\n' for r in rows)
+  """The path: at the steps every seed logged both (a step with only one of
+  them is left out), the seeds' geometric mean of (mean loss, m-coherence),
+  each a running median of 5 probes; checked against a naive loop."""
+  losses = {0: (2.3, 1.0, 0.5, 0.1, 0.05, 0.02, 0.01),
+            1: (2.1, 1.2, 0.4, 0.2, 0.04, 0.03, 0.02)}
+  coherences = {0: (40.0, 9.0, 3.0, 6.0, 2.0, 1.5, 1.2),
+                1: (30.0, 12.0, 4.0, 2.0, 3.0, 1.0, 1.1)}
+  steps = (0, 10, 20, 30, 40, 50, 60)
+  for seed in (0, 1):
+    path = str(tmp_path / f'seed{seed}')
+    os.makedirs(path)
+    json.dump({'seed': seed, 'noise': {'rate': 0.5},
+               'measurements': {'probe': {'type': 'coherence', 'm': 50}}},
+              open(os.path.join(path, 'config.json'), 'w'))
+    rows = [{'step': s, 'name': 'probe/clean/mean_loss', 'value': v}
+            for s, v in zip(steps, losses[seed])]
+    rows += [{'step': s, 'name': 'probe/clean/m_coherence', 'value': v}
+             for s, v in zip(steps, coherences[seed])
+             if (seed, s) != (1, 20)]  # seed 1 logged no m-coherence at 20
+    with open(os.path.join(path, 'metrics.jsonl'), 'w') as f:
+      f.writelines(json.dumps(r) + '\n' for r in rows)
   drawn = {}
   monkeypatch.setattr(runs_lib, 'save',
                       lambda fig, out, name: drawn.setdefault(name, fig))
   from experiments import fig_coherence_loss  # pylint: disable=g-import-not-at-top
-  fig_coherence_loss.plot(runs_lib.find([path]), str(tmp_path))
+  fig_coherence_loss.plot(runs_lib.find([str(tmp_path)]), str(tmp_path))
   ax = drawn['coherence_loss'].axes[0]
   line = next(l for l in ax.get_lines() if l.get_label() == 'clean')
-  np.testing.assert_allclose(line.get_xdata(), [2.3, 1.0, 0.1])
-  np.testing.assert_allclose(line.get_ydata(), [40.0, 9.0, 3.0])
+  kept = [i for i, s in enumerate(steps) if s != 20]
+  for got, values in ((line.get_xdata(), losses),
+                      (line.get_ydata(), coherences)):
+    mean = [np.sqrt(values[0][i] * values[1][i]) for i in kept]
+    smooth = [np.median(mean[max(0, i - 2):i + 3]) for i in range(len(mean))]
+    np.testing.assert_allclose(got, smooth)
   assert ax.get_xscale() == ax.get_yscale() == 'log'
+  assert len(ax.texts) == 2  # two arrows along the path

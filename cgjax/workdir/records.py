@@ -141,6 +141,23 @@ def latest_values(workdir) -> dict:
   return {r['name']: r['value'] for r in read_metrics(workdir)}
 
 
+
+def hparam_values(flat: dict) -> dict:
+  """Config fields as HParams values: a tuple field one hparam per element
+  (`optim.step_boundaries[0]`: numbers stay sortable and filterable, not the
+  text '(0.5, 0.75)'), None and an empty tuple as text. Integers are numbers;
+  HParams has one numeric type, float64, exact for them (4000 shows as 4000)."""
+  values = {}
+  for key, value in flat.items():
+    if isinstance(value, (tuple, list)) and value:
+      values.update(hparam_values(
+          {f'{key}[{i}]': v for i, v in enumerate(value)}))
+    elif isinstance(value, (bool, int, float, str)):
+      values[key] = value
+    else:
+      values[key] = str(value)
+  return values
+
 class MetricWriter:
   """Scalars to metrics.jsonl, TensorBoard and the config's trackers
   (cgjax.trackers; process 0 only).
@@ -232,15 +249,14 @@ class MetricWriter:
 
   def write_config(self, flat: dict, headline: list[str]):
     """The resolved config to TensorBoard: a text table, and every field as
-    an hparam of the HParams tab (tuples and None as text), with the
+    an hparam of the HParams tab (see hparam_values), with the
     measurements' headline metrics as its metric columns."""
     if not self._active:
       return
     events = self._events()
     events.add_text('config', '\n'.join(
         f'    {k} = {v!r}' for k, v in sorted(flat.items())), 0)
-    hparams = {k: v if isinstance(v, (bool, int, float, str)) else str(v)
-               for k, v in flat.items()}
+    hparams = hparam_values(flat)
     # tensorboardX's add_hparams opens a second writer in the same folder,
     # whose file name collides with this one's within the same second (the
     # records were lost); the three hparams summaries go through this writer.
