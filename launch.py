@@ -22,6 +22,21 @@ Flags:
                   a memory fraction
   --devices_per_trial  with --parallel: GPUs per trial (default: all / N)
   --print-commands  with --sweep: print one command per trial and exit
+  --status        with --sweep: print each trial's state (from the sweep
+                  dir: what a SLURM array or a pod did) and exit
+  --slurm         with --sweep: write WORKDIR/slurm/sweep.sbatch, one SLURM
+                  job array (task k = trial k under srun, requeued when
+                  stopped, done trials skipped) and submit it with sbatch;
+                  --parallel N limits the tasks running at once (%N)
+  --dry_run       with --slurm: print the script only
+  --sbatch OPT    with --slurm: an sbatch option for every task, as sbatch
+                  takes it (--sbatch=--time=4:00:00 --sbatch=--partition=gpu)
+  --nodes, --tasks_per_node, --gpus_per_task
+                  with --slurm: one trial's job (default 1 node, 1 task, no
+                  GPU asked); its processes form one jax.distributed run
+  --signal_seconds  with --slurm: SIGTERM this long before the time limit
+                  (default 120: the step in flight, its measurements and a
+                  checkpoint; see a run's 'time:' split)
   --retry_failed  with --sweep: rerun failed and diverged trials too (they are
                   skipped, and listed, otherwise)
   --evaluate      no training: every measurement of the config, once, on the
@@ -99,6 +114,23 @@ _RESTART = flags.DEFINE_bool(
     '(nothing is deleted) and start the run over.')
 _PRINT_COMMANDS = flags.DEFINE_bool('print-commands', False,
                                     'Print the sweep trial commands and exit.')
+_STATUS = flags.DEFINE_bool('status', False, "With --sweep: each trial's "
+                            'state from the sweep dir, and exit.')
+_SLURM = flags.DEFINE_bool('slurm', False, 'With --sweep: submit the sweep as '
+                           'one SLURM job array (cgjax.slurm).')
+_DRY_RUN = flags.DEFINE_bool('dry_run', False, 'With --slurm: print the sbatch '
+                             'script, submit nothing.')
+_SBATCH = flags.DEFINE_multi_string('sbatch', [], 'With --slurm: an sbatch '
+                                    'option for every task, e.g. '
+                                    '--sbatch=--time=4:00:00 (repeatable).')
+_NODES = flags.DEFINE_integer('nodes', 1, 'With --slurm: nodes per trial.')
+_TASKS_PER_NODE = flags.DEFINE_integer('tasks_per_node', 1, 'With --slurm: '
+                                       'processes per node.')
+_GPUS_PER_TASK = flags.DEFINE_integer('gpus_per_task', 0, 'With --slurm: '
+                                      'GPUs per process.')
+_SIGNAL_SECONDS = flags.DEFINE_integer(
+    'signal_seconds', 120, 'With --slurm: SIGTERM this long before the time '
+    'limit (the step in flight, its measurements and a checkpoint).')
 
 
 def _config_spec(argv):
@@ -272,10 +304,21 @@ def _check_flags(argv):
            '(host:port of process 0); SLURM and TPU pods need none of them')
   if _RESTART.value and (_EVALUATE.value or _SWEEP.value):
     _usage('--restart starts one run over; not with --evaluate or --sweep')
+  slurm_only = [name for name in ('dry_run', 'sbatch', 'nodes',
+                                   'tasks_per_node', 'gpus_per_task',
+                                   'signal_seconds')
+                if flags.FLAGS[name].present]
+  if slurm_only and not _SLURM.value:
+    _usage(f'--{slurm_only[0]} needs --slurm (and --sweep)')
   if _SWEEP.value:
+    if _SLURM.value and (_STATUS.value or _PRINT_COMMANDS.value):
+      _usage('--slurm submits the sweep; --status and --print-commands '
+             'only read or print it')
     return
-  if _PRINT_COMMANDS.value or _PARALLEL.present or _DEVICES_PER_TRIAL.present:
-    _usage('--print-commands, --parallel and --devices_per_trial need --sweep')
+  if (_PRINT_COMMANDS.value or _PARALLEL.present or _DEVICES_PER_TRIAL.present
+      or _STATUS.value or _SLURM.value):
+    _usage('--print-commands, --status, --slurm, --parallel and '
+           '--devices_per_trial need --sweep')
   if (_STEP.present or _OUT.value) and not _EVALUATE.value:
     _usage('--step and --out need --evaluate')
   if _EVALUATE.value and not _WORKDIR.value:
@@ -446,10 +489,18 @@ def run_sweep(argv):
     for _, cmd in runs:
       print(sweep.shell_command(cmd))
     return
+  if _STATUS.value:
+    print('\n'.join(sweep.status_lines([w for w, _ in runs])))
+    return
   if _CHECK.value:
-    print(f'[sweep] check: {len(runs)} trials valid, would run in '
+    how = 'submit as a SLURM job array' if _SLURM.value else 'run'
+    print(f'[sweep] check: {len(runs)} trials valid, would {how} in '
           f'{sweep_dir}: {", ".join(storage.basename(w) for w, _ in runs)}')
     return
+  if _SLURM.value:
+    return _submit(runs, sweep_dir, [
+        sys.executable, launch, '--config', spec, '--sweep', '--status',
+        '--workdir', sweep_dir, *shared])
   where = (f'; process {cluster.process_id} of {cluster.num_processes}'
            if cluster else '')
   print(f'[sweep] {len(trials)} trials in {sweep_dir}{where}', flush=True)
@@ -474,6 +525,29 @@ def run_sweep(argv):
           f'{", ".join(elsewhere)}', flush=True)
   if failed:
     sys.exit(f'error: trials not done: {", ".join(failed)} (see their log.txt)')
+
+
+def _submit(runs, sweep_dir: str, status_command: list[str]):
+  """The sweep as one SLURM job array: its script written, then submitted
+  (with --dry_run: printed)."""
+  from cgjax import slurm  # pylint: disable=g-import-not-at-top
+  from cgjax import sweep  # pylint: disable=g-import-not-at-top
+  options = slurm.Options(
+      nodes=_NODES.value, tasks_per_node=_TASKS_PER_NODE.value,
+      gpus_per_task=_GPUS_PER_TASK.value,
+      max_running=_PARALLEL.value if _PARALLEL.present else 0,
+      signal_seconds=_SIGNAL_SECONDS.value, sbatch=tuple(_SBATCH.value))
+  try:
+    text = slurm.script(runs, sweep_dir, options)
+    if _DRY_RUN.value:
+      print(text, end='')
+      return
+    path = slurm.write(text, sweep_dir)
+    job = slurm.submit(path)
+  except ValueError as err:
+    sys.exit(f'error: {err}')
+  print(f'[sweep] {len(runs)} trials submitted as SLURM job array {job} '
+        f'({path}); their states: {sweep.shell_command(status_command)}')
 
 
 def _thread_failed(args):

@@ -478,3 +478,16 @@ def shell_command(argv: list[str]) -> str:
   from any directory (a SLURM array's, a pod worker's)."""
   return shlex.join(argv)
 
+
+def status_lines(workdirs: list[str]) -> list[str]:
+  """Each trial's state and step from its status.json: what a sweep (a
+  SLURM array, a pod) did, read from the sweep dir alone."""
+  lines = []
+  for workdir in workdirs:
+    status = workdir_lib.read_status_file(workdir)
+    step = status.get('step')
+    lines.append(f'{storage.basename(workdir)}: {status["state"]}'
+                 + (f' at step {step}' if step is not None else '')
+                 + (f' ({status["message"]})' if status.get('message') else ''))
+  return lines
+

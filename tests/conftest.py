@@ -21,7 +21,8 @@ SLOW_FILES = ('lifecycle_test.py', 'faults_test.py', 'gcs_test.py',
               'imagenet_test.py', 'imagenet_papers_test.py', 'cifar10_test.py',
               'cluster_test.py', 'sweep_test.py', 'runs_test.py',
               'plugins_test.py', 'm_dependence_test.py', 'init_from_test.py',
-              'tracked_weights_test.py', 'trackers_test.py', 'records_test.py')
+              'tracked_weights_test.py', 'trackers_test.py', 'records_test.py',
+              'slurm_test.py')
 
 
 def pytest_collection_modifyitems(items):

@@ -19,6 +19,10 @@ non-blank line before it:
     <!-- docs: fragment --> lines of a larger file (compiled, not run)
     <!-- docs: not-cpu REASON -->  needs what CPU CI lacks (ImageNet, a pod,
                             SLURM, a GPU); REASON says what
+    <!-- docs: slurm-script -->  the sbatch script that the launch.py --slurm
+                            line of the block before it writes (paths as
+                            /home/me/cgjax): tests/slurm_test.py compares
+                            and submits it
 
 Fenced python blocks whose first line is `# my_lab/NAME.py` are files of
 the example lab (written out and run by tests/plugins_test.py) and need no
@@ -31,7 +35,8 @@ import re
 
 from tests.conftest import ROOT
 
-KINDS = ('run', 'long', 'output', 'fragment', 'not-cpu', 'lab')
+KINDS = ('run', 'long', 'output', 'fragment', 'not-cpu', 'lab',
+         'slurm-script')
 # README.md and every page of docs/ but the generated config reference.
 FILES = ('README.md',) + tuple(sorted(
     os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, 'docs',
@@ -112,6 +117,11 @@ def blocks(path: str) -> list[Block]:
 
 def all_blocks() -> list[Block]:
   return [b for path in FILES for b in blocks(path)]
+
+
+def blocks_before(block: Block) -> list[Block]:
+  """The blocks of block's file above it, in order."""
+  return [b for b in blocks(block.path) if b.line < block.line]
 
 
 def docs_folder(folder: str, lab_only: bool = False) -> str:

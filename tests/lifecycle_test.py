@@ -206,6 +206,12 @@ def test_a_damaged_workdir_is_one_line_and_changes_nothing(
     (['--config.nosuch=3'], "error: unknown config key 'config.nosuch'"),
     (['--config', 'configs/mnist_mlp.py:noise=abc'],
      "error: config arg noise='abc' is not a float"),
+    (['--nodes=2'], 'error: --nodes needs --slurm (and --sweep)'),
+    (['--slurm'], '--slurm, --parallel and --devices_per_trial need --sweep'),
+    (['--sweep', '--slurm', '--status'], '--slurm submits the sweep'),
+    (['--sweep', '--slurm', '--dry_run', '--sbatch=time=1'],
+     "error: --sbatch takes sbatch options such as --time=4:00:00, got "
+     "'time=1'"),
 ])
 def test_bad_launches_are_one_line_and_write_nothing(tmp_path, flags, needle):
   config = [] if '--config' in flags else ['--config', SMALL]
