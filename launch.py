@@ -96,8 +96,8 @@ _DEVICES_PER_TRIAL = flags.DEFINE_integer(
     'per trial (default: all GPUs / N).')
 _JAX_CACHE = flags.DEFINE_string(
     'jax_cache_dir', '', "XLA's persistent compilation cache (default: "
-    "WORKDIR/../.jax_cache, shared by a sweep's trials and by resumes; "
-    "'none': off).")
+    "$JAX_COMPILATION_CACHE_DIR where set, else WORKDIR/../.jax_cache, "
+    "shared by a sweep's trials and by resumes; 'none': off).")
 _EVALUATE = flags.DEFINE_bool(
     'evaluate', False, "Measure the checkpoint of --workdir at --step; no "
     'training.')
@@ -395,8 +395,11 @@ def _compilation_cache(workdir: str) -> str | None:
   launch is refused)."""
   import jax  # pylint: disable=g-import-not-at-top
   from cgjax import storage  # pylint: disable=g-import-not-at-top
-  cache = _JAX_CACHE.value or storage.join(
-      storage.dirname(storage.absolute(workdir)), '.jax_cache')
+  # JAX's own variable, where set, names the cache of every run (the tests'
+  # one cache per session: no launch compiles what another compiled).
+  cache = (_JAX_CACHE.value or os.environ.get('JAX_COMPILATION_CACHE_DIR')
+           or storage.join(storage.dirname(storage.absolute(workdir)),
+                           '.jax_cache'))
   if cache == 'none':
     return None
   created = not storage.exists(cache)

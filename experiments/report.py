@@ -36,9 +36,10 @@ STYLE = ('body{font-family:sans-serif;margin:16px}'
          'figure img{max-width:100%;height:auto;display:block}'
          'figure h2{font-size:1.15em;margin:14px 0 6px}'
          'figcaption{font-size:85%;color:#333}')
-# A figure wider than this (pixels, at runs_lib.save's dpi: 3 panels) spans
-# both columns; narrower ones (1-2 panels) take one.
-WIDE_PX = 1000
+# A figure wider than this (pixels, at runs_lib.save's dpi: two panels
+# across or more) spans both columns; a lone panel takes one (a 2 x 2 grid
+# in one column had panels of 340 px).
+WIDE_PX = 760
 MAX_ZOOM = 1.25
 
 

@@ -76,10 +76,14 @@ def random_variables(model, example_input, seed=0):
   return fill(shapes['params']), fill(shapes.get('batch_stats', {}))
 
 
-def run_python(args, devices=1, check=True, timeout=300):
-  """Runs `python ARGS` from the repo root with `devices` fake CPU devices."""
+def run_python(args, devices=1, check=True, timeout=300, own_cache=False):
+  """Runs `python ARGS` from the repo root with `devices` fake CPU devices;
+  launches share the session's XLA cache, unless `own_cache`: then a launch
+  keeps its default one beside the workdir."""
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT,
              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  if own_cache:
+    env.pop('JAX_COMPILATION_CACHE_DIR', None)
   proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout)
   if check and proc.returncode:

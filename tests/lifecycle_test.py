@@ -183,7 +183,7 @@ def test_a_damaged_workdir_is_one_line_and_changes_nothing(
   damage(workdir)
   before = _snapshot(workdir)
   proc = run_python(['launch.py', '--config', SMALL, '--workdir',
-                     str(workdir)], check=False)
+                     str(workdir)], check=False, own_cache=True)
   lines = [l for l in proc.stderr.splitlines() if l.strip()]
   assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr
   assert len(lines) == 1 and lines[0].startswith('error: '), proc.stderr
@@ -216,7 +216,8 @@ def test_a_damaged_workdir_is_one_line_and_changes_nothing(
 def test_bad_launches_are_one_line_and_write_nothing(tmp_path, flags, needle):
   config = [] if '--config' in flags else ['--config', SMALL]
   proc = run_python(['launch.py', *config, '--workdir',
-                     str(tmp_path / 'run'), *flags], check=False)
+                     str(tmp_path / 'run'), *flags], check=False,
+                    own_cache=True)
   lines = [l for l in proc.stderr.splitlines() if l.strip()]
   assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr
   assert len(lines) == 1 and needle in lines[0], proc.stderr

@@ -166,7 +166,8 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
     bad.write_text(text)
     for sweep in ([], ['--sweep']):
       proc = run_python(['launch.py', '--config', str(bad), '--workdir',
-                         str(parent / 'run'), *sweep], check=False)
+                         str(parent / 'run'), *sweep], check=False,
+                        own_cache=True)
       _one_error_line(proc, needle, str(bad))
   assert os.listdir(parent) == []  # no run dir, no .jax_cache beside it
   assert 'jax_cache' not in ' '.join(os.listdir(tmp_path))

@@ -20,7 +20,9 @@ def _launch_sweep(sweep_dir):
       [sys.executable, 'launch.py', '--config', CONFIG, '--sweep',
        '--workdir', sweep_dir], cwd=ROOT, stdout=subprocess.PIPE,
       stderr=subprocess.STDOUT, text=True, start_new_session=True,
-      env=dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT))
+      env={**{k: v for k, v in os.environ.items()
+              if k != 'JAX_COMPILATION_CACHE_DIR'},  # the sweep's own cache
+           'JAX_PLATFORMS': 'cpu', 'PYTHONPATH': ROOT})
 
 
 @pytest.fixture(scope='module')
