@@ -114,6 +114,18 @@ def test_winsorize_study_table_over_seeds(tmp_path):
       '.png')) == ['accuracy.png', 'overfit.png']
 
 
+def _plot(monkeypatch, module: str, path) -> dict:
+  """{figure name: the Figure} that experiments.MODULE draws for the runs
+  under path (not saved)."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  drawn = {}
+  monkeypatch.setattr(runs_lib, 'save',
+                      lambda fig, out, name: drawn.setdefault(name, fig))
+  importlib.import_module(f'experiments.{module}').plot(
+      runs_lib.find([str(path)]), str(path))
+  return drawn
+
+
 def _probe_run(path, seed, rate, clean, overrides=None):
   """A run with clean-probe m-coherence `clean` at steps 0, 10, 100 and a
   test accuracy, as train.py writes them."""
@@ -137,11 +149,7 @@ def test_coherence_figure_draws_seed_means_and_one_color_per_setting(
             (1.0, 0): (3, 3, 3), (1.0, 1): (5, 1, 2)}
   for (rate, seed), clean in values.items():
     _probe_run(str(tmp_path / f'r{rate}_s{seed}'), seed, rate, clean)
-  drawn = {}
-  monkeypatch.setattr(runs_lib, 'save',
-                      lambda fig, out, name: drawn.setdefault(name, fig))
-  from experiments import fig_coherence  # pylint: disable=g-import-not-at-top
-  fig_coherence.plot(runs_lib.find([str(tmp_path)]), str(tmp_path))
+  drawn = _plot(monkeypatch, 'fig_coherence', str(tmp_path))
   axes = [ax for ax in drawn['coherence'].axes if ax.get_visible()]
   assert len(axes) == 3  # two settings and the overlay of both
   for ax, rate in zip(axes, (0.0, 1.0)):
@@ -194,11 +202,7 @@ def test_a_note_panel_keeps_the_shared_axis_ticks_of_its_neighbours(
                                                 'w'))
   with open(tmp_path / 'a' / 'metrics.jsonl', 'w') as f:
     f.write(json.dumps({'step': 0, 'name': 'train/loss', 'value': 1}) + '\n')
-  drawn = {}
-  monkeypatch.setattr(runs_lib, 'save',
-                      lambda fig, out, name: drawn.setdefault(name, fig))
-  from experiments import fig_shares  # pylint: disable=g-import-not-at-top
-  fig_shares.plot(runs_lib.find([str(tmp_path)]), str(tmp_path))
+  drawn = _plot(monkeypatch, 'fig_shares', str(tmp_path))
   fig = drawn['shares']
   fig.canvas.draw()
   note, shares = fig.axes[:2]
@@ -222,11 +226,7 @@ def test_shares_are_smoothed_and_the_memorized_part_shaded(tmp_path,
   config = json.load(open(tmp_path / 'b' / 'config.json'))
   config['measurements']['eval'] = {'type': 'evaluation'}
   json.dump(config, open(tmp_path / 'b' / 'config.json', 'w'))
-  drawn = {}
-  monkeypatch.setattr(runs_lib, 'save',
-                      lambda fig, out, name: drawn.setdefault(name, fig))
-  from experiments import fig_shares  # pylint: disable=g-import-not-at-top
-  fig_shares.plot(runs_lib.find([str(tmp_path)]), str(tmp_path))
+  drawn = _plot(monkeypatch, 'fig_shares', str(tmp_path))
   ax = drawn['shares'].axes[0]
   line = next(l for l in ax.get_lines() if l.get_label() == 'f_p (pristine)')
   np.testing.assert_allclose(line.get_ydata(), [0.8, 0.75, 0.7, 0.5, 0.3])
@@ -258,11 +258,7 @@ def test_coherence_against_loss_pairs_each_probe_with_its_own_loss(
              if (seed, s) != (1, 20)]  # seed 1 logged no m-coherence at 20
     with open(os.path.join(path, 'metrics.jsonl'), 'w') as f:
       f.writelines(json.dumps(r) + '\n' for r in rows)
-  drawn = {}
-  monkeypatch.setattr(runs_lib, 'save',
-                      lambda fig, out, name: drawn.setdefault(name, fig))
-  from experiments import fig_coherence_loss  # pylint: disable=g-import-not-at-top
-  fig_coherence_loss.plot(runs_lib.find([str(tmp_path)]), str(tmp_path))
+  drawn = _plot(monkeypatch, 'fig_coherence_loss', str(tmp_path))
   ax = drawn['coherence_loss'].axes[0]
   line = next(l for l in ax.get_lines() if l.get_label() == 'clean')
   kept = [i for i, s in enumerate(steps) if s != 20]

@@ -6,7 +6,8 @@ slurmctld and slurmd, with a temporary munge key, slurm.conf and state dirs.
 
 The node is this host with its CPUs; process tracking by /proc
 (proctrack/linuxproc) and no task plugin, so no cgroups are needed; no
-accounting database (sacct has none to read: squeue and scontrol report).
+accounting database (sacct has none to read: squeue and scontrol report,
+and each job's end is a line of ROOT/jobcomp.txt).
 Stopped by pid at the end, jobs and all. `missing()` names the programs a
 machine lacks (the tests are skipped there, except under CGJAX_CI).
 """
@@ -58,7 +59,8 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
-JobCompType=jobcomp/none
+JobCompType=jobcomp/filetxt
+JobCompLoc={root}/jobcomp.txt
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 MpiDefault=none

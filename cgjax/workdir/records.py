@@ -300,8 +300,14 @@ class MetricWriter:
   def close(self):
     if not self._active:
       return
-    if self._tb is not None and self._events_alive():  # else close blocks
-      self._tb.close()
+    try:
+      if self._tb is not None and self._events_alive():  # else close blocks
+        self._tb.close()
+    finally:
+      if self._tb is not None:
+        # tensorboardX closes its writer again at exit; one that could not
+        # write (a full disk) printed that failure's traceback then.
+        self._tb._get_file_writer().event_writer.close = lambda: None  # pylint: disable=protected-access
     try:
       self.flush()
     finally:
