@@ -300,14 +300,15 @@ class MetricWriter:
   def close(self):
     if not self._active:
       return
+    # (tensorboardX closes its writer again at exit; one that could not
+    # write, a full disk, printed that failure's traceback then: disarmed.)
+    events = self._tb and self._tb.file_writer
     try:
       if self._tb is not None and self._events_alive():  # else close blocks
         self._tb.close()
     finally:
-      if self._tb is not None:
-        # tensorboardX closes its writer again at exit; one that could not
-        # write (a full disk) printed that failure's traceback then.
-        self._tb._get_file_writer().event_writer.close = lambda: None  # pylint: disable=protected-access
+      if events is not None:
+        events.event_writer.close = lambda: None
     try:
       self.flush()
     finally:
