@@ -58,6 +58,11 @@ def script(runs: list[tuple[str, list[str]]], sweep_dir: str,
   """The sbatch script of a sweep: `runs` is sweep.commands' (workdir,
   argv) per trial, array task k running trial k."""
   options.check()
+  if not storage.is_local(sweep_dir):
+    # SLURM writes the tasks' output files, and the script reads each
+    # trial's status.json, on the nodes' own filesystem.
+    raise ValueError(f'--slurm needs a sweep dir on a filesystem the nodes '
+                     f'share, got {sweep_dir!r}')
   limit = f'%{options.max_running}' if options.max_running else ''
   header = [
       f'--job-name=cgjax-{storage.basename(sweep_dir)}',

@@ -57,3 +57,9 @@ def test_a_task_runs_its_own_trial_and_skips_a_done_one(tmp_path):
 def test_bad_options_are_refused_naming_them(options, message):
   with pytest.raises(ValueError, match=message):
     slurm.script(RUNS, '/s', options)
+
+
+def test_a_sweep_dir_in_a_bucket_is_refused_naming_it():
+  with pytest.raises(ValueError, match="filesystem the nodes share, got "
+                     "'gs://bucket/sweep'"):
+    slurm.script(RUNS, 'gs://bucket/sweep', slurm.Options())
