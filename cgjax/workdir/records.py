@@ -141,7 +141,6 @@ def latest_values(workdir) -> dict:
   return {r['name']: r['value'] for r in read_metrics(workdir)}
 
 
-
 def hparam_values(flat: dict) -> dict:
   """Config fields as HParams values: a tuple field one hparam per element
   (`optim.step_boundaries[0]`: numbers stay sortable and filterable, not the
@@ -157,6 +156,7 @@ def hparam_values(flat: dict) -> dict:
     else:
       values[key] = str(value)
   return values
+
 
 class MetricWriter:
   """Scalars to metrics.jsonl, TensorBoard and the config's trackers
