@@ -44,9 +44,12 @@ class Options:
     for name in ('nodes', 'tasks_per_node'):
       if getattr(self, name) < 1:
         raise ValueError(f'--{name} must be >= 1, got {getattr(self, name)}')
-    for name in ('gpus_per_task', 'max_running', 'signal_seconds'):
+    # As the flags name them (max_running is --parallel's %N).
+    for name, flag in (('gpus_per_task', 'gpus_per_task'),
+                       ('max_running', 'parallel'),
+                       ('signal_seconds', 'signal_seconds')):
       if getattr(self, name) < 0:
-        raise ValueError(f'--{name} must be >= 0, got {getattr(self, name)}')
+        raise ValueError(f'--{flag} must be >= 0, got {getattr(self, name)}')
     for option in self.sbatch:
       if not option.startswith('-'):
         raise ValueError(f'--sbatch takes sbatch options such as '

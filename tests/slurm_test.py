@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -154,14 +155,8 @@ def test_a_requeued_trial_resumes_bitwise(cluster, tmp_path):
   reference = str(tmp_path / 'reference')
   run_python(['launch.py', '--config', CONFIG, '--workdir', reference,
               '--config.noise.rate=0.0', *LONG])
-  for a, b in zip(*(jax_leaves(load_params(w, 8000))
-                    for w in (workdir, reference))):
-    np.testing.assert_array_equal(a, b)
-
-
-def jax_leaves(tree):
-  import jax  # pylint: disable=g-import-not-at-top
-  return [np.asarray(x) for x in jax.tree.leaves(tree)]
+  jax.tree.map(np.testing.assert_array_equal, load_params(workdir, 8000),
+               load_params(reference, 8000))
 
 
 def _read(sweep_dir) -> str:

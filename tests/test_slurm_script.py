@@ -51,6 +51,7 @@ def test_a_task_runs_its_own_trial_and_skips_a_done_one(tmp_path):
 @pytest.mark.parametrize('options,message', [
     (slurm.Options(nodes=0), '--nodes must be >= 1, got 0'),
     (slurm.Options(gpus_per_task=-1), '--gpus_per_task must be >= 0'),
+    (slurm.Options(max_running=-2), '--parallel must be >= 0, got -2'),
     (slurm.Options(sbatch=('time=10',)), "sbatch options such as "
      "--time=4:00:00, got 'time=10'"),
 ])
