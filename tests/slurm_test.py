@@ -66,14 +66,26 @@ def _states(cluster, job: str) -> list[str]:
                             '%i %T %r'], cluster).stdout.splitlines()
 
 
+# Job states of a task that will not run again.
+ENDED = ('COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL',
+         'OUT_OF_MEMORY', 'BOOT_FAIL', 'DEADLINE', 'PREEMPTED')
+
+
+def _ended(cluster, job: str) -> bool:
+  """Every task of the job ended, by scontrol's records (squeue can miss a
+  task between its requeue and its pending state, where CI once saw none)."""
+  out = slurm_cluster.run(['scontrol', 'show', 'job', job], cluster).stdout
+  return all(s in ENDED for s in re.findall(r'JobState=(\w+)', out))
+
+
 def _wait(cluster, job: str, until=None, timeout=420, step=1.0):
-  """Polls until `until()` holds (default: the job left the queue); fails
-  naming the job's states. A task SLURM holds back after a requeue (about 2
+  """Polls until `until()` holds (default: every task ended); fails naming
+  the job's states. A task SLURM holds back after a requeue (about 2
   minutes, `BeginTime`) is made eligible at once."""
   deadline = time.time() + timeout
   while True:
     states = _states(cluster, job)
-    if until() if until else not states:
+    if until() if until else not states and _ended(cluster, job):
       return
     for line in states:
       if line.endswith('BeginTime'):
